@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine (Python 3.11, nothing installed):
+#   make demo   set up .venv and inspect a sample model
+#   make test   set up .venv (with torchvision for the zoo-parity tests) and run the suite
+PY     ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# torch 2.13.0 is the CPU wheel on these machines (small, fast); torchvision needs 2.14.1.
+TORCH_CPU ?= torch==2.13.0
+TORCH_ZOO ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test venv zoo samples bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+venv: $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_CPU)"
+	$(PIP) install -e ".[dev]"
+
+zoo: $(BIN)/python
+	@$(BIN)/python -c "import torchvision" 2>/dev/null || $(PIP) install $(TORCH_ZOO)
+
+samples: venv
+	$(BIN)/python sample_models/build.py --out sample_models/out
+
+demo: samples
+	$(BIN)/dldoctor inspect sample_models/out/resnet_small.pt
+
+test: zoo venv
+	$(BIN)/python -m pytest -q -ra
+
+bench: zoo venv
+	$(PIP) install -e ".[bench]"
+	$(BIN)/python benchmarks/flops_vs_peers.py --out docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) sample_models/out .pytest_cache

@@ -1,0 +1,29 @@
+"""What a loader returns. Loaders are the only code that reads model files."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dldoctor.types import TensorInfo
+
+
+@dataclass
+class LoadOptions:
+    trust: bool = False  # the only door to unsafe loading (TorchScript, torch.export, arbitrary pickles)
+    allow_classes: tuple[str, ...] = ()  # "pkg.mod.Cls" names the user allows in a pickle
+    code: tuple[str, ...] = ()  # modules the user points to; their classes are allowed
+    arch: str | None = None  # "pkg.mod:factory(args)" to build a module for a state_dict
+    device: str = "cpu"  # "cpu" | "cuda" | "meta"
+
+
+@dataclass
+class Loaded:
+    source: str  # the path or factory spec as given
+    format: str  # torch-module | state-dict | checkpoint | factory | onnx | torchscript | torch-export | safetensors
+    sha256: str | None = None
+    module: Any = None  # torch.nn.Module when we have one
+    onnx_model: Any = None  # onnx.ModelProto for ONNX files
+    tensors: list[TensorInfo] | None = None  # weights read without an architecture
+    notes: list[str] = field(default_factory=list)  # what the report should tell the user
+    archive: list[dict[str, Any]] | None = None  # safe listing of a zip archive (name, size) when not trusted
+    name: str | None = None
