@@ -14,6 +14,6 @@ __all__ = ["__version__", "inspect", "Report", "Finding", "LayerInfo", "Severity
 
 def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
     """Inspect a torch module, a model file or a `pkg.mod:factory` spec; return a Report."""
-    from dldoctor.inspect import inspect as _inspect
+    from dldoctor.inspector import inspect as _inspect
 
     return _inspect(model_or_path, inputs=inputs, **options)

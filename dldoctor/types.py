@@ -55,7 +55,8 @@ class FlopStats:
     status: str = UNAVAILABLE
     macs: int | None = None
     flops: int | None = None
-    training_flops: int | None = None
+    training_flops: int | None = None  # forward + backward of one step
+    training_status: str = UNAVAILABLE
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     reason: str | None = None
 

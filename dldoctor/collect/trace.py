@@ -1,0 +1,210 @@
+"""One traced forward pass (and one training step) at ATen dispatch level.
+
+A single `TorchDispatchMode` sees every op once and feeds three facts at once:
+MACs (attributed to every module on the call stack), output shapes per module,
+and the bytes of live tensors (for peak activation memory). The pass runs on the
+meta device by default: shapes and op choice are the same, nothing is allocated,
+and PyTorch's fused attention fast path (invisible to other counters) is not
+taken. The user's module is never changed: parameters and buffers are swapped
+for stand-ins with `torch.func.functional_call`, hooks are removed and training
+flags restored in `finally` blocks.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from dldoctor.collect.flops import macs_of, no_mac_reason
+
+
+@dataclass
+class PassResult:
+    """What one pass saw. Fields stay empty when the pass failed before reaching them."""
+
+    macs: int = 0
+    uncounted: Counter = field(default_factory=Counter)
+    module_macs: dict[str, int] = field(default_factory=dict)  # inclusive of children
+    module_calls: dict[str, int] = field(default_factory=dict)
+    output_shapes: dict[str, list[list[int]]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # modules in order of first call
+    peak_bytes: int = 0  # of tensors created during the pass (not params/inputs)
+    backward_macs: int = 0
+    backward_uncounted: Counter = field(default_factory=Counter)
+    error: str | None = None
+    error_module: str | None = None
+    device: str = "meta"
+
+
+class _LiveBytes:
+    """Tracks bytes of storages created during a pass; a storage is freed when its weakref expires."""
+
+    def __init__(self, known: set[int]) -> None:
+        self.known = known  # storages that existed before (params, buffers, inputs)
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def add(self, out: Any) -> None:
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t.is_nested or t.layout != torch.strided:
+                continue
+            try:
+                st = t.untyped_storage()
+            except Exception:  # noqa: BLE001 - exotic tensor subclasses have no storage
+                continue
+            key = st._cdata
+            if key in self.known or key in self.live:
+                continue
+            n = st.nbytes()
+            self.live[key] = (StorageWeakRef(st), n)
+            self.current += n
+        self._sweep()
+
+    def _sweep(self) -> None:
+        dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
+        for k in dead:
+            self.current -= self.live.pop(k)[1]
+        if self.current > self.peak:
+            self.peak = self.current
+
+
+class _Mode(TorchDispatchMode):
+    def __init__(self, result: PassResult, stack: list[str], live: _LiveBytes | None) -> None:
+        super().__init__()
+        self.r = result
+        self.stack = stack
+        self.live = live
+        self.backward = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        m = macs_of(func, args, kwargs, out)
+        if m is None:
+            if no_mac_reason(func) is None:
+                name = func.overloadpacket.__name__
+                (self.r.backward_uncounted if self.backward else self.r.uncounted)[name] += 1
+        elif self.backward:
+            self.r.backward_macs += m
+        else:
+            self.r.macs += m
+            for path in set(self.stack):
+                self.r.module_macs[path] = self.r.module_macs.get(path, 0) + m
+        if self.live is not None:
+            self.live.add(out)
+        return out
+
+
+def _storage_keys(tensors: list[torch.Tensor]) -> set[int]:
+    keys = set()
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and not t.is_nested and t.layout == torch.strided:
+            try:
+                keys.add(t.untyped_storage()._cdata)
+            except Exception:  # noqa: BLE001
+                pass
+    return keys
+
+
+def _shapes(out: Any) -> list[list[int]]:
+    return [list(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and not t.is_nested]
+
+
+def _stand_ins(module: torch.nn.Module, device: str, train: bool) -> dict[str, torch.Tensor]:
+    """Tensors to run the module with, so its own parameters and buffers are never touched."""
+    state: dict[str, torch.Tensor] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if device == "meta":
+            t = torch.empty_like(p, device="meta")
+        else:
+            t = p.detach().to(device)
+        state[name] = t.requires_grad_(bool(train and p.requires_grad and p.is_floating_point()))
+    for name, b in module.named_buffers(remove_duplicate=False):
+        state[name] = torch.empty_like(b, device="meta") if device == "meta" else b.detach().to(device).clone()
+    return state
+
+
+def _to_device(x: Any, device: str) -> Any:
+    def conv(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        return torch.empty_like(t, device="meta") if device == "meta" else t.to(device)
+
+    return tree_map(conv, x)
+
+
+def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", train: bool = False) -> PassResult:
+    """Run one forward pass (and, with `train`, a backward pass of sum(outputs)) under the counter.
+
+    The module's parameters, buffers, grads, hooks and training flags are the same afterwards,
+    whether the pass succeeds or raises; a failure is recorded in the result, not raised.
+    """
+    r = PassResult(device=device)
+    stack: list[str] = []
+    flags = [(m, m.training) for m in module.modules()]
+    handles = []
+
+    def pre(path: str):  # noqa: ANN202
+        def hook(mod, args):  # noqa: ANN001, ANN202
+            stack.append(path)
+            if path not in r.module_calls and path not in r.order:
+                r.order.append(path)
+
+        return hook
+
+    def post(path: str):  # noqa: ANN202
+        def hook(mod, args, out):  # noqa: ANN001, ANN202
+            if stack and stack[-1] == path:
+                stack.pop()
+            r.module_calls[path] = r.module_calls.get(path, 0) + 1
+            if path not in r.output_shapes:
+                r.output_shapes[path] = _shapes(out)
+
+        return hook
+
+    try:
+        for path, mod in module.named_modules():
+            handles.append(mod.register_forward_pre_hook(pre(path)))
+            handles.append(mod.register_forward_hook(post(path)))
+        module.train(train)
+        state = _stand_ins(module, device, train)
+        args = _to_device(inputs, device)
+        live = _LiveBytes(_storage_keys(list(state.values()) + tree_flatten(args)[0]))
+        mode = _Mode(r, stack, live)
+        with ExitStack() as es:
+            if not train:
+                es.enter_context(torch.no_grad())
+            es.enter_context(mode)
+            try:
+                out = torch.func.functional_call(module, state, args, strict=False)
+            except Exception as e:  # noqa: BLE001 - a failing forward still yields a partial result
+                r.error = f"{type(e).__name__}: {e}".strip().splitlines()[0][:500]
+                r.error_module = stack[-1] if stack else None
+                out = None
+            if train and out is not None:
+                outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor) and o.requires_grad]
+                if outs:
+                    mode.backward = True
+                    loss = sum(o.float().sum() for o in outs)
+                    try:
+                        loss.backward()
+                    except Exception as e:  # noqa: BLE001
+                        r.error = f"backward failed: {type(e).__name__}: {e}".splitlines()[0][:500]
+                    del loss
+                del outs
+            del out
+            live._sweep()
+            r.peak_bytes = live.peak
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in flags:
+            m.training = t
+    return r
