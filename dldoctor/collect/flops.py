@@ -167,6 +167,8 @@ for _reason, _names in {
     "tensor creation (no arithmetic)": "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill_ zero_ "
     "arange linspace scalar_tensor new_empty new_empty_strided new_zeros new_ones new_full rand rand_like randn randn_like "
     "randint randint_like bernoulli bernoulli_ normal_ uniform_ randperm eye _efficientzerotensor",
+    "activation (elementwise, not a MAC)": "hardswish hardsigmoid hardtanh gelu silu mish elu leaky_relu softplus relu6 "
+    "threshold celu selu glu prelu _prelu_kernel rrelu_with_noise log_sigmoid_forward softshrink hardshrink",
     "dropout (elementwise masking, not a MAC)": "native_dropout dropout feature_dropout alpha_dropout",
     "interpolation (a few elementwise operations per output)": "upsample_bilinear2d upsample_bicubic2d upsample_linear1d "
     "upsample_trilinear3d grid_sampler_2d _upsample_bilinear2d_aa",
@@ -202,8 +204,11 @@ def no_mac_reason(func: Any) -> str | None:
         return "reduction (additions, not MACs)"
     if torch.Tag.inplace_view in tags:
         return "view (no arithmetic)"
-    if name.endswith("_") and name[:-1] in _NO_MAC_NAMES:
-        return _NO_MAC_NAMES[name[:-1]]
+    if name.endswith("_"):  # in-place twin of a known op (hardswish_ -> hardswish)
+        base = getattr(aten, name[:-1], None)
+        if base is not None and name[:-1] != name:
+            for overload in base.overloads():
+                return no_mac_reason(getattr(base, overload))
     return None
 
 

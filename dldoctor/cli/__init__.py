@@ -1,0 +1,39 @@
+"""The `dldoctor` command. One module per command; torch is imported only inside commands."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dldoctor._version import __version__
+
+app = typer.Typer(
+    name="dldoctor",
+    help="A doctor for deep-learning models: exact parameters, FLOPs, memory and receptive field, and advice.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dldoctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """dldoctor: open a PyTorch or ONNX model and tell the truth about it."""
+
+
+from dldoctor.cli import inspect as _inspect_cmd  # noqa: E402  (registers the command)
+
+_inspect_cmd.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,78 @@
+"""What every command shares: error handling, output writing, option types."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+
+from dldoctor.errors import DLDoctorError
+
+FORMATS = ("rich", "json")
+
+
+def debug() -> bool:
+    return os.environ.get("DLDOCTOR_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, hint: str | None = None, code: int = 2) -> None:
+    """One line on stderr, a hint, and the exit code. Never a traceback unless DLDOCTOR_DEBUG=1."""
+    text = f"dldoctor: error: {message}"
+    if hint:
+        text += f"\n  hint: {hint}"
+    typer.echo(text, err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except DLDoctorError as e:
+            if debug():
+                traceback.print_exc()
+            fail(e.message, e.hint, e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", None, 130)
+        except Exception as e:  # noqa: BLE001 - the user gets one line; DLDOCTOR_DEBUG=1 shows the rest
+            if debug():
+                traceback.print_exc()
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            fail(f"internal error: {type(e).__name__}: {first}", "re-run with DLDOCTOR_DEBUG=1 and report the traceback")
+
+    return wrapper
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write next to the target, then rename: a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def emit(text: str, output: str | None) -> None:
+    if output:
+        write_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()

@@ -1,0 +1,107 @@
+"""`dldoctor inspect`: parameters, FLOPs, memory, receptive field and a layer table."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dldoctor.cli.common import FORMATS, emit, fail, handle_errors
+
+# Files a folder scan picks up; a file named on the command line is always tried, whatever its name.
+MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
+
+TRUST_HELP = (
+    "Load files that can run code (arbitrary pickles, TorchScript, torch.export archives). "
+    "Only for files you would run as a program: loading them executes what they contain."
+)
+
+
+def expand(sources: list[str]) -> list[str]:
+    """Folders become the model files inside them (sorted, recursive); everything else passes through."""
+    out: list[str] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(
+                str(f) for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in MODEL_SUFFIXES and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            if not found:
+                fail(f"{s}: no model files in this folder", f"dldoctor looks for {', '.join(sorted(MODEL_SUFFIXES))}")
+            out.extend(found)
+        else:
+            out.append(s)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("inspect")
+    @handle_errors
+    def inspect_cmd(
+        models: List[str] = typer.Argument(..., help="Model files, folders, or factory specs such as torchvision.models:resnet50 or mypkg.models:build(depth=18)."),
+        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype (float32, float16, bfloat16, int64...)."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or meta. On meta nothing is allocated: inspect huge factory-built models."),
+        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file."),
+        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
+        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
+        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        optimizer: str = typer.Option("adam", "--optimizer", help="Optimizer for the training-step memory estimate: sgd, adam, adamw or none."),
+        depth: Optional[int] = typer.Option(None, "--depth", "-d", help="Fold modules deeper than this in the layer table (terminal default 3; JSON keeps all unless set)."),
+        fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich or json."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
+        no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass (FLOPs and memory of one step)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    ) -> None:
+        """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
+        if fmt not in FORMATS:
+            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+        from rich.console import Console
+
+        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.errors import DLDoctorError
+        from dldoctor.inspector import inspect
+        from dldoctor.load.base import LoadOptions
+
+        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
+        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device)
+        err = Console(stderr=True, quiet=quiet)
+        if trust:
+            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        sources = expand(models)
+        reports = []
+        failed: list[str] = []
+        for src in sources:
+            with err.status(f"inspecting {src}", spinner="dots"):
+                try:
+                    rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
+                                  optimizer=optimizer, training=not no_training, load_options=opts)
+                except DLDoctorError as e:
+                    if len(sources) == 1:
+                        raise
+                    failed.append(f"{src}: {e}")
+                    continue
+            reports.append(rep)
+            for d in rep.diagnostics:
+                if d.level == "error":
+                    failed.append(f"{src}: {d.message}")
+        if reports:
+            if fmt == "json":
+                from dldoctor.render.json import render_json
+
+                emit(render_json(reports, single=len(sources) == 1), output)
+            else:
+                from dldoctor.render.rich import render_rich
+
+                if output:
+                    console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
+                    render_rich(reports, console, depth if depth is not None else 3)
+                    emit(console.export_text(), output)
+                else:
+                    render_rich(reports, Console(), depth if depth is not None else 3)
+        if failed:
+            for line in failed:
+                typer.echo(f"dldoctor: error: {line}", err=True)
+            raise typer.Exit(2)

@@ -1,0 +1,27 @@
+"""JSON output: the documented contract (docs/report-schema.md)."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from dldoctor.types import SCHEMA_VERSION, Report
+
+
+def _clean(x: Any) -> Any:
+    # JSON has no NaN/Infinity; say "unavailable" with null rather than emit invalid JSON.
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def render_json(reports: list[Report], single: bool = True) -> str:
+    if single and len(reports) == 1:
+        doc: Any = reports[0].to_dict()
+    else:
+        doc = {"schema_version": SCHEMA_VERSION, "reports": [r.to_dict() for r in reports]}
+    return json.dumps(_clean(doc), indent=2, sort_keys=False) + "\n"

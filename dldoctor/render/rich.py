@@ -1,0 +1,140 @@
+"""Terminal output: a summary panel, the layer table and diagnostics."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from dldoctor.render.numbers import nbytes, shape, si
+from dldoctor.types import COMPLETE, ReceptiveField, Report
+
+_STATUS_STYLE = {"complete": "green", "partial": "yellow", "unavailable": "red"}
+
+
+def _status(s: str) -> str:
+    return f"[{_STATUS_STYLE.get(s, 'white')}]{s}[/]"
+
+
+def _rf_text(rf: ReceptiveField | None) -> str:
+    if rf is None:
+        return "-"
+    if rf.global_ and not rf.size:
+        return "global"
+    if not rf.size:
+        return "-"
+    size = "×".join(f"{v:g}" for v in rf.size)
+    out = size
+    if rf.stride:
+        out += f" /{'×'.join(f'{v:g}' for v in rf.stride)}" if len(set(rf.stride)) > 1 else f" /{rf.stride[0]:g}"
+    if rf.global_:
+        out = f"global (last map {out})"
+    return out
+
+
+def summary(r: Report) -> Panel:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("model", f"{r.model.path}  [dim]({r.model.format})[/]")
+    if r.inputs:
+        ins = "; ".join(f"{'×'.join(map(str, i.shape))} {i.dtype}" + (" [dim](assumed)[/]" if i.assumed else "") for i in r.inputs)
+        t.add_row("input", ins)
+    p = r.params
+    ptxt = f"{p.total:,} ({si(p.total)})  trainable {p.trainable:,}  frozen {p.frozen:,}  buffers {p.buffers:,}"
+    if p.shared:
+        ptxt += f"  [dim]shared (counted once) {p.shared:,}[/]"
+    t.add_row("parameters", ptxt)
+    t.add_row("weights", f"{nbytes(p.bytes + p.buffer_bytes)}  " + "  ".join(f"{k} {v:,}" for k, v in p.by_dtype.items()))
+    f = r.flops
+    if f.macs is not None:
+        ftxt = f"{si(f.macs, 'MACs')}  {si(f.flops, 'FLOPs')}  {_status(f.status)}"
+        if f.training_flops is not None:
+            ftxt += f"\ntraining step {si(f.training_flops, 'FLOPs')} (forward + backward)  {_status(f.training_status)}"
+    else:
+        ftxt = _status(f.status)
+    if f.reason:
+        ftxt += f"\n[dim]{f.reason}[/]"
+    t.add_row("compute", ftxt)
+    m = r.memory
+    mtxt = f"inference peak {nbytes(m.inference_peak_bytes)}"
+    if m.training_peak_bytes is not None:
+        mtxt += f"  training step ({m.optimizer}) {nbytes(m.training_peak_bytes)}"
+    if m.batch_size:
+        mtxt += f"  [dim]at batch {m.batch_size}[/]"
+    if m.reason:
+        mtxt += f"\n[dim]{m.reason}[/]"
+    t.add_row("memory", mtxt)
+    rf = r.receptive_field
+    rtxt = _rf_text(rf) if rf.status != "unavailable" else _status(rf.status)
+    if rf.status not in (COMPLETE, "unavailable"):
+        rtxt += f"  {_status(rf.status)}"
+    if rf.reason:
+        rtxt += f"\n[dim]{rf.reason}[/]"
+    t.add_row("receptive field", rtxt)
+    if r.onnx:
+        t.add_row("onnx", f"opset {r.onnx.get('opset')}  ops " + ", ".join(f"{k}×{v}" for k, v in list(r.onnx.get("op_histogram", {}).items())[:8]))
+    return Panel(t, title=f"dldoctor · {r.model.name or r.model.path}", expand=False)
+
+
+def layer_table(r: Report, depth: int | None) -> Table | None:
+    rows = [lay for lay in r.layers if depth is None or lay.depth <= depth]
+    if not rows:
+        return None
+    t = Table(title="layers", show_lines=False, header_style="bold")
+    t.add_column("layer")
+    t.add_column("type")
+    t.add_column("output")
+    t.add_column("params", justify="right")
+    t.add_column("MACs", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("receptive field")
+    for lay in rows:
+        t.add_row(
+            "  " * (lay.depth - 1) + lay.path,
+            lay.type,
+            shape(lay.output_shape),
+            f"{lay.params:,}",
+            si(lay.macs),
+            f"{100 * lay.share:.1f}%",
+            _rf_text(lay.receptive_field),
+        )
+    return t
+
+
+def tensor_table(r: Report, limit: int = 30) -> Table | None:
+    if not r.tensors:
+        return None
+    t = Table(title=f"tensors ({len(r.tensors)})", header_style="bold")
+    t.add_column("name")
+    t.add_column("shape")
+    t.add_column("dtype")
+    t.add_column("bytes", justify="right")
+    for x in r.tensors[:limit]:
+        t.add_row(x.name, "×".join(map(str, x.shape)) or "scalar", x.dtype, nbytes(x.nbytes))
+    if len(r.tensors) > limit:
+        t.add_row(f"... {len(r.tensors) - limit} more", "", "", "")
+    return t
+
+
+def diagnostics(r: Report) -> Text | None:
+    if not r.diagnostics and not r.findings:
+        return None
+    lines = Text()
+    colors = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for d in r.diagnostics:
+        lines.append(f"{d.level}: ", style=colors.get(d.level, "white"))
+        lines.append(d.message + "\n")
+    for f in r.findings:
+        lines.append(f"{f.code} {f.name}: ", style=colors.get(f.severity, "white"))
+        lines.append(f"{f.message}" + (f" [{f.location}]" if f.location else "") + "\n")
+    return lines
+
+
+def render_rich(reports: list[Report], console: Console, depth: int | None = 3) -> None:
+    for r in reports:
+        parts = [summary(r)]
+        for extra in (layer_table(r, depth), tensor_table(r), diagnostics(r)):
+            if extra is not None:
+                parts.append(extra)
+        console.print(Group(*parts))
