@@ -1,0 +1,100 @@
+"""Loaders: the only code that reads model files.
+
+    load(source, opts) -> Loaded        a path or a factory spec ("pkg.mod:factory(args)")
+    detect_format(path) -> str          the container format, from the file's bytes
+
+Importing this package imports neither torch nor onnx; the loaders do, lazily.
+Nothing is ever unpickled without a restricted unpickler unless opts.trust.
+"""
+from __future__ import annotations
+
+from dldoctor.errors import LoadError
+from dldoctor.load.base import Loaded, LoadOptions
+from dldoctor.load.common import SUPPORTED_HINT, sha256_file, stem
+from dldoctor.load.detect import (
+    ONNX,
+    PICKLE,
+    SAFETENSORS,
+    TORCH_EXPORT,
+    TORCH_PICKLE,
+    TORCHSCRIPT,
+    detect_format,
+    sniff,
+)
+from dldoctor.load.factory import is_spec, parse_spec
+from dldoctor.load.pickle_scan import PickleScanError, pickle_globals
+
+__all__ = [
+    "FORMATS",
+    "LoadOptions",
+    "Loaded",
+    "detect_format",
+    "is_spec",
+    "load",
+    "parse_spec",
+    "pickle_globals",
+    "PickleScanError",
+]
+
+# Loaded.format values
+FORMATS = (
+    "torch-module",
+    "state-dict",
+    "checkpoint",
+    "factory",
+    "onnx",
+    "torchscript",
+    "torch-export",
+    "safetensors",
+)
+
+_DEVICES = ("cpu", "cuda", "meta")
+
+
+def _map_location(opts: LoadOptions) -> str:
+    return "cuda" if opts.device == "cuda" else "cpu"
+
+
+def load(source: str, opts: LoadOptions | None = None) -> Loaded:
+    """Open a model file or build a factory spec, without running code from the file.
+
+    Raises LoadError (bad input) or UnsafeModelError (the file wants code; nothing ran).
+    """
+    opts = opts or LoadOptions()
+    if opts.device not in _DEVICES:
+        raise LoadError(f"unknown device {opts.device!r}", hint="use --device cpu, cuda or meta")
+    if is_spec(source):
+        from dldoctor.load.factory import load_factory
+
+        return load_factory(source, opts)
+
+    path = source
+    found = sniff(path)  # raises LoadError for missing files and folders
+    digest = sha256_file(path)
+    kind = found.kind
+    if kind == TORCH_PICKLE:
+        from dldoctor.load.torch_pickle import load_torch_pickle
+
+        loaded = load_torch_pickle(path, opts, legacy=not found.members, map_location=_map_location(opts))
+    elif kind in (TORCHSCRIPT, TORCH_EXPORT):
+        from dldoctor.load.archive import load_archive
+
+        loaded = load_archive(path, kind, found.members, opts, _map_location(opts))
+    elif kind == ONNX:
+        from dldoctor.load.onnx_file import load_onnx
+
+        loaded = load_onnx(path, opts)
+    elif kind == SAFETENSORS:
+        from dldoctor.load.safetensors_file import load_safetensors
+
+        loaded = load_safetensors(path, opts)
+    elif kind == PICKLE:
+        from dldoctor.load.torch_pickle import load_plain_pickle
+
+        loaded = load_plain_pickle(path, opts)  # always raises
+    else:
+        raise LoadError(f"{path}: not a model file dldoctor can read ({found.reason})", hint=SUPPORTED_HINT)
+    loaded.source = source
+    loaded.sha256 = digest
+    loaded.name = loaded.name or stem(path)
+    return loaded

@@ -1,0 +1,512 @@
+"""Read a pickle without running it.
+
+`pickletools.genops` decodes the opcodes; a tiny symbolic machine follows the
+stack so that STACK_GLOBAL (protocol 4+) names can be recovered, and so that
+tensor names/shapes can be listed from TorchScript archives without loading
+them. Nothing here imports a module, resolves a global or calls anything: a
+global becomes an inert `Global` record and REDUCE/NEWOBJ an inert `Call`.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import pickletools
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+DYNAMIC_GLOBAL = "<dynamic STACK_GLOBAL>"
+
+# torch.save's legacy (non-zip) format starts with this number pickled.
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class PickleScanError(ValueError):
+    """The bytes are not a well-formed pickle (truncated, corrupt)."""
+
+
+@dataclass(eq=False)
+class Global:
+    module: str
+    name: str
+
+    @property
+    def full(self) -> str:
+        return f"{self.module}.{self.name}" if self.module else self.name
+
+
+@dataclass(eq=False)
+class Call:
+    """REDUCE / NEWOBJ / INST / OBJ, recorded, never performed."""
+
+    func: Any
+    args: Any = ()
+    kwargs: Any = None
+    state: Any = None
+    items: list = field(default_factory=list)  # SETITEM(S) on the result (OrderedDict())
+    list_items: list = field(default_factory=list)  # APPEND(S) on the result
+
+
+@dataclass(eq=False)
+class PersId:
+    pid: Any
+
+
+@dataclass(eq=False)
+class SymDict:
+    items: list = field(default_factory=list)  # (key, value) pairs; keys may be unhashable
+
+
+class Unknown:
+    pass
+
+
+_MARK = object()
+
+_PUSH_ARG = {
+    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
+    "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT",
+}  # fmt: skip
+
+
+@dataclass
+class ScanResult:
+    root: Any
+    globals: list[tuple[str, str]]  # (module, name) in order of appearance, deduplicated
+    persid_kinds: set = field(default_factory=set)  # first item of tuple persistent ids ("storage", "module")
+
+    @property
+    def global_names(self) -> list[str]:
+        return [f"{m}.{n}" if m else n for m, n in self.globals]
+
+
+def _pop_mark(stack: list) -> list:
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is _MARK:
+            items = stack[i + 1 :]
+            del stack[i:]
+            return items
+    raise PickleScanError("MARK missing")
+
+
+def _set_items(target: Any, pairs: list) -> None:
+    if isinstance(target, SymDict):
+        target.items.extend(pairs)
+    elif isinstance(target, Call):
+        target.items.extend(pairs)
+    elif isinstance(target, dict):  # pragma: no cover - we never build real dicts
+        pass
+
+
+def _append(target: Any, values: list) -> None:
+    if isinstance(target, list):
+        target.extend(values)
+    elif isinstance(target, Call):
+        target.list_items.extend(values)
+
+
+def scan(stream: bytes | bytearray | BinaryIO, max_ops: int = 50_000_000) -> ScanResult:
+    """Walk ONE pickle (protocols 0-5) from `stream` without executing it.
+
+    With a file object, reading stops right after the STOP opcode, so a stream
+    of several pickles (torch's legacy format) can be scanned one at a time.
+    """
+    if isinstance(stream, (bytes, bytearray, memoryview)):
+        stream = io.BytesIO(bytes(stream))
+    stack: list = []
+    memo: dict = {}
+    seen: dict[tuple[str, str], None] = {}
+    persid_kinds: set = set()
+
+    def persid(pid: Any) -> PersId:
+        if isinstance(pid, tuple) and pid and isinstance(pid[0], (str, bytes)):
+            persid_kinds.add(pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0])
+        return PersId(pid)
+
+    def record(module: str, name: str) -> Global:
+        # Python 2 names, mapped as pickle (fix_imports) and torch's unpickler do
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        seen.setdefault((module, name), None)
+        return Global(module, name)
+
+    root: Any = None
+    stopped = False
+    n = 0
+    try:
+        for op, arg, _pos in pickletools.genops(stream):
+            n += 1
+            if n > max_ops:
+                raise PickleScanError("pickle too large to scan")
+            name = op.name
+            if name in _PUSH_ARG:
+                stack.append(arg)
+            elif name in ("PROTO", "FRAME", "READONLY_BUFFER"):
+                pass
+            elif name == "STOP":
+                root = stack.pop() if stack else None
+                stopped = True
+            elif name == "NONE":
+                stack.append(None)
+            elif name == "NEWTRUE":
+                stack.append(True)
+            elif name == "NEWFALSE":
+                stack.append(False)
+            elif name == "NEXT_BUFFER":
+                stack.append(Unknown())
+            elif name == "MARK":
+                stack.append(_MARK)
+            elif name == "POP":
+                if stack and stack[-1] is _MARK:
+                    stack.pop()
+                else:
+                    stack.pop()
+            elif name == "POP_MARK":
+                _pop_mark(stack)
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "EMPTY_LIST":
+                stack.append([])
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name == "EMPTY_DICT":
+                stack.append(SymDict())
+            elif name == "EMPTY_SET":
+                stack.append([])
+            elif name == "LIST":
+                stack.append(list(_pop_mark(stack)))
+            elif name == "TUPLE":
+                stack.append(tuple(_pop_mark(stack)))
+            elif name == "FROZENSET":
+                stack.append(list(_pop_mark(stack)))
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                k = int(name[-1])
+                items = stack[-k:]
+                if len(items) != k or any(x is _MARK for x in items):
+                    raise PickleScanError("stack underflow")
+                del stack[-k:]
+                stack.append(tuple(items))
+            elif name == "DICT":
+                items = _pop_mark(stack)
+                stack.append(SymDict(list(zip(items[::2], items[1::2]))))
+            elif name == "APPEND":
+                v = stack.pop()
+                _append(stack[-1], [v])
+            elif name == "APPENDS":
+                items = _pop_mark(stack)
+                _append(stack[-1], items)
+            elif name == "ADDITEMS":
+                items = _pop_mark(stack)
+                _append(stack[-1], items)
+            elif name == "SETITEM":
+                v = stack.pop()
+                k = stack.pop()
+                _set_items(stack[-1], [(k, v)])
+            elif name == "SETITEMS":
+                items = _pop_mark(stack)
+                _set_items(stack[-1], list(zip(items[::2], items[1::2])))
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise PickleScanError(f"memo key {arg} missing")
+                stack.append(memo[arg])
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name == "GLOBAL":
+                module, _, gname = str(arg).partition(" ")
+                stack.append(record(module, gname))
+            elif name == "STACK_GLOBAL":
+                gname = stack.pop()
+                module = stack.pop()
+                if isinstance(module, str) and isinstance(gname, str):
+                    stack.append(record(module, gname))
+                else:
+                    stack.append(record("", DYNAMIC_GLOBAL))
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                stack.append(record("copyreg", f"<extension {arg}>"))
+            elif name == "INST":
+                module, _, gname = str(arg).partition(" ")
+                args = _pop_mark(stack)
+                stack.append(Call(record(module, gname), tuple(args)))
+            elif name == "OBJ":
+                items = _pop_mark(stack)
+                if not items:
+                    raise PickleScanError("OBJ without class")
+                stack.append(Call(items[0], tuple(items[1:])))
+            elif name == "REDUCE":
+                args = stack.pop()
+                func = stack.pop()
+                stack.append(Call(func, args))
+            elif name == "NEWOBJ":
+                args = stack.pop()
+                cls = stack.pop()
+                stack.append(Call(cls, args))
+            elif name == "NEWOBJ_EX":
+                kwargs = stack.pop()
+                args = stack.pop()
+                cls = stack.pop()
+                stack.append(Call(cls, args, kwargs))
+            elif name == "BUILD":
+                state = stack.pop()
+                inst = stack[-1]
+                if isinstance(inst, Call):
+                    inst.state = state
+            elif name == "PERSID":
+                stack.append(persid(arg))
+            elif name == "BINPERSID":
+                stack.append(persid(stack.pop()))
+            else:  # an opcode this machine does not know: be loud, never guess
+                raise PickleScanError(f"unsupported opcode {name}")
+    except PickleScanError:
+        raise
+    except Exception as e:  # genops' ValueError, stack underflow, struct errors...: all malformed input
+        raise PickleScanError(f"corrupt or truncated pickle ({type(e).__name__}: {e})") from None
+    if not stopped:
+        raise PickleScanError("corrupt or truncated pickle (no STOP opcode)")
+    return ScanResult(root, list(seen), persid_kinds)
+
+
+def pickle_globals(data: bytes | bytearray | BinaryIO) -> list[str]:
+    """Every global ("module.name") one pickle would import, without running it.
+
+    Handles GLOBAL/INST (protocols 0-3) and STACK_GLOBAL (protocol 4-5); a
+    STACK_GLOBAL whose operands are not plain strings is reported as
+    "<dynamic STACK_GLOBAL>". Raises PickleScanError on malformed input.
+    """
+    return scan(data).global_names
+
+
+def is_torch_legacy(head: bytes) -> bool:
+    """Does `head` start with torch.save's legacy magic-number pickle?"""
+    try:
+        res = scan(io.BytesIO(head), max_ops=16)
+    except PickleScanError:
+        return False
+    return res.root == TORCH_LEGACY_MAGIC and not res.globals
+
+
+def scan_torch_legacy(f: BinaryIO) -> list[ScanResult]:
+    """Scan the pickles of a legacy torch.save file: magic, protocol, sys_info, object, storage keys."""
+    return [scan(f) for _ in range(5)]
+
+
+# ---------------------------------------------------------------------------
+# tensors listed from a scanned pickle (torch.save / TorchScript data.pkl)
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "BFloat16Storage": "bfloat16",
+    "ComplexDoubleStorage": "complex128",
+    "ComplexFloatStorage": "complex64",
+    "QInt8Storage": "qint8",
+    "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
+}
+
+_SKIP_KEYS = {"_parameters", "_buffers", "_modules"}
+
+
+def _fname(obj: Any) -> str | None:
+    return obj.full if isinstance(obj, Global) else None
+
+
+def _ints(x: Any) -> list[int] | None:
+    if isinstance(x, Call) and _fname(x.func) == "torch.Size":  # torch.Size((2, 3))
+        x = x.args[0] if isinstance(x.args, tuple) and x.args else None
+    if isinstance(x, (tuple, list)) and all(isinstance(i, int) and not isinstance(i, bool) for i in x):
+        return [int(i) for i in x]
+    return None
+
+
+def _tensor_meta(obj: Any, depth: int = 0) -> tuple[list[int], str] | None:
+    if not isinstance(obj, Call) or depth > 4:
+        return None
+    fn = _fname(obj.func)
+    args = obj.args if isinstance(obj.args, tuple) else ()
+    if fn in ("torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"):
+        return _tensor_meta(args[0], depth + 1) if args else None
+    if fn == "torch._tensor._rebuild_from_type_v2" and len(args) >= 3:
+        inner = args[2] if isinstance(args[2], tuple) else ()
+        return _tensor_meta(Call(args[0], inner), depth + 1)
+    if fn in (
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor_v3",
+        "torch._utils._rebuild_qtensor",
+    ):
+        if len(args) < 3:
+            return None
+        shape = _ints(args[2])
+        if shape is None:
+            return None
+        dtype = "unknown"
+        if fn == "torch._utils._rebuild_tensor_v3" and len(args) >= 7 and isinstance(args[6], Global):
+            dtype = args[6].name
+        elif isinstance(args[0], PersId) and isinstance(args[0].pid, tuple) and len(args[0].pid) >= 2:
+            st = args[0].pid[1]
+            if isinstance(st, Global):
+                dtype = _STORAGE_DTYPES.get(st.name, "unknown")
+        return shape, dtype
+    return None
+
+
+def list_tensors(root: Any, max_depth: int = 200) -> list[tuple[str, list[int], str]]:
+    """(name, shape, dtype) of every tensor the scanned object would rebuild."""
+    out: list[tuple[str, list[int], str]] = []
+    seen: set[int] = set()
+
+    def join(prefix: str, key: str) -> str:
+        return f"{prefix}.{key}" if prefix else key
+
+    def walk(obj: Any, prefix: str, depth: int) -> None:
+        if depth > max_depth or id(obj) in seen:
+            return
+        if isinstance(obj, (SymDict, Call, list, tuple)):
+            seen.add(id(obj))
+        meta = _tensor_meta(obj)
+        if meta is not None:
+            out.append((prefix or "tensor", meta[0], meta[1]))
+            return
+        if isinstance(obj, (SymDict, Call)):
+            for k, v in obj.items:
+                if isinstance(k, (str, int)) and not isinstance(k, bool):
+                    key = str(k)
+                    walk(v, prefix if key in _SKIP_KEYS else join(prefix, key), depth + 1)
+            if isinstance(obj, Call):
+                state = obj.state
+                if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+                    for s in state:
+                        walk(s, prefix, depth + 1)
+                elif state is not None:
+                    walk(state, prefix, depth + 1)
+                for i, v in enumerate(obj.list_items):
+                    walk(v, join(prefix, str(i)), depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, join(prefix, str(i)), depth + 1)
+
+    walk(root, "", 0)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# legacy full modules
+
+_STR_PUSH = {
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
+}  # fmt: skip
+_SIMPLE_PUSH = _STR_PUSH | {"NONE", "GLOBAL", "GET", "BINGET", "LONG_BINGET"}
+_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GETS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def strip_legacy_module_ids(data: bytes) -> bytes | None:
+    """Rewrite a legacy torch.save stream so torch's weights-only unpickler can read it.
+
+    The legacy format stores each module class as a persistent id
+    ("module", cls, source_file, source) whose value is just `cls`; the
+    weights-only unpickler refuses every persistent id but storages. Each such
+    id is reduced to the ops that push `cls` (and memoize it); the other pushes
+    are dropped, which is only done when nothing else reads their memo entries.
+    The result is still loaded by the restricted unpickler, so this changes what
+    can be read, never what is allowed. Returns None when the stream does not
+    have the expected shape.
+    """
+    f = io.BytesIO(data)
+    try:
+        for _ in range(3):  # magic number, protocol version, sys info
+            for _op in pickletools.genops(f):
+                pass
+        start = f.tell()
+        ops = list(pickletools.genops(f))
+        end = f.tell()
+    except (ValueError, EOFError, IndexError):
+        return None
+    if not ops or ops[-1][0].name != "STOP":
+        return None
+    names = [op.name for op, _a, _p in ops]
+    if "FRAME" in names or "MEMOIZE" in names:
+        return None
+    # value pushed by each simple push, following string memo entries
+    memo: dict[Any, str] = {}
+    values: dict[int, Any] = {}
+    cur: Any = None
+    for k, (op, arg, _pos) in enumerate(ops):
+        name = op.name
+        if name in _STR_PUSH:
+            cur = arg
+            values[k] = cur
+        elif name in _GETS:
+            cur = memo.get(arg)
+            values[k] = cur
+        elif name in _MEMO_PUT:
+            if isinstance(cur, str):
+                memo[arg] = cur
+        elif name in _SIMPLE_PUSH:
+            cur = None
+            values[k] = Unknown()
+        else:
+            cur = None
+
+    def raw(k: int) -> bytes:
+        a = ops[k][2]
+        b = ops[k + 1][2] if k + 1 < len(ops) else end
+        return data[a:b]
+
+    out = bytearray()
+    i = 0
+    changed = False
+    n = len(ops)
+    dropped: set = set()  # memo keys written only by dropped ops
+    kept_gets: set = set()
+    while i < n:
+        if names[i] == "MARK":
+            elems: list[list[int]] = []
+            j = i + 1
+            while j < n and (names[j] in _SIMPLE_PUSH or (names[j] in _MEMO_PUT and elems)):
+                if names[j] in _SIMPLE_PUSH:
+                    elems.append([j, j])
+                else:
+                    elems[-1][1] = j
+                j += 1
+            if j < n and names[j] == "TUPLE" and len(elems) == 4 and values.get(elems[0][0]) == "module":
+                k = j + 1
+                if k < n and names[k] in _MEMO_PUT:
+                    dropped.add(ops[k][1])
+                    k += 1
+                if k < n and names[k] == "BINPERSID":
+                    for e, (a, b) in enumerate(elems):
+                        for m in range(a, b + 1):
+                            if e == 1:  # the class: keep
+                                out += raw(m)
+                                if names[m] in _GETS:
+                                    kept_gets.add(ops[m][1])
+                            elif names[m] in _MEMO_PUT:
+                                dropped.add(ops[m][1])
+                    i = k + 1
+                    changed = True
+                    continue
+        if names[i] in _GETS:
+            kept_gets.add(ops[i][1])
+        elif names[i] in _MEMO_PUT:
+            dropped.discard(ops[i][1])
+        out += raw(i)
+        i += 1
+    if kept_gets & dropped:
+        return None
+    if not changed:
+        return None
+    return data[:start] + bytes(out) + data[end:]
