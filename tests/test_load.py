@@ -665,6 +665,10 @@ def test_detection_ignores_extension(tmp_path):
     p = tmp_path / "plain.pt"
     p.write_bytes(pickle.dumps({"a": 1}))
     cases[p] = "pickle"
+    for stem_ in ("code", "models", "constants", "archive_format"):  # torch.save uses the stem as zip prefix
+        p = tmp_path / f"{stem_}.pt"
+        torch.save(m.state_dict(), p)
+        cases[p] = "torch-pickle"
     for path, kind in cases.items():
         assert detect_format(str(path)) == kind, path
     r = load(str(tmp_path / "legacy.safetensors"))

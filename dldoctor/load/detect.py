@@ -88,19 +88,17 @@ def looks_like_safetensors(head: bytes, size: int) -> bool:
 
 
 def _zip_kind(members: list[zipfile.ZipInfo]) -> str | None:
-    names = [m.filename for m in members]
-    for n in names:
-        base = n.rsplit("/", 1)[-1]
-        if base in ("archive_format", "serialized_exported_program.json") or (
-            "/models/" in f"/{n}" and n.endswith(".json")
+    # entries are "<prefix>/<name>"; the prefix is the saved file's stem, so only look below it
+    split = [m.filename.split("/") for m in members]
+    for parts in split:
+        if (2 <= len(parts) <= 3 and parts[-1] in ("archive_format", "serialized_exported_program.json")) or (
+            len(parts) >= 3 and parts[1] == "models" and parts[-1].endswith(".json")
         ):
             return TORCH_EXPORT
-    for n in names:
-        parts = n.split("/")
-        if parts[-1] == "constants.pkl" or "code" in parts[:-1]:
+    for parts in split:
+        if (len(parts) == 2 and parts[1] == "constants.pkl") or (len(parts) >= 3 and parts[1] == "code"):
             return TORCHSCRIPT
-    for n in names:
-        parts = n.split("/")
+    for parts in split:
         if parts[-1] == "data.pkl" and len(parts) <= 2:
             return TORCH_PICKLE
     return None

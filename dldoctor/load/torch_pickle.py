@@ -97,7 +97,8 @@ def unsafe_hint(offending: list[str]) -> str:
 # what the pickle wants
 
 
-def _zip_data_pkl(z: zipfile.ZipFile, path: str) -> zipfile.ZipInfo:
+def _zip_data_pkls(z: zipfile.ZipFile, path: str) -> list[zipfile.ZipInfo]:
+    """Every top-level data.pkl (torch reads the one under the archive's first prefix; we check all)."""
     names = [i.filename for i in z.infolist()]
     if len(names) != len(set(names)):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -105,11 +106,10 @@ def _zip_data_pkl(z: zipfile.ZipFile, path: str) -> zipfile.ZipInfo:
             f"{path}: refused to load: the zip archive has duplicate entries ({', '.join(dup[:3])})",
             hint="duplicate entries let two readers see different files; re-save the model with torch.save",
         )
-    for info in z.infolist():
-        parts = info.filename.split("/")
-        if parts[-1] == "data.pkl" and len(parts) <= 2:
-            return info
-    raise LoadError(f"{path}: zip archive without data.pkl", hint=SUPPORTED_HINT)
+    found = [i for i in z.infolist() if i.filename.split("/")[-1] == "data.pkl" and len(i.filename.split("/")) <= 2]
+    if not found:
+        raise LoadError(f"{path}: zip archive without data.pkl", hint=SUPPORTED_HINT)
+    return found
 
 
 def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool]:
@@ -126,11 +126,10 @@ def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool
                     legacy_modules = legacy_modules or "module" in res.persid_kinds
         else:
             with zipfile.ZipFile(path) as z:
-                info = _zip_data_pkl(z, path)
-                if info.file_size > MAX_PKL_BYTES:
-                    raise LoadError(f"{path}: data.pkl is {info.file_size} bytes, too large to check", hint="re-save the model")
-                data = z.read(info)
-            found.update(dict.fromkeys(scan(data).globals))
+                for info in _zip_data_pkls(z, path):
+                    if info.file_size > MAX_PKL_BYTES:
+                        raise LoadError(f"{path}: data.pkl is {info.file_size} bytes, too large to check", hint="re-save the model")
+                    found.update(dict.fromkeys(scan(z.read(info)).globals))
             # torch's own scanner as a cross-check (it only knows protocol 2, so it may fail)
             try:
                 import torch
@@ -197,12 +196,38 @@ def _resolve_dotted(name: str) -> Any:
     )
 
 
+def _dotted_name(path: str) -> str | None:
+    """'pkg/sub/mod.py' under the current folder, with __init__.py files -> 'pkg.sub.mod'."""
+    base = os.path.realpath(os.getcwd())
+    rel = os.path.relpath(path, base)
+    if rel.startswith("..") or not rel.endswith(".py"):
+        return None
+    parts = rel[:-3].split(os.sep)
+    if not all(p.isidentifier() for p in parts):
+        return None
+    d = base
+    for p in parts[:-1]:
+        d = os.path.join(d, p)
+        if not os.path.isfile(os.path.join(d, "__init__.py")):
+            return None
+    return ".".join(parts)
+
+
 def _import_code(spec: str) -> Any:
     what = f"--code {spec}"
     if spec.endswith(".py") or os.sep in spec or "/" in spec or os.path.isfile(spec):
         path = os.path.realpath(spec)
         if not os.path.isfile(path):
             raise LoadError(f"{what}: no such file", hint="give a module name or the path of a .py file")
+        dotted = _dotted_name(path)
+        if dotted:  # inside the current folder's packages: import it properly (relative imports work)
+            try:
+                mod = import_module(dotted, what)
+                f = getattr(mod, "__file__", None)
+                if f and os.path.realpath(f) == path:
+                    return mod
+            except LoadError:
+                pass
         name = stem(path)
         existing = sys.modules.get(name)
         if existing is not None:
