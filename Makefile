@@ -25,7 +25,7 @@ samples: venv
 	$(BIN)/python sample_models/build.py --out sample_models/out
 
 demo: samples
-	$(BIN)/dldoctor inspect sample_models/out/resnet_small.pt
+	$(BIN)/dldoctor inspect sample_models/out/resnet_small.pt --code sample_models.zoo --input-shape 1,3,64,64
 
 test: zoo venv
 	$(BIN)/python -m pytest -q -ra

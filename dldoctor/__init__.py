@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from dldoctor._version import __version__
+from dldoctor.load.base import LoadOptions
 from dldoctor.types import Finding, LayerInfo, Report, Severity
 
-__all__ = ["__version__", "inspect", "Report", "Finding", "LayerInfo", "Severity"]
+__all__ = ["__version__", "inspect", "LoadOptions", "Report", "Finding", "LayerInfo", "Severity"]
 
 
 def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
