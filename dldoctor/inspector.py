@@ -218,8 +218,11 @@ def _receptive_field(module: torch.nn.Module, args: tuple, inf: PassResult) -> t
     if inf.error:
         return ReceptiveField(status=UNAVAILABLE, reason="the forward pass failed"), {}
     from dldoctor.collect.receptive import receptive_field
+    from dldoctor.collect.trace import stand_ins, to_device
 
-    res = receptive_field(module, args)
+    device = "meta" if inf.device == "meta" else inf.device
+    with stand_ins(module, device):
+        res = receptive_field(module, to_device(args, device))
     return res.overall, res.per_module
 
 

@@ -12,9 +12,9 @@ flags restored in `finally` blocks.
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -144,6 +144,24 @@ def _stand_ins(module: torch.nn.Module, device: str, train: bool) -> dict[str, t
     for name, b in module.named_buffers(remove_duplicate=False):
         state[name] = torch.empty_like(b, device="meta") if device == "meta" else b.detach().to(device).clone()
     return state
+
+
+@contextmanager
+def stand_ins(module: torch.nn.Module, device: str = "meta") -> Iterator[None]:
+    """Run `module` with stand-in parameters and buffers (on `device`) inside the block.
+
+    The same swap `torch.func.functional_call` makes, for collectors that call the module
+    themselves (the receptive-field pass): on meta nothing is computed or allocated.
+    """
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    with _reparametrize_module(module, _stand_ins(module, device, False), tie_weights=True, strict=False):
+        yield
+
+
+def to_device(x: Any, device: str) -> Any:
+    """Tensors in `x` moved to `device` (on meta: empty tensors of the same shape and dtype)."""
+    return _to_device(x, device)
 
 
 def _to_device(x: Any, device: str) -> Any:
