@@ -126,7 +126,8 @@ class Finding:
     location: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     fix: str | None = None
-    source: str | None = None
+    transform: str | None = None  # the `dldoctor compress` transform that applies the fix
+    source: str | None = None  # seed file(s) the rule comes from
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""The facts rules judge. Collectors fill them; rules only read them.
+
+A fact that was not collected stays None, and a rule that `needs` it is reported
+as skipped with the reason, never silently passed. Nothing here imports torch:
+rules are pure functions of plain data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from dldoctor.types import Report
+
+# Names a rule may list in `needs`.
+FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile")
+
+
+@dataclass
+class Node:
+    """One step of the traced forward pass: a leaf-module call, or a functional op called outside any leaf module.
+
+    `inputs` are ids of the nodes that produced this node's tensor inputs (-1 = a model input);
+    a node fed only by parameters or constants has none.
+    """
+
+    id: int
+    kind: str  # "module" | "op" | "input" | "output"
+    target: str  # module path ("layer1.0.conv1") or op name ("aten.relu", "aten.add")
+    type: str  # module class ("Conv2d") or op name without overload ("relu", "add", "softmax")
+    inputs: list[int] = field(default_factory=list)
+    output_shape: list[int] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)  # module config or op arguments (see collect/graph.py)
+    parent: str | None = None  # path of the innermost non-leaf module it ran inside ("" = the model itself)
+
+
+@dataclass
+class Graph:
+    nodes: list[Node] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)  # ids of nodes producing the model's outputs
+
+    def __post_init__(self) -> None:
+        self._succ: dict[int, list[int]] | None = None
+
+    def node(self, i: int) -> Node:
+        return self.nodes[i]
+
+    def succ(self, n: Node | int) -> list[Node]:
+        if self._succ is None:
+            self._succ = {}
+            for x in self.nodes:
+                for i in x.inputs:
+                    self._succ.setdefault(i, []).append(x.id)
+        i = n if isinstance(n, int) else n.id
+        return [self.nodes[j] for j in self._succ.get(i, [])]
+
+    def pred(self, n: Node) -> list[Node]:
+        return [self.nodes[i] for i in n.inputs if i >= 0]
+
+    def modules(self, *types: str) -> Iterator[Node]:
+        for n in self.nodes:
+            if n.kind == "module" and (not types or n.type in types):
+                yield n
+
+    def ops(self, *names: str) -> Iterator[Node]:
+        for n in self.nodes:
+            if n.kind == "op" and (not names or n.type in names):
+                yield n
+
+
+@dataclass
+class WeightStat:
+    """Statistics of one parameter tensor, from real weights (unavailable on the meta device)."""
+
+    name: str  # "layer1.0.conv1.weight"
+    module: str  # "layer1.0.conv1"
+    module_type: str  # "Conv2d"
+    shape: list[int]
+    dtype: str
+    numel: int
+    requires_grad: bool
+    nan: int = 0
+    inf: int = 0
+    zeros: int = 0  # exactly zero
+    near_zero: int = 0  # |w| < near_zero_threshold * max|w| (see collect/weights.py)
+    mean: float = 0.0
+    std: float = 0.0
+    abs_max: float = 0.0
+    norm: float = 0.0
+    dead_rows: int = 0  # output channels / rows that are all zero (weights of 2-D+ tensors)
+    duplicate_rows: int = 0  # output channels equal to an earlier one (weights of 2-D+ tensors)
+    fan_in: int | None = None
+    fan_out: int | None = None
+
+
+@dataclass
+class TrainingInfo:
+    """What a checkpoint or the loaded model says about training: frozen layers, optimizer, epoch."""
+
+    frozen: list[str] = field(default_factory=list)  # parameter names with requires_grad False
+    trainable: list[str] = field(default_factory=list)
+    epoch: int | None = None
+    optimizer: str | None = None
+    dataset_size: int | None = None  # from --dataset-size when the user gives it
+
+
+@dataclass
+class Facts:
+    report: Report
+    graph: Graph | None = None
+    weights: list[WeightStat] | None = None
+    loss: str | None = None  # "ce", "bce", "bce_logits", "nll", "mse", "l1", ... from --loss
+    training: TrainingInfo | None = None
+    onnx: dict[str, Any] | None = None
+    probe: Any = None  # filled by `dldoctor probe` (later issue)
+    profile: Any = None  # filled by `dldoctor profile` (later issue)
+    missing: dict[str, str] = field(default_factory=dict)  # fact name -> why it is missing
+
+    def has(self, name: str) -> bool:
+        if name == "report":
+            return True
+        return getattr(self, name, None) is not None
