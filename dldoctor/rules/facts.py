@@ -35,8 +35,15 @@ class Node:
 
 @dataclass
 class Graph:
+    """The traced forward pass as a dataflow graph (see collect/graph.py for what attrs hold).
+
+    `containers` maps every non-leaf module path ("" = the model) to {"type": class name,
+    "attrs": plain attributes}, e.g. a TransformerEncoderLayer's `norm_first`.
+    """
+
     nodes: list[Node] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)  # ids of nodes producing the model's outputs
+    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._succ: dict[int, list[int]] | None = None
@@ -55,6 +62,22 @@ class Graph:
 
     def pred(self, n: Node) -> list[Node]:
         return [self.nodes[i] for i in n.inputs if i >= 0]
+
+    def skip(self, nodes: list[Node], types: tuple[str, ...]) -> list[Node]:
+        """Follow successors through nodes whose type is in `types` (views, dropout, identity...)."""
+        out: list[Node] = []
+        seen: set[int] = set()
+        todo = list(nodes)
+        while todo:
+            n = todo.pop(0)
+            if n.id in seen:
+                continue
+            seen.add(n.id)
+            if n.type in types:
+                todo.extend(self.succ(n))
+            else:
+                out.append(n)
+        return out
 
     def modules(self, *types: str) -> Iterator[Node]:
         for n in self.nodes:
