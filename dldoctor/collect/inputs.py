@@ -115,3 +115,12 @@ def make_inputs(
         tensors.append(t)
         infos.append(InputInfo(shape=list(shape), dtype=str(dt).replace("torch.", ""), assumed=assumed))
     return tuple(tensors), infos, why
+
+
+def from_infos(module: torch.nn.Module | None, infos: list[InputInfo], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Rebuild example tensors from a report's input descriptions (each with its own dtype)."""
+    out = []
+    for i, info in enumerate(infos):
+        t, _, _ = make_inputs(module, [info.shape], info.dtype, seed=seed + i)
+        out.extend(t)
+    return tuple(out)

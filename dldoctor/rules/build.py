@@ -1,0 +1,83 @@
+"""Collect the facts the rules judge, from a report and (when there is one) the module."""
+from __future__ import annotations
+
+from typing import Any
+
+from dldoctor.rules.facts import Facts, TrainingInfo
+from dldoctor.types import Report
+
+LOSSES = {
+    "ce": "ce", "cross_entropy": "ce", "crossentropy": "ce", "crossentropyloss": "ce",
+    "nll": "nll", "nllloss": "nll",
+    "bce": "bce", "bceloss": "bce",
+    "bce_logits": "bce_logits", "bcewithlogits": "bce_logits", "bcewithlogitsloss": "bce_logits",
+    "mse": "mse", "mseloss": "mse", "l2": "mse",
+    "l1": "l1", "l1loss": "l1", "mae": "l1",
+    "huber": "huber", "smooth_l1": "huber", "huberloss": "huber",
+    "kl": "kl", "kldiv": "kl", "kldivloss": "kl",
+}
+
+
+def normalise_loss(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from dldoctor.errors import InputSpecError
+
+    key = name.strip().lower().replace("-", "_")
+    if key not in LOSSES:
+        raise InputSpecError(f"unknown loss {name!r}", f"use one of: {', '.join(sorted(set(LOSSES.values())))}")
+    return LOSSES[key]
+
+
+def build_facts(
+    report: Report,
+    module: Any = None,
+    loss: str | None = None,
+    dataset_size: int | None = None,
+    baseline: Report | None = None,
+) -> Facts:
+    """Facts for the rules: a fact that cannot be collected stays None with the reason in `missing`."""
+    facts = Facts(report=report, loss=normalise_loss(loss), onnx=report.onnx)
+    if hasattr(facts, "baseline"):
+        facts.baseline = baseline
+    if facts.loss is None:
+        facts.missing["loss"] = "the loss is unknown: pass --loss (ce, bce, bce_logits, nll, mse, l1, ...)"
+    facts.missing["probe"] = "no training probe was run (dldoctor probe)"
+    facts.missing["profile"] = "no profile was run (dldoctor profile)"
+    if report.onnx is None:
+        facts.missing["onnx"] = "not an ONNX model"
+    if module is None:
+        why = "no architecture: " + (report.flops.reason or f"a {report.model.format} file has no module")
+        for name in ("graph", "weights", "training"):
+            facts.missing[name] = why
+        return facts
+
+    from dldoctor.collect.inputs import from_infos
+    from dldoctor.collect.weights import weight_stats
+
+    facts.training = TrainingInfo(
+        frozen=[n for n, p in module.named_parameters() if not p.requires_grad],
+        trainable=[n for n, p in module.named_parameters() if p.requires_grad],
+        dataset_size=dataset_size,
+    )
+    facts.weights = weight_stats(module)
+    if facts.weights is None:
+        facts.missing["weights"] = "weights are not materialised (meta device)"
+    failed = [d.message for d in report.diagnostics if d.level == "error"]
+    if not report.inputs:
+        facts.missing["graph"] = "no example input (pass --input-shape)"
+    elif failed:
+        facts.missing["graph"] = f"the forward pass failed: {failed[0]}"
+    else:
+        from dldoctor.collect.graph import collect_graph
+
+        try:
+            device = "meta"
+            facts.graph = collect_graph(module, from_infos(module, report.inputs), device=device)
+        except Exception as e:  # noqa: BLE001 - a model that cannot be traced on meta is retried for real
+            try:
+                dev = report.device if report.device in ("cpu", "cuda") else "cpu"
+                facts.graph = collect_graph(module, from_infos(module, report.inputs), device=dev)
+            except Exception:  # noqa: BLE001
+                facts.missing["graph"] = f"the graph could not be traced: {type(e).__name__}: {str(e)[:200]}"
+    return facts
