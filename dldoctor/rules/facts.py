@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from dldoctor.types import Report
 
 # Names a rule may list in `needs`.
-FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile")
+FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile", "baseline")
 
 
 @dataclass
@@ -136,6 +136,7 @@ class Facts:
     onnx: dict[str, Any] | None = None
     probe: Any = None  # filled by `dldoctor probe` (later issue)
     profile: Any = None  # filled by `dldoctor profile` (later issue)
+    baseline: Report | None = None  # the saved report that relative budgets compare against (budget.baseline-report)
     missing: dict[str, str] = field(default_factory=dict)  # fact name -> why it is missing
 
     def has(self, name: str) -> bool:

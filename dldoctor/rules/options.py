@@ -46,6 +46,13 @@ class BudgetOptions:  # [tool.dldoctor.budget]; None = no budget
     max_size_bytes: int | None = None
     max_inference_memory_bytes: int | None = None
     max_training_memory_bytes: int | None = None
+    # Relative budgets: growth allowed against the saved report at baseline_report, as a
+    # fraction (0.05 = may grow 5%). The engine loads that report into Facts.baseline.
+    baseline_report: str | None = None  # path to a JSON report from `dldoctor inspect -f json`
+    max_params_growth: float | None = None
+    max_macs_growth: float | None = None
+    max_size_growth: float | None = None
+    max_memory_growth: float | None = None  # inference and training peaks alike
 
 
 FAMILY_OPTIONS: dict[str, type] = {
