@@ -82,13 +82,13 @@ def layer_table(r: Report, depth: int | None) -> Table | None:
     if not rows:
         return None
     t = Table(title="layers", show_lines=False, header_style="bold")
-    t.add_column("layer")
-    t.add_column("type")
-    t.add_column("output")
+    t.add_column("layer", overflow="fold", ratio=3)
+    t.add_column("type", overflow="ellipsis", max_width=20)
+    t.add_column("output", overflow="fold")
     t.add_column("params", justify="right")
     t.add_column("MACs", justify="right")
     t.add_column("share", justify="right")
-    t.add_column("receptive field")
+    t.add_column("receptive field", overflow="fold")
     for lay in rows:
         t.add_row(
             "  " * (lay.depth - 1) + lay.path,
