@@ -21,7 +21,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from dldoctor.collect.flops import macs_of, no_mac_reason
+from dldoctor.collect.flops import mac_formula, no_mac_reason
 
 
 @dataclass
@@ -63,7 +63,7 @@ class _LiveBytes:
         self.ops = 0
 
     def add(self, out: Any) -> None:
-        for t in tree_flatten(out)[0]:
+        for t in (out,) if isinstance(out, torch.Tensor) else tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor) or t.is_nested or t.layout != torch.strided:
                 continue
             try:
@@ -97,13 +97,18 @@ class _Mode(TorchDispatchMode):
         self.stack = stack
         self.live = live
         self.backward = False
+        self.kinds: dict[Any, tuple[Any, bool]] = {}  # op -> (formula, free of MACs); looked up once per op
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        m = macs_of(func, args, kwargs, out)
+        kind = self.kinds.get(func)
+        if kind is None:
+            f = mac_formula(func)
+            kind = self.kinds[func] = (f, f is None and no_mac_reason(func) is not None)
+        m = kind[0](args, kwargs, out) // 2 if kind[0] is not None else None
         if m is None:
-            if no_mac_reason(func) is None:
+            if not kind[1]:
                 name = func.overloadpacket.__name__
                 (self.r.backward_uncounted if self.backward else self.r.uncounted)[name] += 1
         elif self.backward:
