@@ -40,11 +40,13 @@ def inspect(
     training: bool = True,
     receptive_field: bool = True,
     load_options: LoadOptions | None = None,
+    loss: str | None = None,
 ) -> Report:
     """Inspect a module, a model file or a `pkg.mod:factory` spec.
 
     `inputs` (a tensor or tuple of tensors) or `input_shapes` fix the example input;
-    without them one is guessed from the first layer and marked assumed.
+    without them one is guessed from the first layer and marked assumed. `loss` (ce, mse,
+    bce_logits, ...) makes the training-step pass backpropagate that loss instead of a sum.
     """
     if optimizer not in OPTIMIZERS:
         raise InputSpecError(f"unknown optimizer {optimizer!r}", f"use one of: {', '.join(OPTIMIZERS)}")
@@ -65,7 +67,10 @@ def inspect(
     if loaded.module is None:
         _weights_only(report, loaded)
         return report
-    _inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training, receptive_field)
+    from dldoctor.rules.build import normalise_loss
+
+    _inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
+                    receptive_field, normalise_loss(loss))
     return report
 
 
@@ -114,12 +119,13 @@ def _on_meta(module: torch.nn.Module) -> bool:
     return any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers())
 
 
-def _count(module: torch.nn.Module, inputs: tuple, device: str, train: bool, report: Report) -> PassResult:
+def _count(module: torch.nn.Module, inputs: tuple, device: str, train: bool, report: Report,
+           loss: str | None = None) -> PassResult:
     """Count on the meta device; fall back to the real device when the model cannot run on meta."""
-    r = run_pass(module, inputs, device="meta", train=train)
+    r = run_pass(module, inputs, device="meta", train=train, loss=loss)
     if r.error is None or _on_meta(module) or device == "meta":
         return r
-    real = run_pass(module, inputs, device=device, train=train)
+    real = run_pass(module, inputs, device=device, train=train, loss=loss)
     if real.error is None and not train:
         report.diag("info", f"counted on {device}: the model does not run on the meta device ({r.error})")
     return real
@@ -136,6 +142,7 @@ def _inspect_module(
     optimizer: str,
     training: bool,
     want_rf: bool,
+    loss: str | None = None,
 ) -> None:
     report.device = device
     params = param_stats(module)
@@ -161,7 +168,8 @@ def _inspect_module(
     counted_on = inf.device
     if counted_on != "meta" and counted_on != device:
         report.device = counted_on
-    tr = _count(module, args, counted_on if counted_on != "meta" else device, True, report) if training and inf.error is None else None
+    tr = (_count(module, args, counted_on if counted_on != "meta" else device, True, report, loss)
+          if training and inf.error is None else None)
 
     report.flops = _flop_stats(inf, tr, training)
     if inf.error:

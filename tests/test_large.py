@@ -1,6 +1,7 @@
 """Llama-style decoders: counts against the hand derivation, and a 70B model on the meta device."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import dldoctor
@@ -26,3 +27,31 @@ def test_70b_on_meta_device_counts_without_memory():
     assert rep.flops.status == "complete"
     # weights alone are 282 GB in fp32: the estimate must include them and adam's state
     assert rep.memory.training_peak_bytes > 4 * params * 4
+
+
+def test_gpt_tiny_tied_head_counted_once():
+    from sample_models.gpt import gpt
+
+    m = gpt("tiny")
+    rep = dldoctor.inspect(m, input_shapes=[[1, 16]], dtype="int64", loss="ce")
+    layers, d, heads, ctx, vocab = 2, 64, 4, 128, 1000
+    per_block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d)
+    assert rep.params.total == vocab * d + ctx * d + layers * per_block + 2 * d  # head tied to tok
+    assert rep.params.shared == vocab * d
+    t = 16
+    macs = t * layers * (3 * d * d + d * d + 8 * d * d) + layers * 2 * t * t * d + t * d * vocab
+    assert rep.flops.macs == macs
+
+
+@pytest.mark.gpu
+def test_training_memory_estimate_close_to_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from benchmarks.memory_vs_cuda import measured_peak
+    from sample_models.gpt import gpt
+
+    m = gpt("tiny")
+    x = torch.randint(0, 1000, (8, 128))
+    est = dldoctor.inspect(m, inputs=x, optimizer="adam", loss="ce", receptive_field=False).memory.training_peak_bytes
+    real = measured_peak(m, x, "ce")
+    assert abs(est - real) / real < 0.15, (est, real)

@@ -140,13 +140,14 @@ def _shapes(out: Any) -> list[list[int]]:
 def _stand_ins(module: torch.nn.Module, device: str, train: bool) -> dict[str, torch.Tensor]:
     """Tensors to run the module with, so its own parameters and buffers are never touched."""
     state: dict[str, torch.Tensor] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
+    # one stand-in per tensor: tied weights (an LM head sharing the embedding) stay tied
+    for name, p in module.named_parameters():
         if device == "meta":
             t = torch.empty_like(p, device="meta")
         else:
             t = p.detach().to(device)
         state[name] = t.requires_grad_(bool(train and p.requires_grad and p.is_floating_point()))
-    for name, b in module.named_buffers(remove_duplicate=False):
+    for name, b in module.named_buffers():
         state[name] = torch.empty_like(b, device="meta") if device == "meta" else b.detach().to(device).clone()
     return state
 
@@ -178,8 +179,27 @@ def _to_device(x: Any, device: str) -> Any:
     return tree_map(conv, x)
 
 
-def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", train: bool = False) -> PassResult:
-    """Run one forward pass (and, with `train`, a backward pass of sum(outputs)) under the counter.
+def training_loss(outs: list[torch.Tensor], loss: str | None) -> torch.Tensor:
+    """The scalar a training step would backpropagate. With a known loss, its own temporaries
+    (e.g. cross-entropy's log-softmax over the logits) count towards the memory peak."""
+    import torch.nn.functional as F
+
+    o = outs[0]
+    if loss == "ce" and o.is_floating_point() and o.dim() >= 2:
+        logits = o.reshape(-1, o.shape[-1]) if o.dim() > 2 else o
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=o.device)
+        return F.cross_entropy(logits, target)
+    if loss in ("mse", "l1", "huber") and o.is_floating_point():
+        fn = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}[loss]
+        return fn(o, torch.zeros_like(o))
+    if loss == "bce_logits" and o.is_floating_point():
+        return F.binary_cross_entropy_with_logits(o, torch.zeros_like(o))
+    return sum(x.float().sum() for x in outs)
+
+
+def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", train: bool = False,
+             loss: str | None = None) -> PassResult:
+    """Run one forward pass (and, with `train`, a backward pass of the loss) under the counter.
 
     The module's parameters, buffers, grads, hooks and training flags are the same afterwards,
     whether the pass succeeds or raises; a failure is recorded in the result, not raised.
@@ -230,12 +250,12 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
                 outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor) and o.requires_grad]
                 if outs:
                     mode.backward = True
-                    loss = sum(o.float().sum() for o in outs)
+                    scalar = training_loss(outs, loss)
                     try:
-                        loss.backward()
+                        scalar.backward()
                     except Exception as e:  # noqa: BLE001
                         r.error = f"backward failed: {type(e).__name__}: {e}".splitlines()[0][:500]
-                    del loss
+                    del scalar
                 del outs
             del out
             live._sweep()
