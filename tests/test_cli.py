@@ -182,3 +182,27 @@ def test_debug_env_shows_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dldoctor", "inspect", str(p)], capture_output=True, text=True, env=env)
     assert out.returncode == 2
     assert "Traceback" in out.stderr
+
+
+def test_state_dict_without_and_with_arch(tmp_path):
+    m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    p = tmp_path / "sd.pt"
+    torch.save(m.state_dict(), p)
+    r = run("inspect", p, "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["params"]["total"] == sum(x.numel() for x in m.parameters())
+    assert doc["flops"]["status"] == "unavailable" and "--arch" in doc["flops"]["reason"]
+    assert doc["flops"]["macs"] is None  # never a silent 0
+    r = run("inspect", p, "--arch", "sample_models.zoo:mlp", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["flops"]["macs"] == 784 * 256 + 256 * 256 + 256 * 10
+
+
+def test_wrong_arch_exit_2(tmp_path):
+    p = tmp_path / "sd.pt"
+    torch.save(nn.Linear(3, 3).state_dict(), p)
+    r = run("inspect", p, "--arch", "sample_models.zoo:mlp")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    r = run("inspect", p, "--arch", "no_such_pkg.mod:f")
+    assert r.exit_code == 2 and "Traceback" not in r.output
