@@ -28,7 +28,19 @@ from dldoctor.types import (
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def inspect(
+def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
+    """Inspect a module, a model file or a `pkg.mod:factory` spec.
+
+    `inputs` (a tensor or tuple of tensors) or `input_shapes` fix the example input;
+    without them one is guessed from the first layer and marked assumed. `loss` (ce, mse,
+    bce_logits, ...) makes the training-step pass backpropagate that loss instead of a sum.
+    Options: input_shapes, dtype, device, depth, optimizer, training, receptive_field,
+    load_options, loss (see `inspect_loaded`).
+    """
+    return inspect_loaded(model_or_path, inputs, **options)[0]
+
+
+def inspect_loaded(
     model_or_path: Any,
     inputs: Any = None,
     *,
@@ -41,13 +53,8 @@ def inspect(
     receptive_field: bool = True,
     load_options: LoadOptions | None = None,
     loss: str | None = None,
-) -> Report:
-    """Inspect a module, a model file or a `pkg.mod:factory` spec.
-
-    `inputs` (a tensor or tuple of tensors) or `input_shapes` fix the example input;
-    without them one is guessed from the first layer and marked assumed. `loss` (ce, mse,
-    bce_logits, ...) makes the training-step pass backpropagate that loss instead of a sum.
-    """
+) -> tuple[Report, Loaded]:
+    """`inspect`, also handing back what was loaded: the rules' collectors need the module."""
     if optimizer not in OPTIMIZERS:
         raise InputSpecError(f"unknown optimizer {optimizer!r}", f"use one of: {', '.join(OPTIMIZERS)}")
     if device not in ("cpu", "cuda", "meta"):
@@ -63,15 +70,15 @@ def inspect(
 
         inspect_onnx(loaded.onnx_model, report, input_shapes=input_shapes)
         report.device = "onnx"
-        return report
+        return report, loaded
     if loaded.module is None:
         _weights_only(report, loaded)
-        return report
+        return report, loaded
     from dldoctor.rules.build import normalise_loss
 
     _inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
                     receptive_field, normalise_loss(loss))
-    return report
+    return report, loaded
 
 
 def _load(model_or_path: Any, opts: LoadOptions | None, device: str) -> Loaded:
