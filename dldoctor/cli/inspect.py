@@ -54,12 +54,21 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
         no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass (FLOPs and memory of one step)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        no_rules: bool = typer.Option(False, "--no-rules", help="Do not run the rules (findings are listed under the facts otherwise; they never change the exit code)."),
+        loss: Optional[str] = typer.Option(None, "--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, ...): the training pass uses it and the output-layer rules check against it."),
+        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file for the rules (default: the nearest pyproject.toml / dldoctor.toml)."),
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
         if fmt not in FORMATS:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+        config = None
+        if not no_rules:
+            from dldoctor.cli.check import load_cli_config
+
+            config = load_cli_config(config_file, None, None, None, None)
         from rich.console import Console
 
+        from dldoctor.checker import check_model
         from dldoctor.collect.inputs import parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.inspector import inspect
@@ -76,8 +85,13 @@ def register(app: typer.Typer) -> None:
         for src in sources:
             with err.status(f"inspecting {src}", spinner="dots"):
                 try:
-                    rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
-                                  optimizer=optimizer, training=not no_training, load_options=opts)
+                    if config is None:
+                        rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
+                                      optimizer=optimizer, training=not no_training, load_options=opts, loss=loss)
+                    else:
+                        rep = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
+                                          depth=depth if fmt == "json" else None, optimizer=optimizer,
+                                          training=not no_training, load_options=opts).report
                 except DLDoctorError as e:
                     if len(sources) == 1:
                         raise

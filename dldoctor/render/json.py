@@ -19,6 +19,11 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def render_json_doc(doc: Any) -> str:
+    """Any JSON document, with non-finite floats made null."""
+    return json.dumps(_clean(doc), indent=2, sort_keys=False) + "\n"
+
+
 def render_json(reports: list[Report], single: bool = True) -> str:
     if single and len(reports) == 1:
         doc: Any = reports[0].to_dict()

@@ -117,24 +117,82 @@ def tensor_table(r: Report, limit: int = 30) -> Table | None:
     return t
 
 
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
 def diagnostics(r: Report) -> Text | None:
-    if not r.diagnostics and not r.findings:
+    if not r.diagnostics:
         return None
     lines = Text()
-    colors = {"error": "red", "warning": "yellow", "info": "cyan"}
     for d in r.diagnostics:
-        lines.append(f"{d.level}: ", style=colors.get(d.level, "white"))
-        lines.append(d.message + "\n")
-    for f in r.findings:
-        lines.append(f"{f.code} {f.name}: ", style=colors.get(f.severity, "white"))
-        lines.append(f"{f.message}" + (f" [{f.location}]" if f.location else "") + "\n")
+        lines.append(f"{d.level}: ", style=SEVERITY_STYLE.get(d.level, "white"))
+        lines.append(d.message + "\n", style="dim" if d.where == "rules" else "")
     return lines
+
+
+def findings_table(r: Report, title: str | None = "findings") -> Table | None:
+    """Rule findings: severity in colour, code and name, location, message and the fix."""
+    if not r.findings:
+        return None
+    t = Table(title=title, header_style="bold", show_lines=True, title_justify="left")
+    t.add_column("severity", no_wrap=True)
+    t.add_column("code", no_wrap=True)
+    t.add_column("location", overflow="fold", max_width=32)
+    t.add_column("message", overflow="fold", ratio=3)
+    t.add_column("fix", overflow="fold", ratio=2)
+    for f in r.findings:
+        style = SEVERITY_STYLE.get(f.severity, "white")
+        fix = Text(f.fix or "-")
+        if f.transform:
+            fix.append(f"\ntransform: {f.transform}", style="dim")
+        t.add_row(Text(f.severity, style=style), Text(f"{f.code}\n{f.name}", style=style), Text(f.location or "-"),
+                  Text(f.message), fix)
+    return t
+
+
+def render_check_rich(reports: list[Report], console: Console, summary: dict[str, int] | None = None) -> None:
+    """`dldoctor check`: per model its findings, then the totals (like a linter, not the full inspect panel).
+
+    Errors (failed loads, failed rules) are not repeated here: the CLI prints them on stderr.
+    """
+    totals = {"error": 0, "warning": 0, "info": 0}
+    for r in reports:
+        for f in r.findings:
+            totals[f.severity] = totals.get(f.severity, 0) + 1
+        head = Text(r.model.path, style="bold")
+        n = len(r.findings)
+        head.append(f"  {n} finding{'s' if n != 1 else ''}" if n else "  no findings", style="dim" if not n else "")
+        console.print(head)
+        table = findings_table(r, title=None)
+        if table is not None:
+            console.print(table)
+        for d in r.diagnostics:
+            if d.level == "warning" and d.where not in _rule_codes(r):
+                console.print(Text("warning: ", style=SEVERITY_STYLE["warning"]) + Text(d.message))
+    s = summary or {}
+    line = Text("\n")
+    line.append(f"{totals['error']} errors", style="bold red" if totals["error"] else "green")
+    line.append(", ")
+    line.append(f"{totals['warning']} warnings", style="yellow" if totals["warning"] else "green")
+    line.append(f", {totals['info']} infos in {len(reports)} model{'s' if len(reports) != 1 else ''}")
+    if s.get("baseline_suppressed"):
+        line.append(f" ({s['baseline_suppressed']} known from the baseline not shown)", style="dim")
+    if s.get("failed"):
+        line.append(f"; {s['failed']} model{'s' if s['failed'] != 1 else ''} could not be checked", style="bold red")
+    if s.get("rule_errors"):
+        line.append(f"; {s['rule_errors']} rule failure{'s' if s['rule_errors'] != 1 else ''}", style="bold red")
+    console.print(line)
+
+
+def _rule_codes(r: Report) -> set[str]:
+    """`where` of the diagnostics that report a failed rule (their code)."""
+    return {d.where for d in r.diagnostics if d.where and d.message.startswith("rule ")}
 
 
 def render_rich(reports: list[Report], console: Console, depth: int | None = 3) -> None:
     for r in reports:
         parts = [summary(r)]
-        for extra in (layer_table(r, depth), tensor_table(r), diagnostics(r)):
+        for extra in (layer_table(r, depth), tensor_table(r), findings_table(r), diagnostics(r)):
             if extra is not None:
                 parts.append(extra)
         console.print(Group(*parts))

@@ -1,0 +1,119 @@
+"""`dldoctor.check()`: inspect a model, collect the facts, run the selected rules, return the Report.
+
+The CLI's `check` and `inspect` commands are thin layers over `check_model`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dldoctor.config import Config
+from dldoctor.errors import ConfigError
+from dldoctor.rules.engine import RuleResult, run_rules
+from dldoctor.types import Finding, Report
+
+
+@dataclass
+class CheckResult:
+    report: Report  # with `findings` filled and skipped/failed rules in `diagnostics`
+    rules: RuleResult
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.report.findings
+
+
+def needs_training_pass(config: Config) -> bool:
+    """The training-step pass costs a second trace; run it only when a budget reads its figures."""
+    b = config.budget
+    return any(getattr(b, n, None) is not None for n in ("max_training_memory_bytes", "max_memory_growth"))
+
+
+def check_model(
+    model_or_path: Any,
+    config: Config | None = None,
+    *,
+    inputs: Any = None,
+    input_shapes: list[list[int]] | None = None,
+    dtype: str | None = None,
+    device: str = "cpu",
+    loss: str | None = None,
+    dataset_size: int | None = None,
+    load_options: Any = None,
+    training: bool | None = None,
+    depth: int | None = None,
+    optimizer: str = "adam",
+    baseline_report: Report | None = None,
+) -> CheckResult:
+    """Inspect one model and judge it. Load errors raise (DLDoctorError); rule failures do not."""
+    from dldoctor.inspector import inspect_loaded
+
+    config = config or Config()
+    if training is None:
+        training = needs_training_pass(config)
+    report, loaded = inspect_loaded(
+        model_or_path, inputs, input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
+        training=training, load_options=load_options, loss=loss,
+    )
+    if baseline_report is None:
+        baseline_report = load_baseline_report(config, report.model.path)
+    facts = _facts(report, loaded, loss, dataset_size, baseline_report)
+    result = run_rules(facts, config, path=report.model.path)
+    apply_result(report, result)
+    if depth is not None:
+        report.layers = [lay for lay in report.layers if lay.depth <= depth]
+    return CheckResult(report, result)
+
+
+def _facts(report: Report, loaded: Any, loss: str | None, dataset_size: int | None, baseline: Report | None) -> Any:
+    from dldoctor.rules.build import build_facts
+
+    return build_facts(report, getattr(loaded, "module", None), loss=loss, dataset_size=dataset_size, baseline=baseline)
+
+
+def apply_result(report: Report, result: RuleResult) -> None:
+    """Findings into the report; skipped rules (grouped by reason) and failed rules into its diagnostics."""
+    report.findings = list(result.findings)
+    by_reason: dict[str, list[str]] = {}
+    for s in result.skipped:
+        by_reason.setdefault(s.reason, []).append(s.code)
+    for reason, codes in by_reason.items():
+        report.diag("info", f"rules skipped ({reason}): {', '.join(codes)}", "rules")
+    for code, message in result.errors:
+        report.diag("warning", f"rule {code} failed and was not applied: {message}", code)
+
+
+def load_baseline_report(config: Config, model_path: str | None) -> Report | None:
+    """The saved report `budget.baseline-report` points to (relative to the config file), for relative budgets.
+
+    A file with several reports gives the one whose model path or file name matches.
+    """
+    ref = getattr(config.budget, "baseline_report", None)
+    if not ref:
+        return None
+    path = Path(ref)
+    if not path.is_absolute() and config.root:
+        path = Path(config.root) / path
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"budget.baseline-report: cannot read {path} ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ConfigError(f"budget.baseline-report: {path} is not JSON ({e})") from None
+    try:
+        if "reports" in doc:
+            docs = doc["reports"]
+            if len(docs) == 1:
+                return Report.from_dict(docs[0])
+            want = os.path.basename(model_path or "")
+            for d in docs:
+                p = d.get("model", {}).get("path", "")
+                if p == model_path or (want and os.path.basename(p) == want):
+                    return Report.from_dict(d)
+            return None
+        return Report.from_dict(doc)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"budget.baseline-report: {path} is not a dldoctor report ({e})") from None

@@ -1,0 +1,194 @@
+"""`dldoctor check`: judge models with the rules, for CI. Exit 0 clean, 1 findings at or above --fail-on, 2 errors."""
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from dldoctor.cli.common import debug, emit, fail, handle_errors, write_atomic
+from dldoctor.cli.inspect import TRUST_HELP, expand
+
+CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
+
+SELECT_HELP = "Rules to run: codes (ARC004), prefixes (ARC), families (arch), names, or ALL; comma-separated or repeated. Replaces the config's select."
+IGNORE_HELP = "Rules to skip (same forms as --select); added to the config's ignore."
+
+
+def load_cli_config(config_file: str | None, select: list[str] | None, extend_select: list[str] | None,
+                    ignore: list[str] | None, fail_on: str | None) -> Any:
+    """The file's configuration with the flags on top; unknown selectors fail here, before any model loads."""
+    from dldoctor.config import apply_overrides, load_config, split_codes
+    from dldoctor.rules.engine import check_selectors, select_rules
+    from dldoctor.rules.registry import all_rules
+
+    config = load_config(Path.cwd(), config_file)
+    config = apply_overrides(config, select=split_codes(select), extend_select=split_codes(extend_select),
+                             ignore=split_codes(ignore), fail_on=fail_on)
+    rules = all_rules()
+    select_rules(config, None, rules)
+    for glob, codes in config.per_file_ignores.items():
+        check_selectors(codes, rules, f"in per-file-ignores {glob!r}:")
+    return config
+
+
+def summary(reports: list[Any], unloaded: int, failed: int, rule_errors: int, suppressed: int) -> dict[str, int]:
+    """Counts for CI: findings by severity (after the baseline), files, and what went wrong."""
+    s = {"errors": 0, "warnings": 0, "infos": 0, "files": len(reports) + unloaded, "failed": failed,
+         "rule_errors": rule_errors, "baseline_suppressed": suppressed}
+    for r in reports:
+        for f in r.findings:
+            s[f"{f.severity}s"] = s.get(f"{f.severity}s", 0) + 1
+    return s
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("check")
+    @handle_errors
+    def check_cmd(
+        models: List[str] = typer.Argument(..., help="Model files, folders, or factory specs such as torchvision.models:resnet50."),
+        select: Optional[List[str]] = typer.Option(None, "--select", help=SELECT_HELP),
+        extend_select: Optional[List[str]] = typer.Option(None, "--extend-select", help="Rules to run in addition to the config's select."),
+        ignore: Optional[List[str]] = typer.Option(None, "--ignore", help=IGNORE_HELP),
+        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity: error (default), warning, info or never."),
+        fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich, json, sarif, markdown or github (workflow annotations)."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the output to this file (atomically) instead of stdout."),
+        exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when findings reach --fail-on (errors loading a model still exit 2)."),
+        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder."),
+        loss: Optional[str] = typer.Option(None, "--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): enables the output-layer rules."),
+        dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Number of training examples, for the transfer-learning rules."),
+        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Example input shape, e.g. 1,3,224,224; repeat for several inputs."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype (float32, float16, bfloat16, int64...)."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or meta (meta: nothing allocated; weight rules are skipped)."),
+        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file."),
+        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
+        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
+        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        baseline: Optional[str] = typer.Option(None, "--baseline", help="Ignore the findings recorded in this baseline file: only new ones are reported and counted."),
+        write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="Record every current finding in this file (then exit 0 unless a model failed)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    ) -> None:
+        """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
+        if fmt not in CHECK_FORMATS:
+            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(CHECK_FORMATS)}")
+        config = load_cli_config(config_file, select, extend_select, ignore, fail_on)
+        from dldoctor.baseline import load_baseline, render_baseline
+
+        known = load_baseline(baseline) if baseline else None
+        from rich.console import Console
+
+        err = Console(stderr=True, quiet=quiet)
+        if trust:
+            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        sources = expand(models)
+
+        # The one torch import of the run.
+        from dldoctor.checker import check_model
+        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.errors import DLDoctorError
+        from dldoctor.load.base import LoadOptions
+        from dldoctor.rules.build import normalise_loss
+
+        normalise_loss(loss)  # an unknown loss is a usage error before any model loads
+        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
+        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device)
+        reports: list[Any] = []
+        failures: list[str] = []  # one line each on stderr; any of them makes the exit code 2
+        counts = {"unloaded": 0, "failed": 0, "rule_errors": 0}
+
+        def one(src: str) -> None:
+            try:
+                res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
+                                  dataset_size=dataset_size, load_options=opts)
+            except DLDoctorError as e:
+                failures.append(f"{src}: {e}")
+                counts["unloaded"] += 1
+                counts["failed"] += 1
+                return
+            except Exception as e:  # noqa: BLE001 - one model's crash must not hide the others' results
+                if debug():
+                    traceback.print_exc()
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                failures.append(f"{src}: internal error: {type(e).__name__}: {first}")
+                counts["unloaded"] += 1
+                counts["failed"] += 1
+                return
+            reports.append(res.report)
+            broken = [f"{src}: {d.message}" for d in res.report.diagnostics if d.level == "error"]
+            counts["failed"] += bool(broken)
+            failures.extend(broken)
+            failures.extend(f"{src}: rule {c} failed: {m}" for c, m in res.rules.errors)
+            counts["rule_errors"] += len(res.rules.errors)
+
+        if len(sources) > 1 and not quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.description}"), console=err, transient=True) as progress:
+                task = progress.add_task("", total=len(sources))
+                for src in sources:
+                    progress.update(task, description=os.path.basename(src))
+                    one(src)
+                    progress.advance(task)
+        else:
+            for src in sources:
+                with err.status(f"checking {src}", spinner="dots"):
+                    one(src)
+
+        if write_baseline:
+            text = render_baseline(reports, Path(write_baseline).resolve().parent)
+            write_atomic(write_baseline, text)
+            n = sum(len(r.findings) for r in reports)
+            err.print(f"wrote {n} finding{'s' if n != 1 else ''} to the baseline {write_baseline}")
+        suppressed = sum(known.filter(r) for r in reports) if known is not None else 0
+
+        stats = summary(reports, counts["unloaded"], counts["failed"], counts["rule_errors"], suppressed)
+        emit(_render(fmt, reports, failures, stats, single=len(sources) == 1, output=output), output)
+        for line in failures:
+            typer.echo(f"dldoctor: error: {line}", err=True)
+        if failures:
+            raise typer.Exit(2)
+        if write_baseline or exit_zero:
+            raise typer.Exit(0)
+        if any(config.fails(f.severity) for r in reports for f in r.findings):
+            raise typer.Exit(1)
+
+
+def _render(fmt: str, reports: list[Any], failures: list[str], s: dict[str, int], single: bool, output: str | None) -> str:
+    suppressed = s["baseline_suppressed"]
+    if fmt == "json":
+        from dldoctor.render.json import render_json_doc
+
+        if single and len(reports) == 1:
+            doc: dict[str, Any] = {**reports[0].to_dict(), "summary": s}
+        else:
+            from dldoctor.types import SCHEMA_VERSION
+
+            doc = {"schema_version": SCHEMA_VERSION, "summary": s, "reports": [r.to_dict() for r in reports],
+                   "errors": failures}
+        return render_json_doc(doc)
+    if fmt == "sarif":
+        from dldoctor.render.sarif import render_sarif
+        from dldoctor.rules.registry import all_rules
+
+        return render_sarif(reports, all_rules(), failures)
+    if fmt == "markdown":
+        from dldoctor.render.markdown import render_markdown
+
+        return render_markdown(reports, failures, suppressed)
+    if fmt == "github":
+        from dldoctor.render.github import render_github
+
+        return render_github(reports, failures)
+    from rich.console import Console
+
+    from dldoctor.render.rich import render_check_rich
+
+    if output:
+        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
+        render_check_rich(reports, console, s)
+        return console.export_text()
+    render_check_rich(reports, Console(), s)
+    return ""
