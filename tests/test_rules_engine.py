@@ -574,3 +574,13 @@ def test_config_to_dict_round_trips(tmp_path):
     again = load_config(tmp_path)
     assert again.select == ("ARC",) and again.budget.max_params == 2_000_000
     assert dataclasses.asdict(again.budget) == dataclasses.asdict(c.budget)
+
+
+def test_python_api_check(toy):
+    import dldoctor
+
+    toy("EFF901", "toy-big-params", big_params)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    rep = dldoctor.check(model, Config(select=("EFF901",)), input_shapes=[[1, 16]])
+    assert [f.code for f in rep.findings] == ["EFF901"] and rep.findings[0].evidence == {"params": 676}
+    assert dldoctor.check(model, Config(select=("EFF901",), ignore=("EFF901",)), input_shapes=[[1, 16]]).findings == []
