@@ -63,10 +63,13 @@ def render_sarif(reports: Iterable[Report], rules: list[Any], failures: Iterable
     for rep in reports:
         art = _artifact(rep.model.path)
         for f in rep.findings:
+            fp = entry(rep, f, Path.cwd())["fingerprint"]
             text = f.message + (f" Fix: {f.fix}" if f.fix else "")
             loc: dict[str, Any] = {}
             if art is not None:
-                loc["physicalLocation"] = {"artifactLocation": dict(art)}
+                # GitHub code scanning places a result only with region.startLine; a model file has no
+                # lines, so the whole finding sits on "line 1" and the module path says where it is.
+                loc["physicalLocation"] = {"artifactLocation": dict(art), "region": {"startLine": 1}}
             logical = {"fullyQualifiedName": f.location or "<model>", "kind": "module"}
             if f.location:
                 logical["name"] = f.location.rsplit(".", 1)[-1]
@@ -79,7 +82,8 @@ def render_sarif(reports: Iterable[Report], rules: list[Any], failures: Iterable
                 "level": LEVEL.get(f.severity, "warning"),
                 "message": {"text": text},
                 "locations": [loc],
-                "partialFingerprints": {"dldoctorFinding/v1": entry(rep, f, Path.cwd())["fingerprint"]},
+                # Given here, so upload tools do not hash "source lines" of a binary file themselves.
+                "partialFingerprints": {"dldoctorFinding/v1": fp, "primaryLocationLineHash": f"{fp}:1"},
                 "properties": {"name": f.name, "model": rep.model.path, "evidence": f.evidence},
             }
             if f.transform:
