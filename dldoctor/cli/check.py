@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
                 res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
                                   dataset_size=dataset_size, load_options=opts)
             except DLDoctorError as e:
-                failures.append(f"{src}: {e}")
+                failures.append(str(e) if str(e).startswith(src) else f"{src}: {e}")
                 counts["unloaded"] += 1
                 counts["failed"] += 1
                 return
