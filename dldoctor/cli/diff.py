@@ -1,0 +1,160 @@
+"""`dldoctor diff OLD NEW`: two models (or a model and a saved report) side by side, with growth budgets."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import typer
+
+from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.inspect import TRUST_HELP
+
+DIFF_FORMATS = ("rich", "json", "markdown")
+
+GROWTH_HELP = "Fail (exit 1) when {what} grows more than this against OLD: 5% or 0.05 (a negative value demands a shrink)."
+
+
+def _growth(text: Optional[str], flag: str) -> Optional[float]:
+    if text is None:
+        return None
+    from dldoctor.diff import parse_growth
+
+    try:
+        return parse_growth(text)
+    except ValueError as e:
+        fail(f"{flag}: {e}", "write a percentage (5%) or a fraction (0.05)")
+    return None  # unreachable: fail() raises
+
+
+def _failed(report: object) -> bool:
+    return any(d.level == "error" for d in getattr(report, "diagnostics", []))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("diff")
+    @handle_errors
+    def diff_cmd(
+        old: str = typer.Argument(..., help="The baseline: a model file, a factory spec, or a JSON report saved with -f json."),
+        new: str = typer.Argument(..., help="The candidate: a model file, a factory spec, or a JSON report."),
+        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype for model sides (float32, float16, int64...)."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or meta."),
+        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for state_dict or safetensors sides."),
+        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
+        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
+        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        optimizer: Optional[str] = typer.Option(None, "--optimizer", help="Optimizer for training memory: sgd, adam, adamw or none. Default: a report side's, else adam."),
+        no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass on model sides."),
+        rules: bool = typer.Option(True, "--rules/--no-rules", help="Run the rules on model sides so new and fixed findings can be compared."),
+        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration for the rules (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder."),
+        max_params_growth: Optional[str] = typer.Option(None, "--max-params-growth", help=GROWTH_HELP.format(what="the parameter count")),
+        max_macs_growth: Optional[str] = typer.Option(None, "--max-macs-growth", help=GROWTH_HELP.format(what="the MAC count")),
+        max_size_growth: Optional[str] = typer.Option(None, "--max-size-growth", help=GROWTH_HELP.format(what="the model size (params + buffers bytes)")),
+        max_memory_growth: Optional[str] = typer.Option(None, "--max-memory-growth", help=GROWTH_HELP.format(what="the inference or training memory peak")),
+        fail_on_new_findings: bool = typer.Option(False, "--fail-on-new-findings", help="Fail (exit 1) when NEW has findings OLD did not have (matched by code and location)."),
+        fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich, json or markdown."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the diff to this file (atomically) instead of stdout."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    ) -> None:
+        """Compare two models, or a model and a saved report: figures, layers and findings, with deltas.
+
+        Exit 0 when every growth budget holds, 1 when one is exceeded (the reason on stderr), 2 when a side cannot be loaded or run.
+        """
+        if fmt not in DIFF_FORMATS:
+            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(DIFF_FORMATS)}")
+        growth = {
+            "params": _growth(max_params_growth, "--max-params-growth"),
+            "macs": _growth(max_macs_growth, "--max-macs-growth"),
+            "size": _growth(max_size_growth, "--max-size-growth"),
+            "memory": _growth(max_memory_growth, "--max-memory-growth"),
+        }
+        from rich.console import Console
+
+        from dldoctor.diff import check_budgets, diff_reports, is_report_file, load_report_file, load_side
+        from dldoctor.errors import InputSpecError
+
+        err = Console(stderr=True, quiet=quiet)
+        # Both sides are measured alike unless told otherwise: a model side takes the input and optimizer of a
+        # saved report, else NEW takes OLD's input; a model that cannot run on a borrowed input uses its own guess.
+        saved = {s: load_report_file(s) for s in (old, new) if is_report_file(s)}
+        reports = dict(saved)
+        ref_src = next(iter(saved), None)
+        ref = saved.get(ref_src) if ref_src else None
+        user_shapes = None
+        if input_shape:
+            from dldoctor.collect.inputs import parse_shape
+
+            user_shapes = [parse_shape(s) for s in input_shape]
+        opt = optimizer or (ref.memory.optimizer if ref is not None else None) or "adam"
+        load_options = None
+        if len(saved) < 2:
+            from dldoctor.load.base import LoadOptions
+
+            load_options = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()),
+                                       arch=arch, device=device)
+            if trust:
+                err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        notes: list[str] = []
+        for s in (old, new):
+            if s in reports:
+                continue
+            kw = dict(device=device, optimizer=opt, training=not no_training, load_options=load_options, rules=rules,
+                      config_file=config_file)
+            shapes, dt, lender = user_shapes, dtype, None
+            if shapes is None and ref is not None and ref.inputs:
+                shapes, dt, lender = [list(i.shape) for i in ref.inputs], dtype or ref.inputs[0].dtype, ref_src
+            with err.status(f"inspecting {s}", spinner="dots"):
+                try:
+                    rep = load_side(s, input_shapes=shapes, dtype=dt, **kw)
+                except InputSpecError:
+                    if not lender:
+                        raise
+                    rep = None
+                if lender and (rep is None or _failed(rep)):
+                    own = load_side(s, input_shapes=None, dtype=dtype, **kw)
+                    if rep is None or not _failed(own):
+                        notes.append(f"{s} cannot run on the input of {lender}; it was measured on its own example input")
+                        rep = own
+            reports[s] = rep
+            if ref is None and not _failed(rep):
+                ref, ref_src = rep, s
+        a, b = reports[old], reports[new]
+        diff = diff_reports(a, b, old, new)
+        for label, src, rep in (("OLD", old, a), ("NEW", new, b)):
+            if diff.findings_compared and src in saved and not rep.findings:
+                notes.append(f"{label} is a saved report without findings: if it was saved without running the rules, "
+                             f"every finding of the other side shows as {'new' if label == 'OLD' else 'fixed'}")
+        diff.notes[:0] = notes
+        check_budgets(diff, a, b, max_growth=growth, fail_on_new_findings=fail_on_new_findings)
+
+        if fmt == "json":
+            from dldoctor.render.diff import render_diff_json
+
+            emit(render_diff_json(diff), output)
+        elif fmt == "markdown":
+            from dldoctor.render.diff import render_diff_markdown
+
+            emit(render_diff_markdown(diff), output)
+        else:
+            from dldoctor.render.diff import render_diff_rich
+
+            if output:
+                console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
+                render_diff_rich(diff, console)
+                emit(console.export_text(), output)
+            else:
+                render_diff_rich(diff, Console())
+
+        for b_ in diff.unchecked:
+            typer.echo(f"dldoctor: warning: {b_.message}", err=True)
+        # A model side whose forward pass failed is an error, as in `inspect`; a saved report's old errors are not.
+        errors = [f"{label}: {m}" for label, src, side in (("OLD", old, diff.old), ("NEW", new, diff.new))
+                  if src not in saved for m in side["errors"]]
+        if errors:
+            for line in errors:
+                typer.echo(f"dldoctor: error: {line}", err=True)
+            raise typer.Exit(2)
+        if diff.violations:
+            for v in diff.violations:
+                typer.echo(f"dldoctor: budget exceeded: {v.message}", err=True)
+            raise typer.Exit(1)
