@@ -12,7 +12,6 @@ import torch
 from dldoctor.rules.facts import WeightStat
 
 NEAR_ZERO = 1e-3  # |w| below this fraction of the tensor's largest |w| counts as near zero
-MAX_UNIQUE_ELEMENTS = 1 << 24  # duplicate-row search is skipped for larger tensors
 
 
 def weight_stats(module: torch.nn.Module) -> list[WeightStat] | None:
@@ -38,24 +37,41 @@ def _stat(name: str, path: str, mtype: str, p: torch.Tensor) -> WeightStat:
     if w.numel() == 0 or not (w.is_floating_point() or w.is_complex()):
         return s
     w = w.float()
-    finite = torch.isfinite(w)
-    s.nan = int(torch.isnan(w).sum())
-    s.inf = int(torch.isinf(w).sum())
-    v = w[finite] if (s.nan or s.inf) else w
+    # one cheap check first: almost every tensor is all finite, so skip the per-element counts
+    finite_all = bool(torch.isfinite(w).all())
+    if not finite_all:
+        s.nan = int(torch.count_nonzero(torch.isnan(w)))
+        s.inf = int(torch.count_nonzero(torch.isinf(w)))
+    v = w if finite_all else w[torch.isfinite(w)]
     if v.numel():
         a = v.abs()
         s.abs_max = float(a.max())
         s.mean = float(v.mean())
         s.std = float(v.std()) if v.numel() > 1 else 0.0
         s.norm = float(torch.linalg.vector_norm(v))
-        s.zeros = int((v == 0).sum())
-        s.near_zero = int((a < NEAR_ZERO * s.abs_max).sum()) if s.abs_max > 0 else v.numel()
+        s.zeros = v.numel() - int(torch.count_nonzero(v))
+        s.near_zero = int(torch.count_nonzero(a < NEAR_ZERO * s.abs_max)) if s.abs_max > 0 else v.numel()
     if w.dim() >= 2:
         receptive = math.prod(w.shape[2:]) if w.dim() > 2 else 1
         s.fan_in = w.shape[1] * receptive
         s.fan_out = w.shape[0] * receptive
         rows = w.reshape(w.shape[0], -1)
-        s.dead_rows = int((rows.abs().amax(dim=1) == 0).sum())
-        if w.numel() <= MAX_UNIQUE_ELEMENTS and w.shape[0] > 1:
-            s.duplicate_rows = int(w.shape[0] - torch.unique(rows, dim=0).shape[0])
+        s.dead_rows = int(torch.count_nonzero(rows.abs().amax(dim=1) == 0))
+        if w.shape[0] > 1 and finite_all:
+            s.duplicate_rows = _duplicate_rows(rows)
     return s
+
+
+def _duplicate_rows(rows: torch.Tensor) -> int:
+    """Rows equal to an earlier row. Rows are hashed by a fixed random projection (sorting
+    whole rows is far slower), and rows whose hashes collide are compared exactly."""
+    gen = torch.Generator().manual_seed(0)
+    key = rows.double() @ torch.randn(rows.shape[1], dtype=torch.float64, generator=gen)
+    order = torch.argsort(key)
+    k = key[order]
+    same = torch.nonzero(k[1:] == k[:-1]).flatten()
+    dup = 0
+    for i in same.tolist():
+        if torch.equal(rows[order[i]], rows[order[i + 1]]):
+            dup += 1
+    return dup
