@@ -47,6 +47,7 @@ def check_model(
     depth: int | None = None,
     optimizer: str = "adam",
     baseline_report: Report | None = None,
+    batch_sizes: list[int] | None = None,
 ) -> CheckResult:
     """Inspect one model and judge it. Load errors raise (DLDoctorError); rule failures do not."""
     from dldoctor.inspector import inspect_loaded
@@ -56,7 +57,7 @@ def check_model(
         training = needs_training_pass(config)
     report, loaded = inspect_loaded(
         model_or_path, inputs, input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
-        training=training, load_options=load_options, loss=loss,
+        training=training, load_options=load_options, loss=loss, batch_sizes=batch_sizes,
     )
     if baseline_report is None:
         baseline_report = load_baseline_report(config, report.model.path)

@@ -53,6 +53,7 @@ def inspect_loaded(
     receptive_field: bool = True,
     load_options: LoadOptions | None = None,
     loss: str | None = None,
+    batch_sizes: list[int] | None = None,
 ) -> tuple[Report, Loaded]:
     """`inspect`, also handing back what was loaded: the rules' collectors need the module."""
     if optimizer not in OPTIMIZERS:
@@ -77,7 +78,7 @@ def inspect_loaded(
     from dldoctor.rules.build import normalise_loss
 
     _inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
-                    receptive_field, normalise_loss(loss))
+                    receptive_field, normalise_loss(loss), batch_sizes=batch_sizes)
     return report, loaded
 
 
@@ -150,6 +151,7 @@ def _inspect_module(
     training: bool,
     want_rf: bool,
     loss: str | None = None,
+    batch_sizes: list[int] | None = None,
 ) -> None:
     report.device = device
     params = param_stats(module)
@@ -185,6 +187,9 @@ def _inspect_module(
     input_bytes = sum(t.numel() * t.element_size() for t in args if isinstance(t, torch.Tensor))
     batch = report.inputs[0].shape[0] if report.inputs and report.inputs[0].shape else None
     report.memory = memory_stats(params, trainable_bytes, input_bytes, inf, tr if training else None, optimizer, batch)
+    if batch_sizes and inf.error is None:
+        report.memory.per_batch = _memory_by_batch(module, args, batch_sizes, params, trainable_bytes, optimizer,
+                                                   training, loss, report)
     if not training and report.memory.status != UNAVAILABLE:
         report.memory.reason = "training pass not run"
 
@@ -194,6 +199,21 @@ def _inspect_module(
     else:
         report.receptive_field = ReceptiveField(status=UNAVAILABLE, reason="not computed (disabled)")
     report.layers = _layers(module, inf, per_module_rf, depth)
+
+
+def _memory_by_batch(module: torch.nn.Module, args: tuple, sizes: list[int], params: ParamStats, trainable_bytes: int,
+                     optimizer: str, training: bool, loss: str | None, report: Report) -> list[dict[str, Any]]:
+    """Memory at other batch sizes: the same passes with the inputs' leading dimension changed."""
+    rows = []
+    for b in sizes:
+        scaled = tuple(t.expand(b, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() else t for t in args)
+        inf = _count(module, scaled, report.device, False, report)
+        tr = _count(module, scaled, report.device, True, report, loss) if training and inf.error is None else None
+        in_bytes = sum(t.numel() * t.element_size() for t in scaled if isinstance(t, torch.Tensor))
+        m = memory_stats(params, trainable_bytes, in_bytes, inf, tr, optimizer, b)
+        rows.append({"batch_size": b, "inference_peak_bytes": m.inference_peak_bytes,
+                     "training_peak_bytes": m.training_peak_bytes, "status": m.status})
+    return rows
 
 
 def _type_at(module: torch.nn.Module, path: str | None) -> str:

@@ -71,6 +71,7 @@ class MemoryStats:
     training_breakdown: dict[str, int] = field(default_factory=dict)
     optimizer: str = "adam"
     batch_size: int | None = None
+    per_batch: list[dict[str, Any]] = field(default_factory=list)  # {batch_size, inference_peak_bytes, training_peak_bytes, status}
     reason: str | None = None
 
 

@@ -102,3 +102,14 @@ def test_inspect_does_not_touch_grads_or_rng():
     dldoctor.inspect(m, receptive_field=False)
     assert torch.equal(m.weight.grad, g)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_memory_per_batch_size_by_hand():
+    # Linear(D,H)-ReLU-Linear(H,10), eval: weights + input (b*D) + 2*b*H floats at the worst moment
+    D, H = 100, 300
+    m = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, 10))
+    rep = dldoctor.inspect(m, input_shapes=[[1, D]], batch_sizes=[1, 8, 32], receptive_field=False)
+    w = sum(p.numel() for p in m.parameters()) * F32
+    got = {row["batch_size"]: row["inference_peak_bytes"] for row in rep.memory.per_batch}
+    assert got == {b: w + b * D * F32 + 2 * b * H * F32 for b in (1, 8, 32)}
+    assert all(row["training_peak_bytes"] > row["inference_peak_bytes"] for row in rep.memory.per_batch)

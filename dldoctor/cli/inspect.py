@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
         no_rules: bool = typer.Option(False, "--no-rules", help="Do not run the rules (findings are listed under the facts otherwise; they never change the exit code)."),
         loss: Optional[str] = typer.Option(None, "--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, ...): the training pass uses it and the output-layer rules check against it."),
+        batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed)."),
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file for the rules (default: the nearest pyproject.toml / dldoctor.toml)."),
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
@@ -75,6 +76,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.load.base import LoadOptions
 
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
+        sizes = parse_shape(batch_sizes) if batch_sizes else None
         opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device)
         err = Console(stderr=True, quiet=quiet)
         if trust:
@@ -87,11 +89,12 @@ def register(app: typer.Typer) -> None:
                 try:
                     if config is None:
                         rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
-                                      optimizer=optimizer, training=not no_training, load_options=opts, loss=loss)
+                                      optimizer=optimizer, training=not no_training, load_options=opts, loss=loss,
+                                      batch_sizes=sizes)
                     else:
                         rep = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
                                           depth=depth if fmt == "json" else None, optimizer=optimizer,
-                                          training=not no_training, load_options=opts).report
+                                          training=not no_training, load_options=opts, batch_sizes=sizes).report
                 except DLDoctorError as e:
                     if len(sources) == 1:
                         raise

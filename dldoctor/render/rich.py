@@ -62,6 +62,10 @@ def summary(r: Report) -> Panel:
         mtxt += f"  training step ({m.optimizer}) {nbytes(m.training_peak_bytes)}"
     if m.batch_size:
         mtxt += f"  [dim]at batch {m.batch_size}[/]"
+    for row in m.per_batch:
+        mtxt += f"\nbatch {row['batch_size']}: inference {nbytes(row['inference_peak_bytes'])}"
+        if row.get("training_peak_bytes") is not None:
+            mtxt += f", training step {nbytes(row['training_peak_bytes'])}"
     if m.reason:
         mtxt += f"\n[dim]{m.reason}[/]"
     t.add_row("memory", mtxt)
