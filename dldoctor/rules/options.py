@@ -12,6 +12,20 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ArchOptions:  # [tool.dldoctor.arch]
     max_dropout: float = 0.5  # dropout probability above which training signal is mostly thrown away
+    large_kernel_min: int = 5  # smallest kernel side counted as a large kernel (ARC001)
+    large_kernel_min_saving: float = 0.25  # share of weights a stack of 3x3 convs must save to be worth saying (ARC001)
+    skip_stem: bool = True  # leave the stem conv (the one reading the model input) out of the kernel check (ARC001)
+    max_plain_depth: int = 20  # longest run of weighted layers that no skip connection bypasses (ARC006)
+    max_depth_without_norm: int = 12  # deepest stack of weighted layers accepted with no normalisation (ARC007)
+    min_kernel_coverage: float = 0.5  # share of a conv's taps that must land on the feature map, not padding (ARC011)
+    min_receptive_field_ratio: float = 0.5  # receptive field of the last spatial map, as a share of the input (ARC010)
+    bottleneck_ratio: float = 16.0  # squeeze factor against both neighbours that counts as too narrow (ARC012)
+    saturating_min_depth: int = 5  # depth from which hidden sigmoid/tanh is reported (ARC013)
+    separable_min_channels: int = 64  # narrowest dense conv counted as a depthwise-separable candidate (ARC014)
+    separable_min_share: float = 0.5  # share of the model's MACs those convs must carry (ARC014)
+    width_multiple: int = 8  # hidden widths should be multiples of this for tensor cores (ARC015)
+    width_min_share: float = 0.05  # share of MACs the misaligned layers must carry to be worth saying (ARC015)
+    skip_min_downsample: float = 8.0  # downsampling factor from which a decoder is expected to get skips (ARC016)
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,11 @@ class TransferOptions:  # [tool.dldoctor.transfer]
 
 @dataclass(frozen=True)
 class TransformerOptions:  # [tool.dldoctor.transformer]
-    pass
+    max_post_ln_layers: int = 6  # most post-LN blocks accepted before pre-LN is advised (TFM001)
+    min_head_dim: int = 16  # narrowest attention head accepted (TFM002)
+    max_head_dim: int = 256  # widest attention head accepted (TFM002)
+    head_dim_multiple: int = 8  # head widths should be multiples of this for fused kernels / tensor cores (TFM003)
+    long_sequence: int = 4096  # longest key sequence accepted for full attention (TFM008)
 
 
 @dataclass(frozen=True)
