@@ -30,22 +30,36 @@ class ArchOptions:  # [tool.dldoctor.arch]
 
 @dataclass(frozen=True)
 class OutputOptions:  # [tool.dldoctor.output]
-    pass
+    pass  # the output/loss rules are exact checks with nothing to tune
 
 
 @dataclass(frozen=True)
 class InitOptions:  # [tool.dldoctor.init]
-    pass
+    max_abs_weight: float = 100.0  # |weight| beyond which a tensor counts as exploding (healthy ones stay within a few units)
+    min_scale: float = 0.1  # std x sqrt(fan_in) below which a layer shrinks the signal (He is 1.41, PyTorch's default 0.58)
+    max_scale: float = 10.0  # std x sqrt(fan_in) above which a layer blows the signal up
+    min_stat_numel: int = 256  # smallest weight tensor whose std is trusted by the scale rules
+    xavier_tolerance: float = 0.1  # relative distance from sqrt(2/(fan_in+fan_out)) that counts as Xavier-scaled
+    xavier_relu_min_layers: int = 2  # Xavier-scaled layers feeding ReLU needed before it is worth a warning
 
 
 @dataclass(frozen=True)
 class EfficiencyOptions:  # [tool.dldoctor.efficiency]
-    pass
+    quantize_min_params: int = 5_000_000  # models smaller than this (parameters) are not worth quantizing
+    linear_share: float = 0.5  # share of parameters in Linear/LSTM/GRU that makes dynamic int8 worthwhile
+    embedding_min_params: int = 5_000_000  # models smaller than this (parameters) get no embedding-table finding
+    embedding_share: float = 0.5  # share of parameters in embedding tables worth reporting
+    min_sparsity: float = 0.5  # share of near-zero linear/conv weights that makes pruning worth reporting
+    half_min_params: int = 20_000_000  # fp32 models from this many parameters get the bf16/fp16 suggestion
+    fuse_min_macs: int = 100_000_000  # conv+BN fusion is suggested from this many MACs per inference
 
 
 @dataclass(frozen=True)
 class TransferOptions:  # [tool.dldoctor.transfer]
-    pass
+    small_dataset: int = 10_000  # fewer samples than this is "small data" (freeze, train the head)
+    large_dataset: int = 100_000  # this many samples or more is "large data" (fine-tune most layers)
+    params_per_sample: float = 100.0  # trainable parameters per sample above which a model is large for its data
+    max_frozen_share: float = 0.9  # frozen share of parameters that counts as heavy freezing
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,18 @@
+"""OUT001: a softmax at the end of a model trained with CrossEntropyLoss; the twin returns logits."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _mlp(*tail: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10), *tail)
+
+
+def bad() -> dict:
+    return dict(model=_mlp(nn.Softmax(dim=1)), input_shape=[4, 16], dtype="float32", loss="ce")
+
+
+def good() -> dict:
+    return dict(model=_mlp(), input_shape=[4, 16], dtype="float32", loss="ce")

@@ -1,0 +1,18 @@
+"""OUT007: softmax outputs scored with BCELoss; the multi-label twin uses one sigmoid per output."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _mlp(*tail: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5), *tail)
+
+
+def bad() -> dict:
+    return dict(model=_mlp(nn.Softmax(dim=1)), input_shape=[4, 16], dtype="float32", loss="bce")
+
+
+def good() -> dict:
+    return dict(model=_mlp(nn.Sigmoid()), input_shape=[4, 16], dtype="float32", loss="bce")
