@@ -147,11 +147,16 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
-def load_coverage(path: Path = COVERAGE) -> list[dict[str, Any]]:
-    with open(path, "rb") as fh:
-        data = tomllib.load(fh)
-    tips = data.get("tips", [])
-    return tips if isinstance(tips, list) else []
+def load_coverage(path: Path | None = None) -> list[dict[str, Any]]:
+    """Tips from `coverage.toml` and every `coverage_*.toml` beside it (one file per group of authors)."""
+    paths = [path] if path is not None else sorted(COVERAGE.parent.glob("coverage*.toml"))
+    tips: list[dict[str, Any]] = []
+    for p in paths:
+        with open(p, "rb") as fh:
+            data = tomllib.load(fh)
+        more = data.get("tips", [])
+        tips.extend(more if isinstance(more, list) else [])
+    return tips
 
 
 def coverage_problems(tips: list[dict[str, Any]], codes: set[str]) -> list[str]:
