@@ -116,20 +116,24 @@ def main() -> None:
             print(f"{name:20s} {tool:24s} ref {ref:8.3f} got {g:8.3f} err {100 * (g - ref) / ref:+7.2f}%  {t / bare:6.2f}x fwd", flush=True)
     md = render(rows, torchvision.__version__)
     if a.out:
-        from dldoctor.cli.common import write_atomic
-
-        existing = open(a.out).read() if os.path.exists(a.out) else ""
-        marker_a, marker_b = "<!-- flops-vs-peers:start -->", "<!-- flops-vs-peers:end -->"
-        block = f"{marker_a}\n{md}{marker_b}\n"
-        if marker_a in existing and marker_b in existing:
-            pre, rest = existing.split(marker_a, 1)
-            post = rest.split(marker_b, 1)[1].lstrip("\n")
-            text = pre + block + post
-        else:
-            text = (existing.rstrip() + "\n\n" if existing else "# Benchmarks\n\n") + block
-        write_atomic(a.out, text)
+        replace_block(a.out, "flops-vs-peers", md)
     else:
         print(md)
+
+
+def replace_block(path: str, name: str, md: str) -> None:
+    """Write `md` between <!-- name:start/end --> markers in `path` (appended if absent), atomically."""
+    from dldoctor.cli.common import write_atomic
+
+    existing = open(path).read() if os.path.exists(path) else ""
+    marker_a, marker_b = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{marker_a}\n{md}{marker_b}\n"
+    if marker_a in existing and marker_b in existing:
+        pre, rest = existing.split(marker_a, 1)
+        text = pre + block + rest.split(marker_b, 1)[1].lstrip("\n")
+    else:
+        text = (existing.rstrip() + "\n\n" if existing else "# Benchmarks\n\n") + block
+    write_atomic(path, text)
 
 
 def render(rows, tv_version) -> str:

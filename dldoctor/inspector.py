@@ -253,11 +253,14 @@ def _receptive_field(module: torch.nn.Module, args: tuple, inf: PassResult) -> t
     if inf.error:
         return ReceptiveField(status=UNAVAILABLE, reason="the forward pass failed"), {}
     from dldoctor.collect.receptive import receptive_field
-    from dldoctor.collect.trace import stand_ins, to_device
+    from dldoctor.collect.trace import eval_mode, stand_ins, to_device
 
     device = "meta" if inf.device == "meta" else inf.device
-    with stand_ins(module, device):
-        res = receptive_field(module, to_device(args, device))
+    try:
+        with eval_mode(module), stand_ins(module, device):
+            res = receptive_field(module, to_device(args, device))
+    except Exception as e:  # noqa: BLE001 - the field is one fact among many; say why it is missing
+        return ReceptiveField(status=UNAVAILABLE, reason=f"the receptive-field pass failed: {type(e).__name__}: {str(e)[:200]}"), {}
     return res.overall, res.per_module
 
 

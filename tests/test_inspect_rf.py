@@ -28,3 +28,20 @@ def test_layer_receptive_fields_by_hand():
     got = [(lay.receptive_field.size[0], lay.receptive_field.stride[0]) for lay in rep.layers]
     assert got == [(3, 1), (5, 2), (7, 4), (15, 4)]
     assert rep.receptive_field.size == [15, 15] and not rep.receptive_field.global_
+
+
+def test_receptive_field_runs_in_eval_mode_and_restores_flags():
+    class TrainOnlyAux(nn.Module):  # like Inception-v3: an auxiliary branch only in training
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("aux head needs batch > 1")
+            return self.conv(x)
+
+    m = TrainOnlyAux().train()
+    rep = dldoctor.inspect(m, input_shapes=[[1, 1, 8, 8]], training=False)
+    assert rep.receptive_field.size == [3, 3]
+    assert m.training and m.conv.training

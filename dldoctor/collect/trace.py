@@ -153,6 +153,18 @@ def _stand_ins(module: torch.nn.Module, device: str, train: bool) -> dict[str, t
 
 
 @contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """The module in eval mode inside the block; every submodule's own flag restored after."""
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        yield
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+@contextmanager
 def stand_ins(module: torch.nn.Module, device: str = "meta") -> Iterator[None]:
     """Run `module` with stand-in parameters and buffers (on `device`) inside the block.
 
