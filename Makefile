@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_CPU ?= torch==2.13.0
 TORCH_ZOO ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv zoo samples bench clean
+.PHONY: demo test venv zoo samples bench rules-docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: zoo venv
 bench: zoo venv
 	$(PIP) install -e ".[bench]"
 	$(BIN)/python benchmarks/flops_vs_peers.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/zoo_findings.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/check_speed.py --out docs/benchmarks.md
+
+# regenerate rules/*.md and the coverage matrix from the registry (a test fails when they are stale)
+rules-docs: venv
+	$(BIN)/python -m dldoctor.rules.docs
 
 clean:
 	rm -rf $(VENV) sample_models/out .pytest_cache
