@@ -150,38 +150,30 @@ def in_shape(g: Graph, n: Node) -> list[int] | None:
     return shape_of(g, n.inputs[0]) if n.inputs else None
 
 
-def fwd(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
-    """The consumers of n's output, looking through pass-through nodes."""
+def _walk(start: list[Node], step: Any, through: Any) -> list[Node]:
     out: list[Node] = []
     seen: set[int] = set()
-    todo = list(g.succ(n))
+    todo = list(start)
     while todo:
         m = todo.pop(0)
         if m.id in seen:
             continue
         seen.add(m.id)
         if through(m):
-            todo.extend(g.succ(m))
+            todo.extend(step(m))
         else:
             out.append(m)
     return out
+
+
+def fwd(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
+    """The consumers of n's output, looking through pass-through nodes."""
+    return _walk(g.succ(n), g.succ, through)
 
 
 def back(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
     """The producers of n's inputs, looking through pass-through nodes."""
-    out: list[Node] = []
-    seen: set[int] = set()
-    todo = list(g.pred(n))
-    while todo:
-        m = todo.pop(0)
-        if m.id in seen:
-            continue
-        seen.add(m.id)
-        if through(m):
-            todo.extend(g.pred(m))
-        else:
-            out.append(m)
-    return out
+    return _walk(g.pred(n), g.pred, through)
 
 
 def reads_input(g: Graph, n: Node) -> bool:
