@@ -194,7 +194,7 @@ def inception_block_net(num_classes: int = 10, seed: int = 0) -> InceptionBlockN
 # mlp: pure nn.Sequential
 # --------------------------------------------------------------------------
 
-def mlp(in_features: int = 784, hidden: int = 256, num_classes: int = 10,
+def mlp(in_features: int = 784, hidden: int = 64, num_classes: int = 10,
         seed: int = 0) -> nn.Sequential:
     """Linear-ReLU-Linear-ReLU-Linear.
 
@@ -222,7 +222,7 @@ class TinyTransformerLM(nn.Module):
     identical in eager mode and in every exporter.
     """
 
-    def __init__(self, vocab: int = 1000, d_model: int = 64, nhead: int = 4,
+    def __init__(self, vocab: int = 256, d_model: int = 64, nhead: int = 4,
                  layers: int = 2, seq_len: int = 32, dim_feedforward: int = 128) -> None:
         super().__init__()
         self.seq_len = seq_len
@@ -241,7 +241,7 @@ class TinyTransformerLM(nn.Module):
         return self.lm_head(self.norm(self.encoder(x)))
 
 
-def tiny_transformer(vocab: int = 1000, d_model: int = 64, nhead: int = 4, layers: int = 2,
+def tiny_transformer(vocab: int = 256, d_model: int = 64, nhead: int = 4, layers: int = 2,
                      seq_len: int = 32, dim_feedforward: int = 128,
                      seed: int = 0) -> TinyTransformerLM:
     """A 2-layer encoder-only language model over ``vocab`` tokens.
@@ -262,7 +262,7 @@ def tiny_transformer(vocab: int = 1000, d_model: int = 64, nhead: int = 4, layer
 class LSTMClassifier(nn.Module):
     """Embedding, single-layer ``nn.LSTM(batch_first=True)``, linear on the last step."""
 
-    def __init__(self, vocab: int = 1000, embed: int = 32, hidden: int = 64,
+    def __init__(self, vocab: int = 256, embed: int = 32, hidden: int = 64,
                  num_classes: int = 5) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab, embed)
@@ -274,7 +274,7 @@ class LSTMClassifier(nn.Module):
         return self.fc(out[:, -1, :])
 
 
-def lstm_classifier(vocab: int = 1000, embed: int = 32, hidden: int = 64, num_classes: int = 5,
+def lstm_classifier(vocab: int = 256, embed: int = 32, hidden: int = 64, num_classes: int = 5,
                     seed: int = 0) -> LSTMClassifier:
     """Sequence classifier over ``vocab`` tokens.
 
@@ -309,7 +309,7 @@ EXAMPLE_INPUTS: Dict[str, Tuple[Tuple[int, ...], str]] = {
 }
 
 # Upper bound (exclusive) for token ids in the example inputs of the token models.
-_TOKEN_VOCAB = {"tiny_transformer": 1000, "lstm_classifier": 1000}
+_TOKEN_VOCAB = {"tiny_transformer": 256, "lstm_classifier": 256}
 
 
 def example_input(name: str, seed: int = 0) -> torch.Tensor:

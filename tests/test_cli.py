@@ -185,7 +185,7 @@ def test_debug_env_shows_traceback(tmp_path):
 
 
 def test_state_dict_without_and_with_arch(tmp_path):
-    m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    m = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     p = tmp_path / "sd.pt"
     torch.save(m.state_dict(), p)
     r = run("inspect", p, "--format", "json")
@@ -196,7 +196,7 @@ def test_state_dict_without_and_with_arch(tmp_path):
     assert doc["flops"]["macs"] is None  # never a silent 0
     r = run("inspect", p, "--arch", "sample_models.zoo:mlp", "--format", "json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["flops"]["macs"] == 784 * 256 + 256 * 256 + 256 * 10
+    assert json.loads(r.stdout)["flops"]["macs"] == 784 * 64 + 64 * 64 + 64 * 10
 
 
 def test_wrong_arch_exit_2(tmp_path):
