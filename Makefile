@@ -35,6 +35,7 @@ bench: zoo venv
 	$(BIN)/python benchmarks/flops_vs_peers.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/zoo_findings.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/check_speed.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/memory_vs_profiler.py --out docs/benchmarks.md
 
 # regenerate rules/*.md and the coverage matrix from the registry (a test fails when they are stale)
 rules-docs: venv

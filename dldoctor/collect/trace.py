@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -209,6 +210,34 @@ def training_loss(outs: list[torch.Tensor], loss: str | None) -> torch.Tensor:
     return sum(x.float().sum() for x in outs)
 
 
+class _FusedAttention(TorchFunctionMode):
+    """On the meta device, send `F.scaled_dot_product_attention` down a fused kernel.
+
+    On meta, SDPA has no fused kernel and decomposes into the math path, which
+    materialises the T×T attention weights and saves them for backward. Real CPUs
+    and GPUs take a fused kernel (flash / memory-efficient) that saves only the
+    output and a per-row logsumexp, so the math path overstates a transformer's
+    training memory by L·B·H·T² elements (1.1 GiB for GPT-2-small at 2×1024). The
+    CPU flash kernel has meta kernels for forward and backward and a MAC formula,
+    so it stands in; calls it cannot take (GQA, a mask it rejects) run unchanged.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention and not kwargs.get("enable_gqa"):
+            q, k, v, *rest = args
+            names = ("attn_mask", "dropout_p", "is_causal", "scale")
+            opt = {**dict(zip(names, rest)), **kwargs}
+            if q.dim() == 4 and q.shape[1] == k.shape[1] == v.shape[1] and q.dtype == k.dtype == v.dtype:
+                try:
+                    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                        q, k, v, float(opt.get("dropout_p") or 0.0), bool(opt.get("is_causal")),
+                        attn_mask=opt.get("attn_mask"), scale=opt.get("scale"))[0]
+                except (RuntimeError, TypeError, ValueError):
+                    pass
+        return func(*args, **kwargs)
+
+
 def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", train: bool = False,
              loss: str | None = None) -> PassResult:
     """Run one forward pass (and, with `train`, a backward pass of the loss) under the counter.
@@ -252,6 +281,8 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
             if not train:
                 es.enter_context(torch.no_grad())
             es.enter_context(mode)
+            if device == "meta":
+                es.enter_context(_FusedAttention())
             try:
                 out = torch.func.functional_call(module, state, args, strict=False)
             except Exception as e:  # noqa: BLE001 - a failing forward still yields a partial result
