@@ -272,3 +272,13 @@ def test_rules_run_on_model_sides(files, tmp_path):
     assert "BUD001" in [f["code"] for f in json.loads(r.stdout)["findings"]["fixed"]]
     r = run(old, new, "-s", "1,16", "--config", cfg, "--no-rules", "--fail-on-new-findings", "-f", "json")
     assert r.exit_code == 0 and json.loads(r.stdout)["findings"]["compared"] is False
+
+
+def test_growth_budgets_from_config_file(files, tmp_path):
+    old, new = files
+    cfg = tmp_path / "dldoctor.toml"
+    cfg.write_text("[budget]\nmax-macs-growth = 0.05\n")
+    r = run(old, new, "-s", "1,16", "--config", cfg)
+    assert r.exit_code == 1 and "MACs grew +100.0%" in r.stderr, r.output
+    r = run(old, new, "-s", "1,16", "--config", cfg, "--max-macs-growth", "150%")  # the flag overrides the file
+    assert r.exit_code == 0, r.output

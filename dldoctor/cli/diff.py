@@ -62,12 +62,17 @@ def register(app: typer.Typer) -> None:
         """
         if fmt not in DIFF_FORMATS:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(DIFF_FORMATS)}")
+        from dldoctor.config import load_config
+
+        # a flag overrides the growth budget of [tool.dldoctor.budget]; the file's applies otherwise
+        budget = load_config(".", config_file).budget
         growth = {
             "params": _growth(max_params_growth, "--max-params-growth"),
             "macs": _growth(max_macs_growth, "--max-macs-growth"),
             "size": _growth(max_size_growth, "--max-size-growth"),
             "memory": _growth(max_memory_growth, "--max-memory-growth"),
         }
+        growth = {k: v if v is not None else getattr(budget, f"max_{k}_growth") for k, v in growth.items()}
         from rich.console import Console
 
         from dldoctor.diff import check_budgets, diff_reports, is_report_file, load_report_file, load_side
