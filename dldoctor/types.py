@@ -153,6 +153,7 @@ class Report:
     tensors: list[TensorInfo] | None = None  # weight files read without an architecture
     onnx: dict[str, Any] | None = None  # opset, op histogram, graph inputs/outputs
     device: str = "cpu"
+    probe: Any = None  # a dldoctor.probe_types.ProbeResult from `dldoctor probe` / `dldoctor.watch`
     schema_version: str = SCHEMA_VERSION
 
     # -- serialisation -----------------------------------------------------
@@ -181,10 +182,19 @@ class Report:
             tensors=None if d.get("tensors") is None else [TensorInfo(**t) for t in d["tensors"]],
             onnx=d.get("onnx"),
             device=d.get("device", "cpu"),
+            probe=_probe_from(d.get("probe")),
         )
 
     def diag(self, level: str, message: str, where: str | None = None) -> None:
         self.diagnostics.append(Diagnostic(level, message, where))
+
+
+def _probe_from(d: Any) -> Any:
+    if d is None:
+        return None
+    from dldoctor.probe_types import ProbeResult
+
+    return ProbeResult.from_dict(d)
 
 
 def _to_plain(x: Any) -> Any:

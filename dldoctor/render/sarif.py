@@ -40,7 +40,7 @@ def rule_descriptor(r: Any) -> dict[str, Any]:
         "help": {"text": r.doc, "markdown": r.doc},
         "defaultConfiguration": {"level": LEVEL[r.severity.value]},
         "properties": {
-            "tags": [r.family, *r.needs],
+            "tags": list(dict.fromkeys([r.family, *r.needs])),
             "family": r.family,
             "needs": list(r.needs),
             "sources": list(r.sources),

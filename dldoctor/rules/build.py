@@ -42,7 +42,9 @@ def build_facts(
         facts.baseline = baseline
     if facts.loss is None:
         facts.missing["loss"] = "the loss is unknown: pass --loss (ce, bce, bce_logits, nll, mse, l1, ...)"
-    facts.missing["probe"] = "no training probe was run (dldoctor probe)"
+    facts.probe = report.probe
+    if facts.probe is None:
+        facts.missing["probe"] = "no training probe was run (dldoctor probe)"
     facts.missing["profile"] = "no profile was run (dldoctor profile)"
     if report.onnx is None:
         facts.missing["onnx"] = "not an ONNX model"

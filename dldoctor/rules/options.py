@@ -87,6 +87,24 @@ class BudgetOptions:  # [tool.dldoctor.budget]; None = no budget
     max_memory_growth: float | None = None  # inference and training peaks alike
 
 
+@dataclass(frozen=True)
+class ProbeOptions:  # [tool.dldoctor.probe]; calibrated on the healthy controls in tests/probe_cases.py
+    vanishing_ratio: float = 1e-4  # first-to-last layer gradient-norm ratio below which gradients vanish (TRN001)
+    exploding_ratio: float = 1e3  # first-to-last layer gradient-norm ratio above which gradients explode (TRN002)
+    exploding_growth: float = 1e3  # growth of the total gradient norm over the run that counts as exploding (TRN002)
+    exploding_grad_weight: float = 1e3  # gradient norm / weight norm at the first steps that counts as exploding (TRN002); healthy nets stay below 10
+    dead_unit_share: float = 0.5  # share of a ReLU layer's units that are 0 for every sample (TRN004)
+    saturation: float = 5.0  # |pre-activation| beyond which sigmoid/tanh count as saturated (TRN005)
+    saturated_share: float = 0.5  # share of saturated pre-activations in a layer (TRN005)
+    min_loss_drop: float = 0.5  # share of the initial loss an overfit-one-batch run must remove (TRN007)
+    initial_loss_factor: float = 3.0  # initial loss more than this times (or below 1/this of) the chance loss (TRN008)
+    max_update_ratio: float = 1e-1  # median per-step update / weight norm above which the learning rate is too high (TRN009)
+    min_update_ratio: float = 1e-6  # median per-step update / weight norm below which the learning rate is too low (TRN010)
+    input_scale: float = 10.0  # input |mean| or std beyond this counts as unnormalised (TRN014)
+    min_attribution_coverage: float = 0.05  # share of input features carrying 90% of the attribution, below which the model ignores its input (TRN015)
+    max_border_share: float = 0.5  # share of attribution on the outer border of an image (TRN016)
+
+
 FAMILY_OPTIONS: dict[str, type] = {
     "arch": ArchOptions,
     "output": OutputOptions,
@@ -95,6 +113,7 @@ FAMILY_OPTIONS: dict[str, type] = {
     "transfer": TransferOptions,
     "transformer": TransformerOptions,
     "budget": BudgetOptions,
+    "probe": ProbeOptions,
 }
 
 # Code prefix of each family.
@@ -106,4 +125,5 @@ FAMILY_PREFIX: dict[str, str] = {
     "transfer": "TRF",
     "transformer": "TFM",
     "budget": "BUD",
+    "probe": "TRN",
 }

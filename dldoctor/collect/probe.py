@@ -1,0 +1,662 @@
+"""The training probe: a short run on a deep copy that records what the training dynamics look like.
+
+`Recorder` is the one piece that watches a model train. It hooks the optimizer's step
+(`register_step_pre_hook` / `register_step_post_hook`): before a sampled step it reads
+every gradient and snapshots the weights, after it measures the update; forward hooks
+on the leaf modules are installed only for the forward pass of a sampled step, so the
+steps in between cost two Python calls. `dldoctor probe` (`run_probe`) drives a model
+with it for a few dozen steps on a fixed batch ("overfit one small batch"); `dldoctor.watch`
+puts it inside the user's own training loop.
+
+Everything it installs is removed in `detach()`, which the probe and `watch` call in
+`finally` blocks; the probe never touches the user's module (it trains a deep copy) nor
+the global random state (`torch.random.fork_rng`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dldoctor.errors import InputSpecError
+from dldoctor.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
+
+LOSSES = ("ce", "nll", "bce", "bce_logits", "mse", "l1", "huber")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEFAULT_LR = {"sgd": 5e-2, "adam": 3e-3, "adamw": 3e-3}  # overfit-one-batch rates: high enough to see progress in 60 steps
+SATURATING = ("Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign")
+HEAD_ACTIVATIONS = ("ReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Softplus", "Hardsigmoid", "ELU",
+                    "LeakyReLU", "GELU", "SiLU")
+BINS = 30
+
+
+def _hist(t: torch.Tensor, bins: int = BINS) -> Histogram | None:
+    t = t.detach().float().flatten()
+    t = t[torch.isfinite(t)]
+    if t.numel() == 0:
+        return None
+    lo, hi = float(t.min()), float(t.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = torch.histc(t, bins=bins, min=lo, max=hi)
+    step = (hi - lo) / bins
+    return Histogram(edges=[lo + i * step for i in range(bins + 1)], counts=[int(c) for c in counts.tolist()])
+
+
+def _first_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)):
+        for v in x:
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    if isinstance(x, dict):
+        for v in x.values():
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def _unit_dim(t: torch.Tensor, conv_like: bool) -> int | None:
+    """The dimension that indexes units: channels of a conv map, features of a dense output."""
+    if t.dim() < 2:
+        return None
+    if t.dim() >= 4 or (t.dim() == 3 and conv_like):
+        return 1
+    return t.dim() - 1
+
+
+class Recorder:
+    """Records activation, gradient and update statistics of `model` every `every`-th optimizer step."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, every: int = 1,
+                 saturation: float = 5.0, histograms: bool = True, result: ProbeResult | None = None) -> None:
+        if every < 1:
+            raise InputSpecError(f"every={every}: the sampling interval must be at least 1", "use every=1 or more")
+        self.model, self.optimizer, self.every = model, optimizer, every
+        self.saturation, self.histograms = saturation, histograms
+        self.result = result if result is not None else ProbeResult()
+        self.step = 0  # optimizer steps taken since attach
+        self._fwd_handles: list[Any] = []
+        self._opt_handles: list[Any] = []
+        self._layers: dict[str, LayerProbe] = {}
+        self._pending: dict[str, dict[str, Any]] = {}  # layer stats of the current forward
+        self._order: list[str] = []
+        self._before: dict[str, torch.Tensor] = {}
+        self._names = {id(m): n for n, m in model.named_modules()}
+        self._leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+        self._params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        owner = {}
+        for mn, m in model.named_modules():
+            for pn, p in m.named_parameters(recurse=False):
+                owner[f"{mn}.{pn}" if mn else pn] = (mn, type(m).__name__)
+        self.result.params = [ParamProbe(name=n, module=owner.get(n, ("", ""))[0], module_type=owner.get(n, ("", ""))[1],
+                                         shape=list(p.shape), numel=p.numel()) for n, p in self._params]
+        self._pp = {pp.name: pp for pp in self.result.params}
+        self._start = {n: p.detach().clone() for n, p in self._params}
+        self._last_conv = False
+        self.hist_steps: set[int] | None = None  # steps that get histograms (None: every recorded step)
+
+    def _want_hist(self) -> bool:
+        return self.histograms and (self.hist_steps is None or self.step in self.hist_steps)
+
+    # -- installing and removing ----------------------------------------------------------------
+    def attach(self) -> Recorder:
+        if self.optimizer is not None:
+            self._opt_handles = [self.optimizer.register_step_pre_hook(lambda *a: self._pre_step()),
+                                 self.optimizer.register_step_post_hook(lambda *a: self._post_step())]
+        if self._sampled(self.step):
+            self._install_forward()
+        return self
+
+    def detach(self) -> None:
+        self._remove_forward()
+        for h in self._opt_handles:
+            h.remove()
+        self._opt_handles = []
+        for n, p in self._params:
+            start = self._start.get(n)
+            if start is not None and n in self._pp:
+                self._pp[n].changed = bool(not torch.equal(p.detach().to(start.device), start))
+        self._start = {}
+
+    def _sampled(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def _install_forward(self) -> None:
+        if self._fwd_handles:
+            return
+        self._pending = {}
+        for name, m in self._leaves:
+            self._fwd_handles.append(m.register_forward_hook(self._on_forward(name)))
+
+    def _remove_forward(self) -> None:
+        for h in self._fwd_handles:
+            h.remove()
+        self._fwd_handles = []
+
+    # -- per forward ----------------------------------------------------------------------------
+    def _on_forward(self, name: str) -> Callable:
+        def hook(mod: nn.Module, args: tuple, out: Any) -> None:
+            if not self.model.training:
+                return
+            with torch.no_grad():
+                self._record_activation(name, mod, args, out)
+
+        return hook
+
+    def _record_activation(self, name: str, mod: nn.Module, args: tuple, out: Any) -> None:
+        t = _first_tensor(out)
+        kind = type(mod).__name__
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            self._last_conv = True
+        elif isinstance(mod, (nn.Linear, nn.RNNBase, nn.MultiheadAttention, nn.Embedding)):
+            self._last_conv = False
+        if t is None or not t.is_floating_point() or t.numel() == 0:
+            return
+        if name not in self._layers:
+            self._layers[name] = LayerProbe(path=name, type=kind, order=len(self._layers))
+        tf = t.detach().float()
+        finite = torch.isfinite(tf)
+        nonfinite = int(tf.numel() - int(finite.sum()))
+        st: dict[str, Any] = {"nonfinite": nonfinite}
+        vals = tf[finite] if nonfinite else tf
+        st["mean"] = float(vals.mean()) if vals.numel() else None
+        st["std"] = float(vals.std()) if vals.numel() > 1 else None
+        zero = tf == 0
+        st["zero_frac"] = float(zero.float().mean())
+        d = _unit_dim(tf, self._last_conv)
+        varies = tf.dim() > 1 and tf.shape[0] > 1 and (bool((tf[1:] != tf[:1]).any()) or not bool(tf.any()))
+        if d is not None and tf.shape[d] > 1 and varies:  # identical samples make "0 for every sample" meaningless
+            dims = [i for i in range(tf.dim()) if i != d]
+            st["dead_frac"] = float(zero.all(dim=tuple(dims)).float().mean()) if dims else None
+            st["units"] = int(tf.shape[d])
+        else:
+            st["dead_frac"], st["units"] = None, None
+        st["saturated_frac"] = None
+        if kind in SATURATING:
+            x = _first_tensor(args)
+            if x is not None and x.is_floating_point() and x.numel():
+                st["saturated_frac"] = float((x.detach().float().abs() > self.saturation).float().mean())
+        if self._want_hist():
+            st["hist"] = _hist(tf)
+        self._pending[name] = st
+
+    # -- per optimizer step ---------------------------------------------------------------------
+    def _pre_step(self) -> None:
+        if not self._sampled(self.step):
+            return
+        self._remove_forward()
+        first = not self.result.steps
+        self.result.steps.append(self.step)
+        self._commit_layers(first)
+        for n, p in self._params:
+            pp = self._pp[n]
+            g = p.grad
+            w = p.detach()
+            pp.weight_norm.append(float(w.float().norm()))
+            if g is None:
+                pp.grad_norm.append(None)
+                pp.grad_zero_frac.append(None)
+                pp.grad_nonfinite.append(0)
+            else:
+                gf = g.detach().float()
+                fin = torch.isfinite(gf)
+                bad = int(gf.numel() - int(fin.sum()))
+                pp.grad_nonfinite.append(bad)
+                pp.grad_norm.append(float(gf[fin].norm()) if bad else float(gf.norm()))
+                pp.grad_zero_frac.append(float((gf == 0).float().mean()))
+                if self._want_hist():
+                    h = _hist(gf)
+                    if first or pp.grad_hist_first is None:
+                        pp.grad_hist_first = h
+                    pp.grad_hist_last = h
+                if bad and self.result.first_nonfinite is None:
+                    self.result.first_nonfinite = {"step": self.step, "kind": "gradient", "where": n}
+            self._before[n] = w.clone()
+
+    def _commit_layers(self, first: bool) -> None:
+        n_steps = len(self.result.steps)
+        for name, lp in self._layers.items():
+            st = self._pending.get(name)
+            for key in ("mean", "std", "zero_frac", "dead_frac", "saturated_frac"):
+                getattr(lp, key).append(None if st is None else st.get(key))
+            lp.nonfinite.append(0 if st is None else st["nonfinite"])
+            if st is not None:
+                lp.units = st.get("units") if lp.units is None else lp.units
+                if st.get("hist") is not None:
+                    if first or lp.hist_first is None:
+                        lp.hist_first = st["hist"]
+                    lp.hist_last = st["hist"]
+                if st["nonfinite"] and self.result.first_nonfinite is None:
+                    self.result.first_nonfinite = {"step": self.step, "kind": "activation", "where": name}
+            # a layer first seen late gets None for the steps before it
+            for key in ("mean", "std", "zero_frac", "dead_frac", "saturated_frac"):
+                seq = getattr(lp, key)
+                if len(seq) < n_steps:
+                    seq[:0] = [None] * (n_steps - len(seq))
+            if len(lp.nonfinite) < n_steps:
+                lp.nonfinite[:0] = [0] * (n_steps - len(lp.nonfinite))
+        self._pending = {}
+
+    def _post_step(self) -> None:
+        if self._before:
+            for n, p in self._params:
+                b = self._before.get(n)
+                if b is None:
+                    continue
+                wn = float(b.float().norm())
+                delta = float((p.detach().float() - b.float()).norm())
+                ratio = delta / wn if wn > 0 and math.isfinite(delta) else None
+                self._pp[n].update_ratio.append(ratio)
+                if not math.isfinite(delta) and self.result.first_nonfinite is None:
+                    self.result.first_nonfinite = {"step": self.step, "kind": "weight", "where": n}
+            self._before = {}
+        self.step += 1
+        if self._sampled(self.step):
+            self._install_forward()
+
+    def flush_forward(self) -> None:
+        """Commit a recorded forward that no optimizer step followed (the run stopped on a NaN loss)."""
+        if self._pending:
+            self.result.steps.append(self.step)
+            self._commit_layers(not self.result.steps[:-1])
+            for pp in self.result.params:
+                for key in ("grad_norm", "grad_zero_frac", "weight_norm", "update_ratio"):
+                    getattr(pp, key).append(None)
+                pp.grad_nonfinite.append(0)
+
+    def log_loss(self, value: float | torch.Tensor) -> None:
+        v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        finite = math.isfinite(v)
+        self.result.loss.append(v if finite else None)
+        if not finite and self.result.loss_nonfinite_step is None:
+            self.result.loss_nonfinite_step = len(self.result.loss) - 1
+
+
+# -- the synthetic task ------------------------------------------------------------------------
+
+
+def _batch_dim(model: nn.Module, make: Callable[[int], tuple], b: int) -> tuple[int, int, Any, Any]:
+    """Run the model at batch b and b-1; return (input batch dim, output batch dim, out_b, inputs_b)."""
+    xa, xb = make(b), make(b - 1)
+    with torch.no_grad():
+        oa, ob = _first_tensor(model(*xa)), _first_tensor(model(*xb))
+    if oa is None:
+        raise InputSpecError("the model's output holds no tensor", "the probe needs a tensor output to put a loss on")
+    in_dim = next((i for i, (p, q) in enumerate(zip(xa[0].shape, xb[0].shape)) if p != q), 0)
+    out_dim = next((i for i, (p, q) in enumerate(zip(oa.shape, ob.shape)) if p != q), None)
+    if out_dim is None:
+        raise InputSpecError(f"the output shape {list(oa.shape)} does not change with the batch size",
+                             "the probe needs one output per sample (pass --input-shape with the batch dimension first)")
+    return in_dim, out_dim, oa, xa
+
+
+def default_loss(out: torch.Tensor, out_dim: int) -> str:
+    o = out.movedim(out_dim, 0)
+    return "ce" if o.dim() >= 2 and o.shape[-1] > 1 and o.dim() <= 3 else "mse"
+
+
+def _features(x: torch.Tensor, in_dim: int, gen: torch.Generator, k: int) -> torch.Tensor:
+    """k random projections of each sample (a fixed random teacher's view of the input)."""
+    xs = x.movedim(in_dim, 0)
+    if xs.is_floating_point():
+        flat = xs.reshape(xs.shape[0], -1).float()
+    else:
+        table = torch.randn(int(xs.max()) + 1, generator=gen)
+        flat = table[xs.long()].reshape(xs.shape[0], -1)
+    w = torch.randn(flat.shape[1], k, generator=gen) / math.sqrt(max(flat.shape[1], 1))
+    return flat @ w
+
+
+def synthetic_targets(out: torch.Tensor, out_dim: int, x: torch.Tensor, in_dim: int, loss: str,
+                      gen: torch.Generator) -> torch.Tensor:
+    """Targets a random teacher assigns: learnable from the input, balanced over the classes."""
+    o = out.movedim(out_dim, 0)
+    b = o.shape[0]
+    if loss in ("ce", "nll"):
+        c = o.shape[-1]
+        if o.dim() == 3 and not x.is_floating_point() and x.movedim(in_dim, 0).shape[:2] == o.shape[:2]:
+            perm = torch.randperm(c, generator=gen)  # token models: a fixed token-to-token map
+            return perm[x.movedim(in_dim, 0).long() % c]
+        s = _features(x, in_dim, gen, 1)[:, 0]
+        ranks = torch.empty(b, dtype=torch.long)
+        ranks[torch.argsort(s)] = torch.arange(b)
+        y = ranks * c // b  # balanced classes in the order of one random projection
+        return y if o.dim() == 2 else y.view(b, *([1] * (o.dim() - 2))).expand(*o.shape[:-1]).clone()
+    n = o[0].numel()
+    s = _features(x, in_dim, gen, n)
+    if loss in ("bce", "bce_logits"):
+        return (s > s.median(dim=0, keepdim=True).values).float().view(o.shape)
+    s = (s - s.mean(0)) / (s.std(0) + 1e-6)  # signed, unit-variance regression targets
+    return s.view(o.shape)
+
+
+def compute_loss(loss: str, out: torch.Tensor, y: torch.Tensor, out_dim: int = 0) -> torch.Tensor:
+    o = out.movedim(out_dim, 0)
+    if loss in ("ce", "nll"):
+        fn = F.cross_entropy if loss == "ce" else F.nll_loss
+        return fn(o.reshape(-1, o.shape[-1]), y.reshape(-1))
+    o = o.reshape(y.shape).float()
+    if loss == "bce":
+        return F.binary_cross_entropy(o, y)
+    if loss == "bce_logits":
+        return F.binary_cross_entropy_with_logits(o, y)
+    return {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}[loss](o, y)
+
+
+def expected_initial_loss(loss: str, out: torch.Tensor, out_dim: int) -> tuple[float | None, int | None]:
+    o = out.movedim(out_dim, 0)
+    if loss in ("ce", "nll"):
+        c = int(o.shape[-1])
+        return math.log(c), c
+    if loss in ("bce", "bce_logits"):
+        return math.log(2), 2
+    return None, None
+
+
+def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    raise InputSpecError(f"unknown optimizer {name!r}", f"use one of: {', '.join(OPTIMIZERS)}")
+
+
+def _output_facts(out: torch.Tensor, out_dim: int, y: torch.Tensor | None, loss: str) -> dict[str, Any]:
+    o = out.detach().movedim(out_dim, 0).float()
+    d: dict[str, Any] = {"shape": list(out.shape), "min": float(o.min()), "max": float(o.max())}
+    if o.dim() >= 2 and o.shape[-1] > 1:
+        rows = o.reshape(-1, o.shape[-1])
+        d["row_sum"] = float(rows.sum(-1).mean())
+        d["prob_like"] = bool(float(rows.min()) >= 0 and float(rows.max()) <= 1
+                              and float((rows.sum(-1) - 1).abs().max()) < 1e-3)
+        d["log_prob_like"] = bool(float(rows.max()) <= 0
+                                  and float(torch.logsumexp(rows, -1).abs().max()) < 1e-3)
+    else:
+        d["row_sum"], d["prob_like"], d["log_prob_like"] = None, False, False
+    d["unit_interval"] = bool(float(o.min()) >= 0 and float(o.max()) <= 1)
+    if y is not None and y.is_floating_point():
+        d["target_min"], d["target_max"] = float(y.min()), float(y.max())
+        d["target_signed"] = bool(float(y.min()) < 0)
+    else:
+        d["target_min"] = d["target_max"] = None
+        d["target_signed"] = False
+    return d
+
+
+def input_facts(x: torch.Tensor, synthetic: bool) -> dict[str, Any]:
+    xf = x.detach().float()
+    fin = torch.isfinite(xf)
+    vals = xf[fin]
+    d: dict[str, Any] = {"dtype": str(x.dtype).replace("torch.", ""), "float": bool(x.is_floating_point()),
+                         "shape": list(x.shape), "synthetic": synthetic, "nan": int(xf.numel() - int(fin.sum()))}
+    if vals.numel():
+        d.update(mean=float(vals.mean()), std=float(vals.std()) if vals.numel() > 1 else 0.0,
+                 min=float(vals.min()), max=float(vals.max()),
+                 integer_valued=bool(torch.equal(vals, vals.round())))
+    return d
+
+
+def independence(model: nn.Module, x: tuple, in_dim: int, out_dim: int, seed: int) -> dict[str, Any]:
+    """Does sample 0's output change when only the other samples of the batch change? (eval mode)"""
+    x0 = x[0]
+    if x0.shape[in_dim] < 2:
+        return {"checked": False, "reason": "batch of one sample", "method": "perturb the other samples"}
+    gen = torch.Generator().manual_seed(seed + 7)
+    x2 = x0.clone().movedim(in_dim, 0)
+    if x2.is_floating_point():
+        x2[1:] = torch.randn(x2[1:].shape, generator=gen).to(x2.dtype) * (x2.std() + 1e-3) + x2.mean()
+    else:
+        hi = int(x2.max()) + 1
+        x2[1:] = torch.randint(0, max(hi, 2), x2[1:].shape, generator=gen, dtype=x2.dtype)
+    x2 = x2.movedim(0, in_dim)
+    n = x0.shape[in_dim]
+    seen: list[dict[str, torch.Tensor]] = [{}, {}]
+    run = [0]
+    order: list[str] = []
+
+    def hook(name: str) -> Callable:
+        def fn(mod: nn.Module, args: tuple, out: Any) -> None:
+            t = _first_tensor(out)
+            if t is None or not t.is_floating_point() or name in seen[run[0]]:
+                return
+            d = 0 if t.dim() and t.shape[0] == n else next((i for i, s in enumerate(t.shape) if s == n), None)
+            if d is not None:
+                seen[run[0]][name] = t.detach().movedim(d, 0)[0].float().clone()
+                if run[0] == 0:
+                    order.append(name)
+
+        return fn
+
+    was = [(m, m.training) for m in model.modules()]
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules() if name and not list(m.children())]
+    try:
+        model.eval()
+        with torch.no_grad():
+            a = _first_tensor(model(*x)).movedim(out_dim, 0)[0].float()
+            run[0] = 1
+            b = _first_tensor(model(x2, *x[1:])).movedim(out_dim, 0)[0].float()
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in was:
+            m.training = t
+
+    def changed(u: torch.Tensor, v: torch.Tensor) -> float:
+        if u.shape != v.shape:
+            return math.inf
+        return float((u - v).abs().max()) / (float(u.abs().max()) + 1e-6) if u.numel() else 0.0
+
+    change = changed(a, b)
+    mixed = bool(change > 1e-4)
+    first = None
+    if mixed:
+        first = next((k for k in order if k in seen[1] and changed(seen[0][k], seen[1][k]) > 1e-4), None)
+    return {"checked": True, "mixed": mixed, "max_change": change, "first_mixed_layer": first,
+            "method": "eval mode: perturb samples 1.. of the batch, compare sample 0's output"}
+
+
+# -- the probe ---------------------------------------------------------------------------------
+
+
+def run_probe(
+    model: nn.Module,
+    inputs: tuple | None = None,
+    *,
+    loss: str | None = None,
+    optimizer: str = "adam",
+    lr: float | None = None,
+    steps: int = 60,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+    data: Callable[[], Iterable[Any]] | None = None,
+    input_shapes: list[list[int]] | None = None,
+    dtype: str | None = None,
+    attribution: bool = True,
+    saturation: float = 5.0,
+) -> ProbeResult:
+    """Train a deep copy of `model` for `steps` steps and record its dynamics (see the module docstring).
+
+    Without `data`, a fixed synthetic batch of `batch_size` samples and random-teacher targets
+    ("overfit one small batch"); `data` is a callable returning an iterable of `(x, y)` batches
+    (cycled). Raises InputSpecError for unusable options; a run that fails is recorded, not raised.
+    """
+    if loss is not None and loss not in LOSSES:
+        raise InputSpecError(f"unknown loss {loss!r}", f"use one of: {', '.join(LOSSES)}")
+    if optimizer not in OPTIMIZERS:
+        raise InputSpecError(f"unknown optimizer {optimizer!r}", f"use one of: {', '.join(OPTIMIZERS)}")
+    if steps < 2:
+        raise InputSpecError(f"--steps {steps}: the probe needs at least 2 steps", "use --steps 20 or more")
+    if batch_size < 2:
+        raise InputSpecError(f"--batch-size {batch_size}: the probe needs at least 2 samples",
+                             "use --batch-size 8 or more (the independence check compares samples)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputSpecError("--device cuda asked for, but CUDA is not available here", "use --device cpu")
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
+        torch.manual_seed(seed)
+        net = copy.deepcopy(model).to(device)
+        for p in net.parameters():
+            p.grad = None
+        net.train()
+        res = _probe(net, inputs, loss, optimizer, lr, steps, batch_size, seed, device, data, input_shapes, dtype,
+                     attribution, saturation)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int, device: str,
+               input_shapes: list[list[int]] | None, dtype: str | None) -> Callable[[int], tuple]:
+    from dldoctor.collect.inputs import make_inputs
+
+    if inputs is not None:
+        base = tuple(t.to(device) for t in (inputs if isinstance(inputs, tuple) else (inputs,)))
+
+        def from_given(b: int) -> tuple:
+            x = base[0]
+            reps = math.ceil(b / x.shape[0])
+            return (torch.cat([x] * reps)[:b], *base[1:])
+
+        return from_given
+
+    def make(b: int) -> tuple:
+        if input_shapes:
+            shapes = [[b, *s[1:]] for s in input_shapes]
+            t, _, _ = make_inputs(net, shapes, dtype, seed=seed)
+        else:
+            from dldoctor.collect.inputs import guess_shape
+
+            s, dt, _ = guess_shape(net, batch=b)
+            if len(s) == 4 and s[2:] == [224, 224]:
+                s = [s[0], s[1], 32, 32]  # a probe wants steps, not resolution: 32×32 keeps it seconds on CPU
+            if len(s) == 3 and 128 in s:  # 128-token guesses: 32 tokens are enough to see the dynamics
+                s = [32 if v == 128 else v for v in s]
+            elif len(s) == 2 and s[1] == 128 and not dt.is_floating_point:
+                s = [s[0], 32]
+            t, _, _ = make_inputs(net, [s], dtype or str(dt).replace("torch.", ""), seed=seed)
+        return tuple(v.to(device) for v in t)
+
+    return make
+
+
+def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: str, lr: float, steps: int,
+           batch_size: int, seed: int, device: str, data: Callable | None, input_shapes: list[list[int]] | None,
+           dtype: str | None, attribution: bool, saturation: float) -> ProbeResult:
+    gen = torch.Generator().manual_seed(seed)
+    batches: list[tuple[tuple, torch.Tensor | None]] = []
+    if data is not None:
+        for i, item in enumerate(data()):
+            x, y = (item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None))
+            x = x if isinstance(x, tuple) else (x,)
+            batches.append((tuple(t.to(device) for t in x), None if y is None else y.to(device)))
+            if i + 1 >= steps:
+                break
+        if not batches:
+            raise InputSpecError("--data gave no batches", "make the callable return an iterable of (x, y) batches")
+        xs = batches[0][0]
+        bsz = xs[0].shape[0]
+        make = lambda b: (torch.cat([xs[0]] * math.ceil(b / bsz))[:b], *xs[1:])  # noqa: E731
+    else:
+        make = _synthetic(net, inputs, batch_size, seed, device, input_shapes, dtype)
+    res = ProbeResult()
+    try:
+        in_dim, out_dim, out0, x0 = _batch_dim(net, make, max(batch_size, 3) if data is None else xs[0].shape[0])
+    except InputSpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model whose forward fails is a finding, not a crash
+        res.error = f"forward failed: {type(e).__name__}: {e}".splitlines()[0][:500]
+        res.error_step = 0
+        return res
+    loss = loss or default_loss(out0, out_dim)
+    if data is None:
+        batches = [(x0, synthetic_targets(out0, out_dim, x0[0], in_dim, loss, gen).to(device))]
+    res.expected_initial_loss, res.num_classes = expected_initial_loss(loss, out0, out_dim)
+    first_y = batches[0][1]
+    if first_y is None:
+        first_y = synthetic_targets(out0, out_dim, batches[0][0][0], in_dim, loss, gen).to(device)
+    res.inputs = input_facts(batches[0][0][0], synthetic=data is None)
+    res.output = _output_facts(out0, out_dim, first_y, loss)
+    leaves = [m for m in net.modules() if not list(m.children())]
+    res.output["head_activation"] = None
+    res.config = {"steps": steps, "lr": lr, "optimizer": optimizer, "loss": loss, "batch_size": int(x0[0].shape[in_dim]),
+                  "seed": seed, "device": device, "data": "synthetic (one fixed batch)" if data is None else "user batches",
+                  "every": 1, "saturation": saturation}
+    # the last leaf module to run decides what the head's activation is
+    order: list[nn.Module] = []
+    hs = [m.register_forward_hook(lambda m, a, o: order.append(m)) for m in leaves]
+    try:
+        with torch.no_grad():
+            net(*x0)
+    except Exception:  # noqa: BLE001 - only a hint; the run below reports failures
+        pass
+    finally:
+        for h in hs:
+            h.remove()
+    if order and type(order[-1]).__name__ in HEAD_ACTIVATIONS:
+        res.output["head_activation"] = type(order[-1]).__name__
+    res.independence = independence(net, x0, in_dim, out_dim, seed)
+    net.train()
+
+    opt = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr)
+    rec = Recorder(net, opt, every=1, saturation=saturation, result=res)
+    rec.hist_steps = {0, steps - 1}
+    rec.attach()
+    try:
+        for step in range(steps):
+            x, y = batches[step % len(batches)]
+            if y is None:
+                y = synthetic_targets(out0, out_dim, x[0], in_dim, loss, gen).to(device)
+            try:
+                out = _first_tensor(net(*x))
+                value = compute_loss(loss, out, y, out_dim)
+            except Exception as e:  # noqa: BLE001
+                res.error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+                res.error_step = step
+                rec.flush_forward()
+                break
+            rec.log_loss(value)
+            if not torch.isfinite(value):
+                rec.flush_forward()
+                if res.first_nonfinite is None:
+                    res.first_nonfinite = {"step": step, "kind": "loss", "where": "loss"}
+                res.error = f"the loss became {float(value)} at step {step}; the run stopped"
+                res.error_step = step
+                break
+            opt.zero_grad(set_to_none=True)
+            try:
+                value.backward()
+            except Exception as e:  # noqa: BLE001
+                res.error = f"backward failed: {type(e).__name__}: {e}".splitlines()[0][:500]
+                res.error_step = step
+                rec.flush_forward()
+                break
+            opt.step()
+    finally:
+        rec.detach()
+    for lp in sorted(rec._layers.values(), key=lambda v: v.order):
+        res.layers.append(lp)
+    if attribution and res.error is None:
+        res.attribution = _attribution(net, x0)
+    return res
+
+
+def _attribution(net: nn.Module, x: tuple) -> dict[str, Any] | None:
+    if len(x) != 1:
+        return {"status": "unavailable", "reason": "models with several inputs are not attributed"}
+    try:
+        from dldoctor.collect.attribution import attribute
+    except ImportError as e:  # pragma: no cover
+        return {"status": "unavailable", "reason": f"attribution unavailable: {e}"}
+    return attribute(net, x[0])

@@ -1,0 +1,12 @@
+"""TRN002: the planted fault "linear-stack-large-init" from tests/probe_cases.py; the twin is the healthy "mlp"."""
+from __future__ import annotations
+
+from tests.probe_cases import by_name
+
+
+def bad() -> dict:
+    return by_name("linear-stack-large-init").rule_case()
+
+
+def good() -> dict:
+    return by_name("mlp").rule_case()

@@ -1,0 +1,12 @@
+"""TRN004: the planted fault "relu-bias-minus-10" from tests/probe_cases.py; the twin is the healthy "mlp"."""
+from __future__ import annotations
+
+from tests.probe_cases import by_name
+
+
+def bad() -> dict:
+    return by_name("relu-bias-minus-10").rule_case()
+
+
+def good() -> dict:
+    return by_name("mlp").rule_case()
