@@ -10,7 +10,7 @@ from dldoctor._version import __version__
 from dldoctor.load.base import LoadOptions
 from dldoctor.types import Finding, LayerInfo, Report, Severity
 
-__all__ = ["__version__", "inspect", "check", "LoadOptions", "Report", "Finding", "LayerInfo", "Severity"]
+__all__ = ["__version__", "inspect", "check", "probe", "watch", "LoadOptions", "Report", "Finding", "LayerInfo", "Severity"]
 
 
 def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
@@ -32,3 +32,20 @@ def check(model_or_path: Any, config: Any = None, inputs: Any = None, **options:
     if config is not None and not isinstance(config, Config):
         config = load_config(".", config)
     return check_model(model_or_path, config, inputs=inputs, **options).report
+
+
+def probe(model_or_path: Any, **options: Any) -> Report:
+    """Run the training probe on a deep copy of a module, file or factory spec; the Report's `probe` and
+    `findings` are filled. Options: loss, optimizer, lr, steps, batch_size, seed, device, data, inputs,
+    input_shapes, dtype, load_options, config, attribution (see `dldoctor.prober.probe`)."""
+    from dldoctor.prober import probe as _probe
+
+    return _probe(model_or_path, **options)
+
+
+def watch(model: Any, optimizer: Any, every: int = 50, **options: Any) -> Any:
+    """Record the probe's statistics every `every`-th optimizer step of your own training loop
+    (a context manager; see `dldoctor.prober.watch`)."""
+    from dldoctor.prober import watch as _watch
+
+    return _watch(model, optimizer, every=every, **options)

@@ -34,6 +34,7 @@ from dldoctor.cli import check as _check_cmd  # noqa: E402
 from dldoctor.cli import config as _config_cmd  # noqa: E402
 from dldoctor.cli import diff as _diff_cmd  # noqa: E402
 from dldoctor.cli import inspect as _inspect_cmd  # noqa: E402  (registers the command)
+from dldoctor.cli import probe as _probe_cmd  # noqa: E402
 from dldoctor.cli import rules as _rules_cmd  # noqa: E402
 
 _inspect_cmd.register(app)
@@ -41,6 +42,7 @@ _check_cmd.register(app)
 _rules_cmd.register(app)
 _config_cmd.register(app)
 _diff_cmd.register(app)
+_probe_cmd.register(app)
 
 
 def main() -> None:

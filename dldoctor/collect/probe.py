@@ -136,6 +136,14 @@ class Recorder:
         self._pending = {}
         for name, m in self._leaves:
             self._fwd_handles.append(m.register_forward_hook(self._on_forward(name)))
+        if not self.result.inputs:  # `watch`: what the user's own batches look like
+            self._fwd_handles.append(self.model.register_forward_pre_hook(self._on_input))
+
+    def _on_input(self, mod: nn.Module, args: tuple) -> None:
+        x = _first_tensor(args)
+        if x is not None and self.model.training and not self.result.inputs:
+            with torch.no_grad():
+                self.result.inputs = input_facts(x, synthetic=False)
 
     def _remove_forward(self) -> None:
         for h in self._fwd_handles:
@@ -631,7 +639,7 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
                 rec.flush_forward()
                 if res.first_nonfinite is None:
                     res.first_nonfinite = {"step": step, "kind": "loss", "where": "loss"}
-                res.error = f"the loss became {float(value)} at step {step}; the run stopped"
+                res.error = f"the loss became {float(value.detach())} at step {step}; the run stopped"
                 res.error_step = step
                 break
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,140 @@
+"""`dldoctor probe` and `dldoctor.watch`: the training probe as an API, judged by the rules.
+
+    report = dldoctor.probe("model.pt", loss="ce", steps=60)          # a short run on a deep copy
+    with dldoctor.watch(model, optimizer, every=50) as w:             # inside your own training loop
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward(); optimizer.step(); optimizer.zero_grad()
+            w.log_loss(loss)                                          # optional: the loss curve
+    print(w.report().findings)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from dldoctor.errors import InputSpecError, LoadError
+from dldoctor.types import ModelInfo, Report
+
+
+def resolve_data(spec: str) -> Callable[[], Iterable[Any]]:
+    """`pkg.mod:batches` (or `batches(n=4)`): a callable returning an iterable of (x, y) batches."""
+    from dldoctor.load.factory import import_module, parse_spec, resolve_attr
+
+    modname, attr, args, kwargs = parse_spec(spec)
+    fn = resolve_attr(import_module(modname, f"--data {spec}"), attr, f"--data {spec}", modname)
+    if not callable(fn):
+        raise LoadError(f"--data {spec}: '{modname}:{attr}' is not callable",
+                        hint="point to a function that returns an iterable of (x, y) batches")
+    return lambda: fn(*args, **kwargs)
+
+
+def _judge(report: Report, module: Any, config: Any, loss: str | None) -> None:
+    from dldoctor.checker import apply_result
+    from dldoctor.config import Config
+    from dldoctor.rules.build import build_facts
+    from dldoctor.rules.engine import run_rules
+
+    facts = build_facts(report, module, loss=loss)
+    apply_result(report, run_rules(facts, config or Config(), path=report.model.path))
+
+
+def probe(
+    model_or_path: Any,
+    *,
+    loss: str | None = None,
+    optimizer: str = "adam",
+    lr: float | None = None,
+    steps: int = 60,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+    data: Callable[[], Iterable[Any]] | str | None = None,
+    inputs: Any = None,
+    input_shapes: list[list[int]] | None = None,
+    dtype: str | None = None,
+    load_options: Any = None,
+    config: Any = None,
+    attribution: bool = True,
+) -> Report:
+    """Load a model as `inspect` does, run the training probe on a deep copy, and judge it with the rules.
+
+    The report holds the model facts, `probe` (every statistic) and the findings of all selected
+    rules (the TRN family reads the probe). Load and option errors raise DLDoctorError.
+    """
+    from dldoctor.collect.probe import run_probe
+    from dldoctor.inspector import inspect_loaded
+    from dldoctor.rules.build import normalise_loss
+
+    loss = normalise_loss(loss)
+    if isinstance(data, str):
+        data = resolve_data(data)
+    one = [[1, *s[1:]] for s in input_shapes] if input_shapes else None
+    report, loaded = inspect_loaded(model_or_path, None, input_shapes=one, dtype=dtype, device=device,
+                                    training=False, load_options=load_options)
+    if loaded.module is None:
+        what = "an ONNX graph" if loaded.onnx_model is not None else "weights without an architecture"
+        raise InputSpecError(f"{report.model.path}: the probe trains a PyTorch module, and this file holds {what}",
+                             "give a full module, a factory spec, or a state_dict with --arch")
+    report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
+                             batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
+                             dtype=dtype, attribution=attribution)
+    if report.probe.error and report.probe.error.startswith("forward failed"):
+        report.diag("error", f"the probe could not run the model: {report.probe.error}", "probe")
+    _judge(report, loaded.module, config, report.probe.config.get("loss"))
+    return report
+
+
+class Watch:
+    """The probe's statistics inside a user's training loop (see `watch`)."""
+
+    def __init__(self, model: Any, optimizer: Any, every: int = 50, loss: str | None = None,
+                 histograms: bool = True, config: Any = None) -> None:
+        from dldoctor.collect.probe import Recorder
+
+        self.model, self.optimizer, self.config = model, optimizer, config
+        self.recorder = Recorder(model, optimizer, every=every, histograms=histograms)
+        self.recorder.result.config = {"every": every, "optimizer": type(optimizer).__name__.lower(),
+                                       "lr": optimizer.param_groups[0].get("lr") if optimizer.param_groups else None,
+                                       "loss": loss, "data": "user training loop", "saturation": 5.0}
+
+    def __enter__(self) -> Watch:
+        self.recorder.attach()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook (also called on leaving the `with` block, even on an exception)."""
+        self.recorder.detach()
+        res = self.recorder.result
+        res.layers = sorted(self.recorder._layers.values(), key=lambda v: v.order)
+
+    def log_loss(self, value: Any) -> None:
+        """Record this step's loss (a tensor or a number): the loss curve and NaN detection."""
+        self.recorder.log_loss(value)
+
+    @property
+    def result(self) -> Any:
+        return self.recorder.result
+
+    def report(self) -> Report:
+        """A report with the recorded statistics and the findings of the rules."""
+        res = self.recorder.result
+        res.layers = sorted(self.recorder._layers.values(), key=lambda v: v.order)
+        rep = Report(model=ModelInfo(path=f"<{type(self.model).__name__}>", format="module",
+                                     name=type(self.model).__name__))
+        rep.probe = res
+        _judge(rep, None, self.config, res.config.get("loss"))
+        return rep
+
+
+def watch(model: Any, optimizer: Any, every: int = 50, loss: str | None = None, histograms: bool = True,
+          config: Any = None) -> Watch:
+    """Record the probe's statistics every `every`-th optimizer step of your own training loop.
+
+    Hooks the optimizer's step (no call needed in the loop); forward hooks exist only during
+    the forward pass of a sampled step. Use as a context manager; `log_loss(loss)` adds the
+    loss curve. `report()` returns a Report judged by the rules, as `dldoctor probe` does.
+    """
+    return Watch(model, optimizer, every=every, loss=loss, histograms=histograms, config=config)

@@ -1,0 +1,121 @@
+"""Terminal output of `dldoctor probe`: the diagnoses first, then a compact per-layer table with inline bars."""
+from __future__ import annotations
+
+import math
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from dldoctor.probe_types import ProbeResult
+from dldoctor.render.rich import diagnostics, findings_table
+from dldoctor.types import Report
+
+BAR = 8
+
+
+def _bar(frac: float | None, style: str) -> Text:
+    """A share in [0, 1] as an inline bar; 'n/a' when it was not measured (never a silent 0)."""
+    if frac is None or not math.isfinite(frac):
+        return Text("n/a", style="dim")
+    n = round(max(0.0, min(1.0, frac)) * BAR)
+    t = Text("█" * n, style=style)
+    t.append("·" * (BAR - n), style="dim")
+    t.append(f"{frac:5.0%}")
+    return t
+
+
+def _log_bar(v: float | None, lo: float = 1e-8, hi: float = 1e2) -> Text:
+    """A positive value on a log scale from lo to hi, with the number."""
+    if v is None or not math.isfinite(v):
+        return Text("n/a", style="dim")
+    if v <= 0:
+        return Text("0".rjust(BAR + 8), style="red")
+    f = (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    n = round(max(0.0, min(1.0, f)) * BAR)
+    t = Text("▮" * n, style="cyan")
+    t.append("·" * (BAR - n), style="dim")
+    t.append(f" {v:7.1e}")
+    return t
+
+
+def _last(xs: list) -> float | None:
+    for x in reversed(xs):
+        if x is not None:
+            return x
+    return None
+
+
+def _summary(r: Report, p: ProbeResult) -> Panel:
+    c = p.config
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="bold")
+    g.add_column()
+    g.add_row("model", f"{r.model.path}  [dim]({r.model.format})[/]")
+    g.add_row("run", f"{c.get('steps')} steps of {c.get('optimizer')} at lr {c.get('lr')}, loss {c.get('loss')}, "
+                     f"batch {c.get('batch_size')}, seed {c.get('seed')}, {c.get('device')}; data: {c.get('data')}")
+    a, b, e = p.initial_loss, p.final_loss, p.expected_initial_loss
+    loss = f"{'n/a' if a is None else f'{a:.4g}'} → {'n/a' if b is None else f'{b:.4g}'}"
+    if e is not None:
+        loss += f"  [dim](chance: {e:.3g})[/]"
+    g.add_row("loss", loss)
+    if p.error:
+        g.add_row("stopped", f"[red]{p.error}[/]")
+    ind = p.independence or {}
+    if ind.get("checked"):
+        g.add_row("samples", "[red]mixed across the batch[/]" if ind.get("mixed") else "independent (eval mode)")
+    att = p.attribution or {}
+    if att:
+        if att.get("status") == "complete":
+            cov = att.get("coverage")
+            g.add_row("attribution", f"{att.get('method')}: 90% of it on "
+                                     f"{'n/a' if cov is None else f'{cov:.0%}'} of the input")
+        else:
+            g.add_row("attribution", f"[dim]unavailable: {att.get('reason')}[/]")
+    if p.seconds is not None:
+        g.add_row("time", f"{p.seconds:.2f} s")
+    return Panel(g, title="dldoctor probe", title_align="left")
+
+
+def layer_table(p: ProbeResult, limit: int = 60) -> Table | None:
+    """One row per leaf module in forward order: activation statistics and the gradient of its weight."""
+    if not p.layers:
+        return None
+    weight = {}
+    for q in p.params:
+        if q.name.rsplit(".", 1)[-1].startswith("weight") and q.module not in weight:
+            weight[q.module] = q
+    sat = any(lp.type in ("Sigmoid", "Tanh") for lp in p.layers)
+    t = Table(title="layers (last recorded step)", header_style="bold", title_justify="left", pad_edge=False)
+    t.add_column("layer", overflow="fold", min_width=8)
+    t.add_column("type", overflow="ellipsis", max_width=12)
+    t.add_column("zero out", no_wrap=True)
+    t.add_column("dead units", no_wrap=True)
+    if sat:
+        t.add_column("saturated", no_wrap=True)
+    t.add_column("weight grad (log)", no_wrap=True)
+    t.add_column("upd/w", no_wrap=True)
+    for lp in p.layers[:limit]:
+        w = weight.get(lp.path)
+        upd = _last(w.update_ratio) if w else None
+        row = [lp.path, lp.type, _bar(_last(lp.zero_frac), "yellow"), _bar(_last(lp.dead_frac), "red")]
+        if sat:
+            row.append(_bar(_last(lp.saturated_frac), "magenta") if lp.type in ("Sigmoid", "Tanh") else Text(""))
+        row += [_log_bar(_last(w.grad_norm)) if w else Text(""), Text("" if upd is None else f"{upd:.1e}")]
+        t.add_row(*row)
+    if len(p.layers) > limit:
+        t.caption = f"{len(p.layers) - limit} more layers in --format json / html"
+    return t
+
+
+def render_probe_rich(reports: list[Report], console: Console) -> None:
+    for r in reports:
+        p = r.probe
+        parts: list = [_summary(r, p)] if p is not None else []
+        for extra in (findings_table(r, "diagnoses"), layer_table(p) if p is not None else None, diagnostics(r)):
+            if extra is not None:
+                parts.append(extra)
+        if not r.findings:
+            parts.insert(1, Text("no findings: nothing in the training dynamics looks wrong", style="green"))
+        console.print(Group(*parts))
