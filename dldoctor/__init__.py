@@ -43,7 +43,7 @@ def probe(model_or_path: Any, **options: Any) -> Report:
     return _probe(model_or_path, **options)
 
 
-def watch(model: Any, optimizer: Any, every: int = 50, **options: Any) -> Any:
+def watch(model: Any, optimizer: Any, every: int = 100, **options: Any) -> Any:
     """Record the probe's statistics every `every`-th optimizer step of your own training loop
     (a context manager; see `dldoctor.prober.watch`)."""
     from dldoctor.prober import watch as _watch

@@ -1,7 +1,7 @@
 """`dldoctor probe` and `dldoctor.watch`: the training probe as an API, judged by the rules.
 
     report = dldoctor.probe("model.pt", loss="ce", steps=60)          # a short run on a deep copy
-    with dldoctor.watch(model, optimizer, every=50) as w:             # inside your own training loop
+    with dldoctor.watch(model, optimizer) as w:                       # every 100th step of your own loop
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)
             loss.backward(); optimizer.step(); optimizer.zero_grad()
@@ -87,7 +87,7 @@ def probe(
 class Watch:
     """The probe's statistics inside a user's training loop (see `watch`)."""
 
-    def __init__(self, model: Any, optimizer: Any, every: int = 50, loss: str | None = None,
+    def __init__(self, model: Any, optimizer: Any, every: int = 100, loss: str | None = None,
                  histograms: bool = True, config: Any = None) -> None:
         from dldoctor.collect.probe import Recorder
 
@@ -129,7 +129,7 @@ class Watch:
         return rep
 
 
-def watch(model: Any, optimizer: Any, every: int = 50, loss: str | None = None, histograms: bool = True,
+def watch(model: Any, optimizer: Any, every: int = 100, loss: str | None = None, histograms: bool = True,
           config: Any = None) -> Watch:
     """Record the probe's statistics every `every`-th optimizer step of your own training loop.
 

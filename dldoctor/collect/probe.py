@@ -30,13 +30,22 @@ LOSSES = ("ce", "nll", "bce", "bce_logits", "mse", "l1", "huber")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEFAULT_LR = {"sgd": 5e-2, "adam": 3e-3, "adamw": 3e-3}  # overfit-one-batch rates: high enough to see progress in 60 steps
 SATURATING = ("Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign")
+RELU_LIKE = ("ReLU", "ReLU6", "RReLU", "Threshold")  # where units die: their dead share is measured exactly
 HEAD_ACTIVATIONS = ("ReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Softplus", "Hardsigmoid", "ELU",
                     "LeakyReLU", "GELU", "SiLU")
 BINS = 30
 
 
+HIST_SAMPLE = 1 << 16  # histograms of larger tensors are taken over an evenly strided sample of this many values
+STAT_SAMPLE = 1 << 12  # mean, std and zero share of larger outputs: over an evenly strided sample (NaN/Inf: all values)
+_NAN = torch.tensor(float("nan"))
+
+
 def _hist(t: torch.Tensor, bins: int = BINS) -> Histogram | None:
-    t = t.detach().float().flatten()
+    t = t.detach().flatten()
+    if t.numel() > HIST_SAMPLE:
+        t = t[:: t.numel() // HIST_SAMPLE]
+    t = t.float()
     t = t[torch.isfinite(t)]
     if t.numel() == 0:
         return None
@@ -171,23 +180,39 @@ class Recorder:
             return
         if name not in self._layers:
             self._layers[name] = LayerProbe(path=name, type=kind, order=len(self._layers))
-        tf = t.detach().float()
-        finite = torch.isfinite(tf)
-        nonfinite = int(tf.numel() - int(finite.sum()))
-        st: dict[str, Any] = {"nonfinite": nonfinite}
-        vals = tf[finite] if nonfinite else tf
-        st["mean"] = float(vals.mean()) if vals.numel() else None
-        st["std"] = float(vals.std()) if vals.numel() > 1 else None
-        zero = tf == 0
-        st["zero_frac"] = float(zero.float().mean())
+        tf = t.detach()
+        if tf.dtype != torch.float32:
+            tf = tf.float()
+        flat = tf.reshape(-1)
+        sampled = flat.numel() > STAT_SAMPLE
+        sample = flat[:: flat.numel() // STAT_SAMPLE] if sampled else flat
+        std, mean = torch.std_mean(sample) if sample.numel() > 1 else (_NAN, sample.mean())
+        total = flat.sum() if sampled else mean  # non-finite whenever any value is NaN/Inf
         d = _unit_dim(tf, self._last_conv)
-        varies = tf.dim() > 1 and tf.shape[0] > 1 and (bool((tf[1:] != tf[:1]).any()) or not bool(tf.any()))
-        if d is not None and tf.shape[d] > 1 and varies:  # identical samples make "0 for every sample" meaningless
-            dims = [i for i in range(tf.dim()) if i != d]
-            st["dead_frac"] = float(zero.all(dim=tuple(dims)).float().mean()) if dims else None
-            st["units"] = int(tf.shape[d])
+        dims = ()
+        if kind in RELU_LIKE and d is not None and tf.shape[d] > 1:
+            # dead units need every value: only where a unit can die (after a ReLU)
+            zero = tf == 0
+            dims = tuple(i for i in range(tf.dim()) if i != d)
+            zfrac, dead = zero.float().mean(), zero.all(dim=dims).float().mean()
         else:
-            st["dead_frac"], st["units"] = None, None
+            zfrac, dead = torch.count_nonzero(sample) / -sample.numel() + 1, _NAN
+        # one conversion for all the scalars (each float() is a round trip)
+        m, sd, zf, df, tot = torch.stack([mean, std, zfrac, dead, total]).tolist()
+        st: dict[str, Any] = {"nonfinite": 0}
+        if not math.isfinite(tot):
+            finite = torch.isfinite(tf)
+            st["nonfinite"] = int(tf.numel() - int(finite.sum()))
+            vals = tf[finite]
+            m = float(vals.mean()) if vals.numel() else None
+            sd = float(vals.std()) if vals.numel() > 1 else None
+        st["mean"], st["std"], st["zero_frac"] = m, (sd if sd is None or math.isfinite(sd) else None), zf
+        st["dead_frac"], st["units"] = None, None
+        if dims:
+            # identical samples make "0 for every sample" meaningless: check only when a unit looks dead
+            varies = df == 0 or (tf.shape[0] > 1 and (bool((tf[1:] != tf[:1]).any()) or not bool(tf.any())))
+            if varies:
+                st["dead_frac"], st["units"] = df, int(tf.shape[d])
         st["saturated_frac"] = None
         if kind in SATURATING:
             x = _first_tensor(args)
@@ -205,30 +230,44 @@ class Recorder:
         first = not self.result.steps
         self.result.steps.append(self.step)
         self._commit_layers(first)
-        for n, p in self._params:
+        ws = [p.detach() for _, p in self._params]
+        wnorms = torch._foreach_norm(ws) if ws else []
+        withg = [(i, p.grad.detach()) for i, (_, p) in enumerate(self._params) if p.grad is not None]
+        gnorms = dict(zip([i for i, _ in withg], torch._foreach_norm([g for _, g in withg]))) if withg else {}
+        zeros = {i: g.numel() - torch.count_nonzero(g) for i, g in withg}
+        # two conversions for every scalar of the step
+        wn = torch.stack(list(wnorms)).float().tolist() if ws else []
+        keys = sorted(gnorms)
+        gz = torch.stack([gnorms[i].float() for i in keys] + [zeros[i].float() for i in keys]).tolist() if keys else []
+        gn = dict(zip(keys, gz[:len(keys)]))
+        gzero = dict(zip(keys, gz[len(keys):]))
+        hist = self._want_hist()
+        for i, (n, p) in enumerate(self._params):
             pp = self._pp[n]
-            g = p.grad
-            w = p.detach()
-            pp.weight_norm.append(float(w.float().norm()))
-            if g is None:
+            pp.weight_norm.append(wn[i])
+            if i not in gn:
                 pp.grad_norm.append(None)
                 pp.grad_zero_frac.append(None)
                 pp.grad_nonfinite.append(0)
             else:
-                gf = g.detach().float()
-                fin = torch.isfinite(gf)
-                bad = int(gf.numel() - int(fin.sum()))
+                g = p.grad.detach()
+                norm, bad = gn[i], 0
+                if not math.isfinite(norm):
+                    gf = g.float()
+                    fin = torch.isfinite(gf)
+                    bad = int(gf.numel() - int(fin.sum()))
+                    norm = float(gf[fin].norm())
                 pp.grad_nonfinite.append(bad)
-                pp.grad_norm.append(float(gf[fin].norm()) if bad else float(gf.norm()))
-                pp.grad_zero_frac.append(float((gf == 0).float().mean()))
-                if self._want_hist():
-                    h = _hist(gf)
+                pp.grad_norm.append(norm)
+                pp.grad_zero_frac.append(gzero[i] / max(g.numel(), 1))
+                if hist:
+                    h = _hist(g)
                     if first or pp.grad_hist_first is None:
                         pp.grad_hist_first = h
                     pp.grad_hist_last = h
                 if bad and self.result.first_nonfinite is None:
                     self.result.first_nonfinite = {"step": self.step, "kind": "gradient", "where": n}
-            self._before[n] = w.clone()
+        self._before = dict(zip([n for n, _ in self._params], torch._foreach_mul(ws, 1.0))) if ws else {}
 
     def _commit_layers(self, first: bool) -> None:
         n_steps = len(self.result.steps)
@@ -256,14 +295,13 @@ class Recorder:
 
     def _post_step(self) -> None:
         if self._before:
-            for n, p in self._params:
-                b = self._before.get(n)
-                if b is None:
-                    continue
-                wn = float(b.float().norm())
-                delta = float((p.detach().float() - b.float()).norm())
-                ratio = delta / wn if wn > 0 and math.isfinite(delta) else None
-                self._pp[n].update_ratio.append(ratio)
+            names = [n for n, _ in self._params if n in self._before]
+            before = [self._before[n] for n in names]
+            after = [p.detach() for n, p in self._params if n in self._before]
+            deltas = torch._foreach_norm(torch._foreach_sub(after, before))
+            vals = torch.stack([torch.stack(list(deltas)).float(), torch.stack(list(torch._foreach_norm(before))).float()]).tolist()
+            for n, delta, wn in zip(names, vals[0], vals[1]):
+                self._pp[n].update_ratio.append(delta / wn if wn > 0 and math.isfinite(delta) else None)
                 if not math.isfinite(delta) and self.result.first_nonfinite is None:
                     self.result.first_nonfinite = {"step": self.step, "kind": "weight", "where": n}
             self._before = {}
