@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_CPU ?= torch==2.13.0
 TORCH_ZOO ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv zoo samples bench rules-docs clean
+.PHONY: demo test venv zoo samples bench rules-docs clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,11 @@ samples: venv
 demo: samples
 	$(BIN)/dldoctor inspect sample_models/out/resnet_small.pt --code sample_models.zoo --input-shape 1,3,64,64
 
-test: zoo venv
+# Debian's chromium lets the HTML report's browser test run (it skips without one); never fatal.
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || echo "chromium not installed: the headless-browser test will skip"
+
+test: zoo venv browser
 	$(BIN)/python -m pytest -q -ra
 
 bench: zoo venv
