@@ -103,23 +103,10 @@ def watch_overhead(steps: int = 400, repeats: int = 5) -> list[tuple[str, float,
 
 
 def recall():
-    from dldoctor.rules.build import build_facts
-    from dldoctor.rules.options import ProbeOptions
-    from dldoctor.rules.registry import all_rules
-    from dldoctor.types import ModelInfo, Report
-
-    rules = [r for r in all_rules() if r.family == "probe"]
+    from tests.probe_cases import probe_findings
 
     def fired(res):
-        rep = Report(model=ModelInfo(path="<bench>", format="module"))
-        rep.probe = res
-        facts = build_facts(rep, None)
-        out = {}
-        for r in rules:
-            hits = list(r.run(facts, ProbeOptions()))
-            if hits:
-                out[r.code] = (hits[0].location, (hits[0].severity or r.severity).value)
-        return out
+        return {code: (hits[0][0].location, hits[0][1].value) for code, hits in probe_findings(res).items()}
 
     faults, healthy = [], []
     for c in FAULTS:

@@ -455,5 +455,24 @@ STATIC_ALSO: dict[str, tuple[str, ...]] = {
 }
 
 
+def probe_findings(res: Any) -> dict[str, list]:
+    """{code: [(hit, severity), ...]} of the probe-family rules on one ProbeResult (defaults for options)."""
+    from dldoctor.rules.build import build_facts
+    from dldoctor.rules.options import ProbeOptions
+    from dldoctor.rules.registry import all_rules
+    from dldoctor.types import ModelInfo, Report
+
+    rep = Report(model=ModelInfo(path="<probe case>", format="module"))
+    rep.probe = res
+    facts = build_facts(rep, None)
+    out = {}
+    for r in all_rules():
+        if r.family == "probe":
+            hits = list(r.run(facts, ProbeOptions()))
+            if hits:
+                out[r.code] = [(h, h.severity or r.severity) for h in hits]
+    return out
+
+
 def by_name(name: str) -> Case:
     return next(c for c in FAULTS + HEALTHY if c.name == name)

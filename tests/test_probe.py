@@ -14,26 +14,9 @@ import dldoctor
 from dldoctor.cli import app
 from dldoctor.collect.probe import run_probe
 from dldoctor.probe_types import ProbeResult
-from dldoctor.rules.build import build_facts
-from dldoctor.rules.options import ProbeOptions
-from dldoctor.rules.registry import all_rules
-from dldoctor.types import ModelInfo, Report
-from tests.probe_cases import FAULTS, HEALTHY, by_name, mlp
+from tests.probe_cases import FAULTS, HEALTHY, by_name, mlp, probe_findings
 
 runner = CliRunner()
-PROBE_RULES = [r for r in all_rules() if r.family == "probe"]
-
-
-def probe_findings(res: ProbeResult) -> dict[str, list]:
-    rep = Report(model=ModelInfo(path="<test>", format="module"))
-    rep.probe = res
-    facts = build_facts(rep, None)
-    out = {}
-    for r in PROBE_RULES:
-        hits = list(r.run(facts, ProbeOptions()))
-        if hits:
-            out[r.code] = [(h, h.severity or r.severity) for h in hits]
-    return out
 
 
 def test_suite_size():

@@ -102,7 +102,9 @@ class _Mode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = self._meta_memo(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         kind = self.kinds.get(func)
         if kind is None:
             f = mac_formula(func)
@@ -121,6 +123,122 @@ class _Mode(TorchDispatchMode):
         if self.live is not None:
             self.live.add(out)
         return out
+
+
+    # On meta, many ops run torch's Python reference kernels (type promotion, broadcasting, stride
+    # logic, convolution shape rules): a MobileNet spends most of its counting pass there. On meta an
+    # op's output depends only on its inputs' metadata, so it is computed once per (op, shapes,
+    # strides, dtypes, arguments) and then made with empty_strided. Only ops whose outputs are fresh
+    # tensors are memoised (no views); an in-place pointwise op on same-shaped operands returns its
+    # first argument, as it would.
+    _memo: dict | None = None
+    _kind: dict | None = None
+
+    def _meta_memo(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if self._kind is None:
+            self._kind, self._memo = {}, {}
+        kind = self._kind.get(func)
+        if kind is None:
+            sch = func._schema
+            rets = sch.returns
+            if rets and all(r.alias_info is None for r in rets) and all(str(r.type) in ("Tensor", "Tensor?") for r in rets):
+                kind = "fresh"
+            elif (len(rets) == 1 and rets[0].alias_info is not None and rets[0].alias_info.is_write
+                  and sch.name.endswith("_") and _pointwise_op(sch.name[len("aten::"):-1])):
+                kind = "inplace"
+            else:
+                kind = ""
+            self._kind[func] = kind
+        if not kind or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
+            return None
+        if kind == "inplace":
+            a0 = args[0]
+            for v in (*args[1:], *kwargs.values()):
+                if isinstance(v, torch.Tensor) and (not v.is_meta or (v.shape != a0.shape and v.numel() != 1)):
+                    return None
+            return a0
+        fast = _FAST_META.get(func)
+        if fast is not None:
+            out = fast(*args, **kwargs)
+            if out is not None:
+                return out
+        key: list = [func]
+        for name, v in (*((None, a) for a in args), *kwargs.items()):
+            h = _meta_key(v)
+            if h is _NO_KEY:
+                return None
+            key.append((name, h))
+        k = tuple(key)
+        meta = self._memo.get(k)
+        if meta is None:
+            out = func(*args, **kwargs)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            if all(isinstance(o, torch.Tensor) and o.is_meta for o in outs):
+                self._memo[k] = (isinstance(out, (tuple, list)), [(tuple(o.shape), o.stride(), o.dtype) for o in outs])
+            return out
+        made = [torch.empty_strided(sh, st, dtype=dt, device="meta") for sh, st, dt in meta[1]]
+        return tuple(made) if meta[0] else made[0]
+
+
+_NO_KEY = object()
+
+
+def _conv_meta(x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: Any, transposed: Any,
+               output_padding: Any, groups: Any) -> Any:
+    """The output of a plain (not transposed) convolution of a contiguous input, by the shape formula."""
+    if transposed or not x.is_contiguous() or x.dim() != w.dim() or x.dim() < 3:
+        return None
+    n = x.dim() - 2
+    if not (len(stride) == len(padding) == len(dilation) == n):
+        return None
+    spatial = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+               for i in range(n)]
+    if min(spatial) <= 0 or x.shape[1] != w.shape[1] * groups:
+        return None
+    return torch.empty((x.shape[0], w.shape[0], *spatial), dtype=x.dtype, device="meta")
+
+
+def _batch_norm_meta(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, training: Any,
+                     momentum: Any, eps: Any) -> Any:
+    """native_batch_norm: the output is laid out like the input; the saved statistics are per channel."""
+    if x.dim() < 2:
+        return None
+    c = x.shape[1]
+    return (torch.empty_strided(tuple(x.shape), x.stride(), dtype=x.dtype, device="meta"),
+            torch.empty((c,), dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype,
+                        device="meta"),
+            torch.empty((c,), dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype,
+                        device="meta"))
+
+
+_FAST_META = {torch.ops.aten.convolution.default: _conv_meta,
+              torch.ops.aten.native_batch_norm.default: _batch_norm_meta}
+
+
+# elementwise activations torch does not tag pointwise (their in-place forms keep the shape all the same)
+_ELEMENTWISE = frozenset({"hardswish", "hardsigmoid", "hardtanh", "silu", "gelu", "elu", "selu", "celu", "mish",
+                          "leaky_relu", "rrelu", "threshold", "softplus", "relu6"})
+
+
+def _pointwise_op(name: str) -> bool:
+    """Is the out-of-place op `name` (e.g. "hardswish" for hardswish_) elementwise?"""
+    if name in _ELEMENTWISE:
+        return True
+    packet = getattr(torch.ops.aten, name, None)
+    op = getattr(packet, "Tensor", None) or getattr(packet, "default", None)
+    return op is not None and torch.Tag.pointwise in op.tags
+
+
+def _meta_key(v: Any) -> Any:
+    """A hashable stand-in for an op argument on meta: a tensor's metadata, or the value itself."""
+    if isinstance(v, torch.Tensor):
+        return (tuple(v.shape), v.stride(), v.dtype) if v.is_meta else _NO_KEY
+    if isinstance(v, (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)):
+        return (type(v), v)
+    if isinstance(v, (list, tuple)):
+        parts = tuple(_meta_key(x) for x in v)
+        return _NO_KEY if any(p is _NO_KEY for p in parts) else parts
+    return _NO_KEY
 
 
 def _storage_keys(tensors: list[torch.Tensor]) -> set[int]:
