@@ -10,7 +10,7 @@ from dldoctor._version import __version__
 from dldoctor.load.base import LoadOptions
 from dldoctor.types import Finding, LayerInfo, Report, Severity
 
-__all__ = ["__version__", "inspect", "check", "probe", "watch", "LoadOptions", "Report", "Finding", "LayerInfo", "Severity"]
+__all__ = ["__version__", "inspect", "check", "probe", "watch", "profile", "LoadOptions", "Report", "Finding", "LayerInfo", "Severity"]
 
 
 def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
@@ -49,3 +49,12 @@ def watch(model: Any, optimizer: Any, every: int = 100, **options: Any) -> Any:
     from dldoctor.prober import watch as _watch
 
     return _watch(model, optimizer, every=every, **options)
+
+
+def profile(model_or_path: Any, **options: Any) -> Report:
+    """Measure a module, file or factory spec (latency, throughput, memory, breakdown, what-ifs); the Report's
+    `profile` and `findings` are filled. Options: device, batch_sizes, dtype, threads, warmup, iters, input_shapes,
+    input_dtype, load_options, config, whatifs, breakdown (see `dldoctor.profiler.profile`)."""
+    from dldoctor.profiler import profile as _profile
+
+    return _profile(model_or_path, **options)

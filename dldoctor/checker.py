@@ -48,6 +48,7 @@ def check_model(
     optimizer: str = "adam",
     baseline_report: Report | None = None,
     batch_sizes: list[int] | None = None,
+    profile: bool = False,
 ) -> CheckResult:
     """Inspect one model and judge it. Load errors raise (DLDoctorError); rule failures do not."""
     from dldoctor.inspector import inspect_loaded
@@ -59,6 +60,13 @@ def check_model(
         model_or_path, inputs, input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
         training=training, load_options=load_options, loss=loss, batch_sizes=batch_sizes,
     )
+    if profile and (loaded.module is not None or loaded.onnx_model is not None):
+        # the latency budget's measurement: its batch size on its device, no breakdown, no what-ifs
+        from dldoctor.profiler import measure_loaded
+
+        b = config.budget
+        report.profile = measure_loaded(report, loaded, device=b.latency_device, batch_sizes=[b.latency_batch_size],
+                                        whatifs=False, breakdown=False)
     if baseline_report is None:
         baseline_report = load_baseline_report(config, report.model.path)
     facts = _facts(report, loaded, loss, dataset_size, baseline_report)
@@ -73,6 +81,14 @@ def _facts(report: Report, loaded: Any, loss: str | None, dataset_size: int | No
     from dldoctor.rules.build import build_facts
 
     return build_facts(report, getattr(loaded, "module", None), loss=loss, dataset_size=dataset_size, baseline=baseline)
+
+
+def judge(report: Report, module: Any = None, config: Config | None = None, loss: str | None = None) -> None:
+    """Run the selected rules on a report (with its probe or profile, when there is one) and file the findings."""
+    from dldoctor.rules.build import build_facts
+
+    facts = build_facts(report, module, loss=loss)
+    apply_result(report, run_rules(facts, config or Config(), path=report.model.path))
 
 
 def apply_result(report: Report, result: RuleResult) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from dldoctor.checker import judge
 from dldoctor.errors import InputSpecError, LoadError
 from dldoctor.types import ModelInfo, Report
 
@@ -26,16 +27,6 @@ def resolve_data(spec: str) -> Callable[[], Iterable[Any]]:
         raise LoadError(f"--data {spec}: '{modname}:{attr}' is not callable",
                         hint="point to a function that returns an iterable of (x, y) batches")
     return lambda: fn(*args, **kwargs)
-
-
-def _judge(report: Report, module: Any, config: Any, loss: str | None) -> None:
-    from dldoctor.checker import apply_result
-    from dldoctor.config import Config
-    from dldoctor.rules.build import build_facts
-    from dldoctor.rules.engine import run_rules
-
-    facts = build_facts(report, module, loss=loss)
-    apply_result(report, run_rules(facts, config or Config(), path=report.model.path))
 
 
 def probe(
@@ -80,7 +71,7 @@ def probe(
                              dtype=dtype, attribution=attribution)
     if report.probe.error and report.probe.error.startswith("forward failed"):
         report.diag("error", f"the probe could not run the model: {report.probe.error}", "probe")
-    _judge(report, loaded.module, config, report.probe.config.get("loss"))
+    judge(report, loaded.module, config, report.probe.config.get("loss"))
     return report
 
 
@@ -125,7 +116,7 @@ class Watch:
         rep = Report(model=ModelInfo(path=f"<{type(self.model).__name__}>", format="module",
                                      name=type(self.model).__name__))
         rep.probe = res
-        _judge(rep, None, self.config, res.config.get("loss"))
+        judge(rep, None, self.config, res.config.get("loss"))
         return rep
 
 

@@ -154,6 +154,7 @@ class Report:
     onnx: dict[str, Any] | None = None  # opset, op histogram, graph inputs/outputs
     device: str = "cpu"
     probe: Any = None  # a dldoctor.probe_types.ProbeResult from `dldoctor probe` / `dldoctor.watch`
+    profile: Any = None  # a dldoctor.profile_types.ProfileResult from `dldoctor profile`
     schema_version: str = SCHEMA_VERSION
 
     # -- serialisation -----------------------------------------------------
@@ -183,6 +184,7 @@ class Report:
             onnx=d.get("onnx"),
             device=d.get("device", "cpu"),
             probe=_probe_from(d.get("probe")),
+            profile=_profile_from(d.get("profile")),
         )
 
     def diag(self, level: str, message: str, where: str | None = None) -> None:
@@ -195,6 +197,14 @@ def _probe_from(d: Any) -> Any:
     from dldoctor.probe_types import ProbeResult
 
     return ProbeResult.from_dict(d)
+
+
+def _profile_from(d: Any) -> Any:
+    if d is None:
+        return None
+    from dldoctor.profile_types import ProfileResult
+
+    return ProfileResult.from_dict(d)
 
 
 def _to_plain(x: Any) -> Any:

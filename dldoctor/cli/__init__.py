@@ -35,6 +35,7 @@ from dldoctor.cli import config as _config_cmd  # noqa: E402
 from dldoctor.cli import diff as _diff_cmd  # noqa: E402
 from dldoctor.cli import inspect as _inspect_cmd  # noqa: E402  (registers the command)
 from dldoctor.cli import probe as _probe_cmd  # noqa: E402
+from dldoctor.cli import profile as _profile_cmd  # noqa: E402
 from dldoctor.cli import rules as _rules_cmd  # noqa: E402
 
 _inspect_cmd.register(app)
@@ -43,6 +44,7 @@ _rules_cmd.register(app)
 _config_cmd.register(app)
 _diff_cmd.register(app)
 _probe_cmd.register(app)
+_profile_cmd.register(app)
 
 
 def main() -> None:

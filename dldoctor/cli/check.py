@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
         baseline: Optional[str] = typer.Option(None, "--baseline", help="Ignore the findings recorded in this baseline file: only new ones are reported and counted."),
         write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="Record every current finding in this file (then exit 0 unless a model failed)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        profile: bool = typer.Option(False, "--profile", help="Also measure each model's latency (at budget.latency-batch-size on budget.latency-device) so the latency budget (BUD010) and the PRF rules can run."),
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
         if fmt not in CHECK_FORMATS:
@@ -101,7 +102,7 @@ def register(app: typer.Typer) -> None:
         def one(src: str) -> None:
             try:
                 res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
-                                  dataset_size=dataset_size, load_options=opts)
+                                  dataset_size=dataset_size, load_options=opts, profile=profile)
             except DLDoctorError as e:
                 failures.append(str(e) if str(e).startswith(src) else f"{src}: {e}")
                 counts["unloaded"] += 1

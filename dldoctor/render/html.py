@@ -138,10 +138,10 @@ def _g(x: float) -> str:
     return s
 
 
-def _cell(x: Any) -> str:
-    """An HTML table cell's content: escaped text, or a muted `not recorded`."""
+def _cell(x: Any, na: str = NA) -> str:
+    """An HTML table cell's content: escaped text, or a muted `not recorded` (or `na`)."""
     if x is None or (isinstance(x, (list, dict, str)) and len(x) == 0):
-        return f'<span class="na">{NA}</span>'
+        return f'<span class="na">{_e(na)}</span>'
     return _e(_fmt(x))
 
 
@@ -199,13 +199,13 @@ def _legend(items: Iterable[tuple[str, str]]) -> str:
     return f'<div class="legend">{"".join(parts)}</div>' if parts else ""
 
 
-def _kv_table(d: Any, order: Sequence[str] = (), labels: dict[str, str] | None = None) -> str:
+def _kv_table(d: Any, order: Sequence[str] = (), labels: dict[str, str] | None = None, na: str = NA) -> str:
     d = _d(d)
     if not d:
-        return _none()
+        return _none(na)
     keys = [k for k in order if k in d] + [k for k in d if k not in order]
     labels = labels or {}
-    rows = "".join(f"<tr><th>{_e(labels.get(k, k.replace('_', ' ')))}</th><td class=num>{_cell(d[k])}</td></tr>"
+    rows = "".join(f"<tr><th>{_e(labels.get(k, k.replace('_', ' ')))}</th><td class=num>{_cell(d[k], na)}</td></tr>"
                    for k in keys)
     return f'<table class="kv">{rows}</table>'
 
@@ -341,8 +341,11 @@ def _thin(xs: list[float], ys: list[Any], n: int = MAX_POINTS) -> tuple[list[flo
 def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bool = False,
               band: tuple[float, float] | None = None, hline: tuple[float, str] | None = None,
               gaps: Sequence[tuple[float, float]] = (), w: int = 560, h: int = 250,
-              label: str = "line plot") -> str | None:
-    """Lines over steps. series: {name, xs, ys, colour}; None (and ≤ 0 on a log axis) is a gap.
+              label: str = "line plot", xlog: bool = False, xticks: Sequence[float] = (),
+              vline: tuple[float, str] | None = None) -> str | None:
+    """Lines over steps. series: {name, xs, ys, colour, markers}; None (and ≤ 0 on a log axis) is a gap.
+    xlog: a log x axis (positive xs); xticks: the x ticks to label (else round integers); vline: (x, label)
+    drawn dashed; markers: a dot on every point.
 
     Returns None when no series has a single drawable value."""
     ml, mr, mt, mb = 58, 16, 10, 42
@@ -356,9 +359,12 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
     if ax is None:
         return None
     ylo, yhi, yticks = ax
-    xlo, xhi, xt = _nice_ticks(min(xs_all), max(xs_all), 6, integer=True)
+    if xticks:
+        xlo, xhi, xt = min(min(xticks), min(xs_all)), max(max(xticks), max(xs_all)), list(xticks)
+    else:
+        xlo, xhi, xt = _nice_ticks(min(xs_all), max(xs_all), 6, integer=True)
     x0, x1, y0, y1 = ml, w - mr, h - mb, mt
-    sx, sy = _Scale(xlo, xhi, x0, x1), _Scale(ylo, yhi, y0, y1, log)
+    sx, sy = _Scale(xlo, xhi, x0, x1, xlog), _Scale(ylo, yhi, y0, y1, log)
     out = [f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fff"/>']
     if band:
         ya, yb = sy(max(band[1], ylo)), sy(max(band[0], ylo))
@@ -376,6 +382,11 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
         y = sy(hline[0])
         out.append(f'<line x1="{x0}" y1="{_c(y)}" x2="{x1}" y2="{_c(y)}" stroke="#555" stroke-dasharray="5 4"/>')
         out.append(_text(x1 - 4, y - 4, hline[1], "end", 10.5, "#444"))
+    if vline and _num(vline[0]):
+        x = sx(vline[0])
+        out.append(f'<line x1="{_c(x)}" y1="{y1}" x2="{_c(x)}" y2="{y0}" stroke="#555" stroke-dasharray="5 4"/>')
+        out.append(_text(x + 4 if x < (x0 + x1) / 2 else x - 4, y1 + 12, vline[1],
+                         "start" if x < (x0 + x1) / 2 else "end", 10.5, "#444"))
     for s in series:
         xs, ys = _thin(list(s["xs"]), list(s["ys"]))
         col, seg, segs = s["colour"], [], []
@@ -392,6 +403,8 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
             segs.append(seg)
         parts = [f"<title>{_e(s['name'])}</title>"]
         for sg in segs:
+            if s.get("markers") and len(sg) > 1:
+                parts += [f'<circle cx="{_c(sx(x))}" cy="{_c(sy(y))}" r="3.2" fill="{col}"/>' for x, y in sg]
             if len(sg) == 1:
                 parts.append(f'<circle cx="{_c(sx(sg[0][0]))}" cy="{_c(sy(sg[0][1]))}" r="2.5" fill="{col}"/>')
             else:
@@ -410,9 +423,12 @@ def _gap_text(a: float, b: float) -> str:
 def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], colours: Sequence[str],
               log: bool = False, fixed: tuple[float, float] | None = None,
               band: tuple[float, float] | None = None, xlabel: str = "", w: int = 560, label_w: int | None = None,
-              label: str = "bar chart") -> str | None:
+              label: str = "bar chart", row_colours: Sequence[str] = (), texts: Sequence[str] = (),
+              vline: tuple[float, str] | None = None) -> str | None:
     """Horizontal bars, one row per item (label, tooltip, one value per series). None says `not recorded`;
-    0 on a log axis says `0`. Returns None when no value can be drawn."""
+    0 on a log axis says `0`. With one series, row_colours and texts (the words beside each bar, or in place
+    of a missing one) can be given per row; vline: (value, label) drawn dashed. Returns None when no value
+    can be drawn."""
     k = len(names)
     bar_h = 12 if k == 1 else 9
     row_h = k * bar_h + 6
@@ -422,7 +438,7 @@ def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], c
     vals = [v for _, _, vs in rows for v in vs]
     if not any(_num(v) for v in vals):
         return None
-    ax = _value_axis([v for v in vals if _num(v)], log, band or (), fixed)
+    ax = _value_axis([v for v in vals if _num(v)], log, list(band or ()) + ([vline[0]] if vline else []), fixed)
     if ax is None:
         return None
     lo, hi, ticks = ax
@@ -441,19 +457,25 @@ def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], c
              _text(x0 - 6, top + (row_h - 6) / 2 + 4, _short(lab, int(label_w / 6.3)), "end", 11, _TEXT)]
         for j, v in enumerate(vs):
             by = top + j * bar_h
+            col = row_colours[i] if row_colours else colours[j]
+            txt = texts[i] if texts else None
             if not _num(v):
-                txt = NA if v is None else _fmt(v)
+                txt = txt or (NA if v is None else _fmt(v))
                 g.append(_text(x0 + 4, by + bar_h - 2, txt, "start", 9, _MUTED, ' font-style="italic"'))
                 continue
             if log and v <= 0:
-                g.append(_text(x0 + 4, by + bar_h - 2, _g(v), "start", 9, colours[j]))
+                g.append(_text(x0 + 4, by + bar_h - 2, _g(v), "start", 9, col))
                 continue
             xe = max(x0, min(sx(v), x1))
             g.append(f'<rect x="{x0}" y="{_c(by)}" width="{_c(max(xe - x0, 1))}" height="{bar_h - 1}" '
-                     f'fill="{colours[j]}"/>')
-            g.append(_text(xe + 3, by + bar_h - 2, _g(v), "start", 9, _MUTED))
+                     f'fill="{col}"/>')
+            g.append(_text(xe + 3, by + bar_h - 2, txt or _g(v), "start", 9, _MUTED))
         out.append(f"<g>{''.join(g)}</g>")
     out.append(f'<line x1="{x0}" y1="{y1}" x2="{x0}" y2="{y0}" stroke="{_AXIS}"/>')
+    if vline and _num(vline[0]):
+        x = sx(vline[0])
+        out.append(f'<line x1="{_c(x)}" y1="{y1}" x2="{_c(x)}" y2="{y0}" stroke="#555" stroke-dasharray="5 4"/>')
+        out.append(_text(x, y0 + 28, vline[1], "middle", 10.5, "#444"))
     return _svg(w, h, out, label)
 
 
@@ -468,15 +490,18 @@ def _hist_ok(hd: Any) -> tuple[list[float], list[float]] | None:
     return [float(e) for e in edges], [float(c) for c in counts]
 
 
-def _svg_hist(first: Any, last: Any, w: int = 270, h: int = 104, label: str = "histogram") -> str | None:
-    """First (filled) and last (outline) recorded step overlaid, as densities so differing bins compare."""
+def _svg_hist(first: Any, last: Any, w: int = 270, h: int = 104, label: str = "histogram",
+              marks: Sequence[tuple[float, str, str]] = ()) -> str | None:
+    """First (filled) and last (outline) recorded step overlaid, as densities so differing bins compare.
+    marks: (value, label, colour) drawn as vertical lines, their labels stacked at the top."""
     hs = [(_hist_ok(first), _FIRST_COLOUR, True), (_hist_ok(last), _LAST_COLOUR, False)]
     hs = [(hv, c, fill) for hv, c, fill in hs if hv is not None]
     if not hs:
         return None
-    ml, mr, mt, mb = 8, 8, 6, 18
-    lo = min(hv[0][0] for hv, _, _ in hs)
-    hi = max(hv[0][-1] for hv, _, _ in hs)
+    marks = [m for m in marks if _num(m[0])]
+    ml, mr, mt, mb = 8, 8, 6 + 11 * len(marks), 18
+    lo = min([hv[0][0] for hv, _, _ in hs] + [m[0] for m in marks])
+    hi = max([hv[0][-1] for hv, _, _ in hs] + [m[0] for m in marks])
     if hi <= lo:
         hi = lo + 1
     dens = []
@@ -499,6 +524,12 @@ def _svg_hist(first: Any, last: Any, w: int = 270, h: int = 104, label: str = "h
                        f'stroke-width="0.8"/>')
         else:
             out.append(f'<path d="{"".join(path)}" fill="none" stroke="{col}" stroke-width="1.4"/>')
+    for k, (v, name, col) in enumerate(marks):
+        x, right = sx(v), sx(v) > (x0 + x1) / 2
+        out.append(f'<line x1="{_c(x)}" y1="{_c(y1 - 11 * (len(marks) - k) + 3)}" x2="{_c(x)}" y2="{y0}" '
+                   f'stroke="{col}" stroke-width="1.4"/>')
+        out.append(_text(x - 3 if right else x + 3, y1 - 11 * (len(marks) - k - 1) - 2, name,
+                         "end" if right else "start", 10, col))
     labs = [(lo, "start"), (hi, "end")]
     if lo < 0 < hi and sx(0) - x0 > 30 and x1 - sx(0) > 30:
         labs.append((0.0, "middle"))
@@ -615,9 +646,7 @@ def _header(doc: dict, probe: dict) -> str:
     known = ("steps", "optimizer", "lr", "loss", "batch_size", "seed", "device", "data", "every")
     items = [(k, cfg.get(k)) for k in known] + [(k, v) for k, v in cfg.items() if k not in known]
     cfg_html = "".join(f"<div><span>{_e(k.replace('_', ' '))}</span> {_cell(v)}</div>" for k, v in items)
-    sub = " · ".join(_e(x) for x in (model.get("path"), model.get("format"),
-                                      f"sha256 {str(model['sha256'])[:12]}" if model.get("sha256") else None,
-                                      doc.get("device") and f"device {doc.get('device')}") if x)
+    sub = _subline(model, doc.get("device") and f"device {doc.get('device')}")
     init, final, exp = probe.get("initial_loss"), probe.get("final_loss"), probe.get("expected_initial_loss")
     if init is None and _l(probe.get("loss")):
         init = _l(probe.get("loss"))[0]
@@ -642,6 +671,13 @@ def _header(doc: dict, probe: dict) -> str:
         out.append(f'<div class="alert warn"><b>First NaN/Inf:</b> {_e(nf.get("kind") or "value")} at step '
                    f'{_cell(nf.get("step"))} in <code>{_cell(nf.get("where"))}</code></div>')
     return "".join(out)
+
+
+def _subline(model: dict, *extra: Any) -> str:
+    """The model's path, format and hash, then any further non-empty items, joined and escaped."""
+    return " · ".join(_e(x) for x in (model.get("path"), model.get("format"),
+                                      f"sha256 {str(model['sha256'])[:12]}" if model.get("sha256") else None,
+                                      *extra) if x)
 
 
 def _findings(doc: dict) -> str:
@@ -932,10 +968,15 @@ def render_probe_html(doc: dict) -> str:
     body.append(f'<div class="grid3" style="margin-top:14px">{_independence(probe)}{_io_tables(probe)}</div>')
     body.append(_hist_panels(probe))
     body.append(_diagnostics(doc))
+    return _page(doc, title, body)
+
+
+def _page(doc: dict, title: str, body: list[str], css: str = "") -> str:
+    """The HTML document around the sections: inline CSS (the shared sheet plus `css`) and a footer."""
     schema = doc.get("schema_version")
-    body.append(f"<footer>Generated by dldoctor{_e(f' (report schema {schema})' if schema else '')}. "
-                "Self-contained: all plots are inline SVG.</footer>")
+    foot = (f"<footer>Generated by dldoctor{_e(f' (report schema {schema})' if schema else '')}. "
+            "Self-contained: all plots are inline SVG.</footer>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-            f"<body><main>{''.join(body)}</main></body></html>\n")
+            f"<title>{_e(title)}</title><style>{_CSS}{css}</style></head>"
+            f"<body><main>{''.join(body)}{foot}</main></body></html>\n")

@@ -45,7 +45,9 @@ def build_facts(
     facts.probe = report.probe
     if facts.probe is None:
         facts.missing["probe"] = "no training probe was run (dldoctor probe)"
-    facts.missing["profile"] = "no profile was run (dldoctor profile)"
+    facts.profile = report.profile
+    if facts.profile is None:
+        facts.missing["profile"] = "no profile was run (dldoctor profile, or dldoctor check --profile)"
     if report.onnx is None:
         facts.missing["onnx"] = "not an ONNX model"
     if module is None:

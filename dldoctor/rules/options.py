@@ -85,6 +85,11 @@ class BudgetOptions:  # [tool.dldoctor.budget]; None = no budget
     max_macs_growth: float | None = None
     max_size_growth: float | None = None
     max_memory_growth: float | None = None  # inference and training peaks alike
+    # Latency: p50 of one forward at latency-batch-size on latency-device, measured by `dldoctor profile`
+    # (`dldoctor check --profile` runs it); milliseconds.
+    max_latency_ms: float | None = None
+    latency_batch_size: int = 1
+    latency_device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,14 @@ class ProbeOptions:  # [tool.dldoctor.probe]; calibrated on the healthy controls
     max_border_share: float = 0.5  # share of attribution on the outer border of an image (TRN016)
 
 
+@dataclass(frozen=True)
+class ProfileOptions:  # [tool.dldoctor.profile]
+    min_speedup: float = 1.1  # measured speedup from which a what-if is recommended (PRF001)
+    max_cv: float = 0.1  # coefficient of variation above which timings are reported as noisy (PRF002)
+    batch_gain: float = 1.5  # per-sample throughput gain at the largest batch that makes batching worth saying (PRF003)
+    memory_bound_share: float = 0.3  # share of time in memory-bound layers worth reporting (PRF004)
+
+
 FAMILY_OPTIONS: dict[str, type] = {
     "arch": ArchOptions,
     "output": OutputOptions,
@@ -114,6 +127,7 @@ FAMILY_OPTIONS: dict[str, type] = {
     "transformer": TransformerOptions,
     "budget": BudgetOptions,
     "probe": ProbeOptions,
+    "profile": ProfileOptions,
 }
 
 # Code prefix of each family.
@@ -126,4 +140,5 @@ FAMILY_PREFIX: dict[str, str] = {
     "transformer": "TFM",
     "budget": "BUD",
     "probe": "TRN",
+    "profile": "PRF",
 }

@@ -401,3 +401,58 @@ def memory_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     - `budget.baseline-report`: the JSON report the growth is measured against.
     """
     yield from _relative(facts, ("inference_memory", "training_memory"), opts.max_memory_growth, "max-memory-growth")
+
+
+@rule(code="BUD010", name="latency-over-budget", family="budget", severity=Severity.ERROR, needs=("profile",),
+      source=COMPRESSION)
+def latency_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
+    """## What it does
+    Compares the measured median latency (p50) of one forward pass at `budget.latency-batch-size` on
+    `budget.latency-device` with `budget.max-latency-ms`. The profile comes from `dldoctor profile`
+    or `dldoctor check --profile`; a profile taken on another device or without that batch size is
+    said to be so, never passed.
+
+    ## Why is this bad?
+    A serving budget is a promise to users: a pull request that makes the model slower than the
+    budget should fail before it ships, with the measurement that shows it.
+
+    ## Example
+    ```toml
+    [tool.dldoctor.budget]
+    max-latency-ms = 5.0        # the model measures 7.9 ms at batch 1 on this CPU
+    ```
+
+    ## Use instead
+    ```toml
+    [tool.dldoctor.budget]
+    max-latency-ms = 10.0       # or make the model faster: see the PRF findings of dldoctor profile
+    ```
+
+    ## Options
+    - `budget.max-latency-ms`: the budget in milliseconds (default: none)
+    - `budget.latency-batch-size`: the batch size it applies to (default 1)
+    - `budget.latency-device`: the device it applies to (default cpu)
+    """
+    if opts.max_latency_ms is None:
+        return
+    prof = facts.profile
+    dev = str(prof.config.get("device", "cpu"))
+    stats = prof.at(opts.latency_batch_size)
+    if dev != opts.latency_device or stats is None or stats.p50 is None:
+        why = (f"the profile ran on {dev}, the budget is for {opts.latency_device}" if dev != opts.latency_device
+               else f"batch size {opts.latency_batch_size} was not measured"
+               + (f" ({stats.error})" if stats is not None and stats.error else ""))
+        yield Hit(f"latency budget {opts.max_latency_ms:g} ms not checked: {why}", severity=Severity.WARNING,
+                  evidence={"budget_ms": opts.max_latency_ms, "device": dev},
+                  fix=f"profile with --device {opts.latency_device} --batch-sizes {opts.latency_batch_size}")
+        return
+    ms = stats.p50 * 1e3
+    if ms > opts.max_latency_ms:
+        noisy = " (the timings are noisy: cv {:.2f})".format(stats.cv) if stats.noisy and stats.cv is not None else ""
+        yield Hit(f"p50 latency {ms:.3g} ms at batch {stats.batch_size} on {dev} exceeds the {opts.max_latency_ms:g} ms "
+                  f"budget ({ms / opts.max_latency_ms:.2f}×){noisy}",
+                  evidence={"p50_ms": ms, "p90_ms": None if stats.p90 is None else stats.p90 * 1e3,
+                            "budget_ms": opts.max_latency_ms, "batch_size": stats.batch_size, "device": dev,
+                            "cv": stats.cv, "iters": stats.iters},
+                  fix="see the measured what-ifs of dldoctor profile (channels_last, bf16, ONNX Runtime, ...), or "
+                      "narrow the costliest layers")

@@ -1,0 +1,106 @@
+"""Terminal output of `dldoctor profile`: summary, latency per batch size, breakdown, what-ifs, findings."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from dldoctor.profile_types import ProfileResult
+from dldoctor.render.numbers import nbytes, si
+from dldoctor.render.rich import diagnostics, findings_table
+from dldoctor.types import Report
+
+
+def _ms(s: float | None) -> str:
+    return "n/a" if s is None else f"{s * 1e3:.3g}"
+
+
+def _summary(r: Report, p: ProfileResult) -> Panel:
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="bold")
+    g.add_column()
+    c = p.config
+    g.add_row("model", f"{r.model.path}  [dim]({r.model.format})[/]")
+    g.add_row("device", f"{p.device_name or c.get('device')}  [dim]{c.get('dtype', '')}, threads {c.get('threads')}, "
+                        f"warmup {c.get('warmup')}, iters {c.get('iters')}[/]")
+    if p.best_batch_size is not None:
+        g.add_row("best batch", f"{p.best_batch_size} (throughput within 5% of the best measured)")
+    if p.achieved_flops_per_s is not None:
+        peak = f" of {si(p.peak_flops_per_s)}FLOP/s peak ({p.achieved_flops_per_s / p.peak_flops_per_s:.1%})" \
+            if p.peak_flops_per_s else ""
+        g.add_row("achieved", f"{si(p.achieved_flops_per_s)}FLOP/s{peak}")
+    if p.overhead is not None:
+        g.add_row("profiler", f"a profiled run costs {p.overhead:.2f}× a plain one (breakdown only)")
+    if p.error:
+        g.add_row("error", f"[red]{p.error}[/]")
+    for n in p.notes:
+        g.add_row("note", f"[yellow]{n}[/]")
+    return Panel(g, title="dldoctor profile", title_align="left")
+
+
+def latency_table(p: ProfileResult) -> Table | None:
+    if not p.latency:
+        return None
+    t = Table(title="latency per forward (ms)", header_style="bold", title_justify="left")
+    for col in ("batch", "p50", "p90", "p99", "mean ± std", "cv", "samples/s", "peak mem"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for s in p.latency:
+        if s.error:
+            t.add_row(str(s.batch_size), Text(s.error, style="red"), "", "", "", "", "", "")
+            continue
+        cv = Text("n/a" if s.cv is None else f"{s.cv:.0%}", style="red" if s.noisy else "")
+        t.add_row(str(s.batch_size), _ms(s.p50), _ms(s.p90), _ms(s.p99),
+                  f"{_ms(s.mean)} ± {_ms(s.std)}", cv, "n/a" if s.throughput is None else f"{s.throughput:.4g}",
+                  "n/a" if s.peak_memory is None else nbytes(s.peak_memory))
+    return t
+
+
+def breakdown_table(p: ProfileResult, which: str, top: int = 10) -> Table | None:
+    rows = (p.ops if which == "ops" else p.modules)[:top]
+    if not rows:
+        return None
+    title = "top operators (self time)" if which == "ops" else "top modules / nodes"
+    t = Table(title=title, header_style="bold", title_justify="left")
+    for col, j in (("name", "left"), ("share", "right"), ("ms/run", "right"), ("calls", "right"),
+                   ("FLOP/s", "right"), ("bound", "left")):
+        t.add_column(col, justify=j, overflow="fold")
+    for o in rows:
+        bar = "█" * round(o.share * 10)
+        t.add_row(o.name + (f" [dim]({o.provider})[/]" if o.provider else ""), f"{bar} {o.share:.0%}",
+                  f"{o.time * 1e3:.3g}", str(o.calls or ""), "" if o.flops_per_s is None else si(o.flops_per_s),
+                  o.bound or "")
+    return t
+
+
+def whatif_table(p: ProfileResult) -> Table | None:
+    if not p.whatifs:
+        return None
+    t = Table(title="measured what-ifs (against the same model, same run)", header_style="bold", title_justify="left")
+    for col, j in (("change", "left"), ("p50 ms", "right"), ("speedup", "right"), ("rel. diff", "right"),
+                   ("verdict", "left")):
+        t.add_column(col, justify=j, overflow="fold")
+    for w in p.whatifs:
+        name = w.name + (f" [dim]{w.detail}[/]" if w.detail else "")
+        if not w.applicable:
+            t.add_row(name, "", "", "", Text(f"not applicable: {w.reason}", style="dim"))
+            continue
+        verdict = Text("recommended", style="green") if w.recommended else Text(f"tried: {w.reason or 'no gain'}",
+                                                                                style="dim")
+        t.add_row(name, _ms(w.p50), "n/a" if w.speedup is None else f"{w.speedup:.2f}×",
+                  "n/a" if w.rel_diff is None else f"{w.rel_diff:.1e}", verdict)
+    return t
+
+
+def render_profile_rich(reports: list[Report], console: Console) -> None:
+    for r in reports:
+        p = r.profile
+        parts: list = []
+        if p is not None:
+            parts.append(_summary(r, p))
+            parts += [x for x in (latency_table(p), breakdown_table(p, "ops"), breakdown_table(p, "modules"),
+                                  whatif_table(p)) if x is not None]
+        for extra in (findings_table(r, "findings"), diagnostics(r)):
+            if extra is not None:
+                parts.append(extra)
+        console.print(Group(*parts))
