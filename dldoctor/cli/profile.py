@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     def profile_cmd(
         model: str = typer.Argument(..., help="A model file (PyTorch or ONNX) or a factory spec."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        batch_sizes: str = typer.Option("1", "--batch-sizes", help="Batch sizes to sweep, e.g. 1,8,32."),
+        batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="Batch sizes to sweep, e.g. 1,8,32."),
         dtype: str = typer.Option("fp32", "--dtype", help="Model precision: fp32, fp16 or bf16."),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads) for the run."),
         warmup: int = typer.Option(10, "--warmup", help="Untimed runs before timing."),
@@ -53,7 +53,12 @@ def register(app: typer.Typer) -> None:
         from dldoctor.load.base import LoadOptions
         from dldoctor.profiler import profile
 
-        sizes = parse_shape(batch_sizes)
+        try:
+            sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            fail(f"--batch-sizes {batch_sizes!r}: each batch size must be at least 1", "e.g. --batch-sizes 1,8,32")
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
         opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch)
         err = Console(stderr=True, quiet=quiet)

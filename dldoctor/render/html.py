@@ -434,7 +434,7 @@ def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], c
     row_h = k * bar_h + 6
     if label_w is None:  # room for the longest label, within limits (longer ones keep their end)
         label_w = int(min(220, max(60, 6.4 * max((len(lab) for lab, _, _ in rows), default=4) + 16)))
-    ml, mr, mt, mb = label_w, 44, 6, 38
+    ml, mr, mt, mb = label_w, max(44, int(5.4 * max(map(len, texts), default=0)) + 8), 20 if vline else 6, 38
     vals = [v for _, _, vs in rows for v in vs]
     if not any(_num(v) for v in vals):
         return None
@@ -475,7 +475,7 @@ def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], c
     if vline and _num(vline[0]):
         x = sx(vline[0])
         out.append(f'<line x1="{_c(x)}" y1="{y1}" x2="{_c(x)}" y2="{y0}" stroke="#555" stroke-dasharray="5 4"/>')
-        out.append(_text(x, y0 + 28, vline[1], "middle", 10.5, "#444"))
+        out.append(_text(x, y1 - 6, vline[1], "middle", 10.5, "#444"))
     return _svg(w, h, out, label)
 
 

@@ -1,0 +1,560 @@
+"""The measured what-ifs of `dldoctor profile`: candidate changes run for real against a baseline.
+
+`run_whatifs` deep-copies the model once (eval mode, on `device`), runs it under `torch.no_grad()`
+in fp32 at `batch_size` (the baseline: its output is the reference), then tries each change on
+that copy or on a further copy of it and reports one `WhatIf` per change: its p50, the speedup
+over the baseline, how far its output moved (first tensor output, `max |a - b|` and that over
+`max |a|`), and whether it is recommended (fast enough *and* close enough).
+
+The baseline is timed again right before each experiment (`WhatIf.baseline_p50`), so that a
+speedup compares two measurements of the same machine state: on a shared or loaded machine a
+single baseline taken at a bad moment would make every change look many times faster.
+
+The experiments, in order: `channels_last`, `fp16_autocast` (CUDA), `bf16_autocast`,
+`inference_mode`, `torch_compile`, `threads` (CPU), `onnxruntime`, `batch`.
+
+Nothing of the caller's is touched: the module itself is only deep-copied, the global random
+state is forked (`torch.random.fork_rng`), `torch.get_num_threads()` is restored, the temporary
+ONNX file is removed, and an experiment that raises becomes `applicable=False` with the first
+line of the exception as its reason; `run_whatifs` does not raise for problems of the model.
+
+torch.compile runs in the calling thread. Where it can (the main thread on a Unix system, no
+interval timer already armed) a SIGALRM deadline of `compile_timeout` interrupts it; elsewhere the
+compile time is measured and a compile over the limit is reported as not applicable. By default
+torch_compile is skipped on CPU for models over 50M parameters (minutes of compile for a figure
+the user can ask for with `include`).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import statistics
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from dldoctor.profile_types import WhatIf
+
+EXPERIMENTS = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "threads",
+               "onnxruntime", "batch")
+_DEFAULT_CPU = ("channels_last", "bf16_autocast", "inference_mode", "torch_compile", "threads", "onnxruntime", "batch")
+_DEFAULT_CUDA = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "onnxruntime",
+                 "batch")
+FP32_TOLERANCE = 1e-3  # relative: max |a - b| / max |a|
+REDUCED_TOLERANCE = 5e-2  # fp16 / bf16 autocast
+BATCH_FACTOR = 4
+COMPILE_PARAMS_LIMIT = 50_000_000  # torch_compile is left out of the default list on CPU above this
+
+
+class _NotApplicable(Exception):
+    """Raised by an experiment that does not apply; the message is the reason."""
+
+
+class _CompileTimeout(BaseException):
+    """Raised from SIGALRM inside torch.compile; BaseException so that no `except Exception` inside torch eats it."""
+
+
+@dataclass
+class _Measured:
+    p50: float
+    baseline_p50: float  # the baseline, timed right before this experiment (per sample where `per_sample`)
+    out: torch.Tensor | None  # first tensor output (CPU, float), comparable with the reference
+    reduced: bool = False  # reduced precision: the looser default tolerance
+    detail: str = ""
+    per_sample: bool = False
+    note: str | None = None  # why the outputs could not be compared
+
+
+@dataclass
+class _Ctx:
+    model: nn.Module  # the eval copy on the device
+    x: tuple
+    ref: torch.Tensor | None
+    base: Callable[[], Any]  # the baseline forward
+    device: torch.device
+    cuda: bool
+    batch_size: int
+    make_input: Callable[[int], tuple]
+    time: Callable[..., float]  # (fn, cuda=...) -> p50 seconds
+    compile_timeout: float | None
+    nparams: int
+
+    def pair(self, fn: Callable[[], Any], cuda: bool | None = None) -> tuple[float, float]:
+        """(baseline p50, fn's p50), timed back to back so that both see the same machine."""
+        base = self.time(self.base, cuda=self.cuda)
+        return base, self.time(fn, cuda=self.cuda if cuda is None else cuda)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    return line or type(e).__name__
+
+
+def _map(obj: Any, f: Callable[[torch.Tensor], Any]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return f(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(_map(v, f) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_map(v, f) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, f) for k, v in obj.items()}
+    return obj
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    _map(obj, out.append)
+    return out
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for v in obj:
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def _snapshot(out: Any) -> torch.Tensor | None:
+    """The first tensor of an output, detached, as a float CPU copy (safe from buffer reuse)."""
+    t = _first_tensor(out)
+    if t is None:
+        return None
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.to("cpu", torch.float64, copy=True)
+
+
+def _as_tuple(x: Any) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _diff(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
+    """(max |a - b|, max |a - b| / max |a|); equal non-finite values count as equal, others as inf."""
+    if out.shape != ref.shape:
+        if out.numel() != ref.numel():
+            raise ValueError(f"output shape {tuple(out.shape)} differs from the baseline's {tuple(ref.shape)}")
+        out = out.reshape(ref.shape)
+    if ref.numel() == 0:
+        return 0.0, 0.0
+    d = (ref - out).abs()
+    same = (ref == out) | (torch.isnan(ref) & torch.isnan(out))
+    d = torch.where(same, torch.zeros_like(d), d)
+    d = torch.nan_to_num(d, nan=float("inf"))
+    max_abs = float(d.max())
+    finite = ref[torch.isfinite(ref)]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    if max_abs == 0.0:
+        return 0.0, 0.0
+    return max_abs, (max_abs / scale if scale > 0 else float("inf"))
+
+
+def _default_timer(warmup: int, iters: int) -> Callable[..., float]:
+    def measure(fn: Callable[[], Any], cuda: bool = False) -> float:
+        for _ in range(max(0, warmup)):
+            fn()
+        times: list[float] = []
+        if cuda:
+            torch.cuda.synchronize()
+            for _ in range(max(1, iters)):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+        else:
+            for _ in range(max(1, iters)):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+    return measure
+
+
+def _user_timer(timer: Callable[[Callable[[], Any]], float]) -> Callable[..., float]:
+    def measure(fn: Callable[[], Any], cuda: bool = False) -> float:
+        p = timer(fn)
+        if p is None or not p > 0:
+            raise ValueError(f"the timer returned {p!r}, not a positive number of seconds")
+        return float(p)
+    return measure
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None):
+    """SIGALRM after `seconds` raises _CompileTimeout; yields whether the deadline is enforced."""
+    usable = (seconds is not None and seconds > 0 and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if usable:
+        try:
+            usable = signal.getitimer(signal.ITIMER_REAL)[0] == 0  # someone else's timer: leave it alone
+        except Exception:
+            usable = False
+    if not usable:
+        yield False
+        return
+
+    def _alarm(signum, frame):
+        raise _CompileTimeout()
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old if old is not None else signal.SIG_DFL)
+
+
+def _finish(w: WhatIf, m: _Measured, ctx: _Ctx, tolerance: float | None, threshold: float) -> WhatIf:
+    w.detail = m.detail
+    w.per_sample = m.per_sample
+    w.p50 = m.p50
+    w.baseline_p50 = m.baseline_p50
+    w.speedup = w.baseline_p50 / w.p50 if w.p50 and w.p50 > 0 else None
+    w.tolerance = tolerance if tolerance is not None else (REDUCED_TOLERANCE if m.reduced else FP32_TOLERANCE)
+    note = m.note
+    if note is None and (ctx.ref is None or m.out is None):
+        note = "the model returns no tensor to compare"
+    if note is None:
+        try:
+            w.max_abs_diff, w.rel_diff = _diff(ctx.ref, m.out)
+            w.within_tolerance = bool(w.rel_diff <= w.tolerance)
+        except ValueError as e:
+            w.within_tolerance = False
+            note = _first_line(e)
+    w.recommended = bool(w.speedup is not None and w.speedup >= threshold and w.within_tolerance is True)
+    if not w.recommended:
+        why = []
+        if note:
+            why.append(f"outputs not compared: {note}")
+        elif w.within_tolerance is False and w.rel_diff is not None:
+            why.append(f"outputs differ by {w.rel_diff:.2g} relative, above {w.tolerance:g}")
+        elif w.within_tolerance is False:
+            why.append("outputs differ")
+        if w.speedup is None:
+            why.append("no speedup measured")
+        elif w.speedup < threshold:
+            why.append(f"measured {w.speedup:.2f}×, below the {threshold:g}× threshold")
+        w.reason = "; ".join(why) or None
+    return w
+
+
+# --- the experiments -----------------------------------------------------------------------
+
+
+def _forward(model: Callable, x: tuple, grad_mode: Callable[[], Any] = torch.no_grad) -> Callable[[], Any]:
+    def fn():
+        with grad_mode():
+            return model(*x)
+    return fn
+
+
+def _exp_channels_last(ctx: _Ctx) -> _Measured:
+    if not any(isinstance(m, nn.Conv2d) for m in ctx.model.modules()):
+        raise _NotApplicable("no Conv2d layers: channels_last only changes how 2-D convolutions read their input")
+    model = copy.deepcopy(ctx.model).to(memory_format=torch.channels_last)
+    x = _map(ctx.x, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+    fn = _forward(model, x)
+    out = _snapshot(fn())
+    base, p50 = ctx.pair(fn)
+    n4 = sum(t.dim() == 4 for t in _tensors(x))
+    return _Measured(p50, base, out, detail=f"model and {n4} 4-D input(s) in channels_last")
+
+
+def _bf16_support(ctx: _Ctx) -> str | None:
+    """None when bf16 autocast can run here, else the reason it cannot."""
+    if ctx.cuda:
+        try:
+            ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            ok = torch.cuda.is_bf16_supported()
+        return None if ok else "this GPU has no native bfloat16 support"
+    try:
+        ok = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        ok = False
+    return None if ok else "this CPU has no bfloat16 support (oneDNN reports none; it needs AVX-512 or AMX)"
+
+
+def _autocast(ctx: _Ctx, dtype: torch.dtype) -> _Measured:
+    kind = "cuda" if ctx.cuda else "cpu"
+    name = "bfloat16" if dtype == torch.bfloat16 else "float16"
+
+    def fn():
+        with torch.no_grad(), torch.autocast(kind, dtype=dtype):
+            return ctx.model(*ctx.x)
+    out = _snapshot(fn())
+    base, p50 = ctx.pair(fn)
+    return _Measured(p50, base, out, reduced=True, detail=f"torch.autocast({kind!r}, dtype=torch.{name})")
+
+
+def _exp_fp16_autocast(ctx: _Ctx) -> _Measured:
+    if not ctx.cuda:
+        raise _NotApplicable("fp16 autocast is measured on CUDA only (on CPU see bf16_autocast)")
+    return _autocast(ctx, torch.float16)
+
+
+def _exp_bf16_autocast(ctx: _Ctx) -> _Measured:
+    why = _bf16_support(ctx)
+    if why:
+        raise _NotApplicable(why)
+    return _autocast(ctx, torch.bfloat16)
+
+
+def _exp_inference_mode(ctx: _Ctx) -> _Measured:
+    fn = _forward(ctx.model, ctx.x, torch.inference_mode)
+    out = _snapshot(fn())
+    base, p50 = ctx.pair(fn)
+    return _Measured(p50, base, out, detail="torch.inference_mode() instead of torch.no_grad()")
+
+
+def _exp_torch_compile(ctx: _Ctx) -> _Measured:
+    if not hasattr(torch, "compile"):
+        raise _NotApplicable("torch.compile is not available in this PyTorch")
+    try:
+        import torch._dynamo as dynamo
+        if not dynamo.is_dynamo_supported():
+            raise _NotApplicable("torch.compile is not supported on this Python / platform")
+    except _NotApplicable:
+        raise
+    except Exception as e:
+        raise _NotApplicable(f"torch.compile is not available: {_first_line(e)}") from None
+    model = copy.deepcopy(ctx.model)
+    compiled = torch.compile(model)
+    fn = _forward(compiled, ctx.x)
+    limit = ctx.compile_timeout
+    t0 = time.perf_counter()
+    try:
+        with _deadline(limit):
+            out = fn()  # the first call compiles
+            if ctx.cuda:
+                torch.cuda.synchronize()
+    except _CompileTimeout:
+        raise _NotApplicable(f"torch.compile did not finish within the {limit:g} s limit") from None
+    except Exception as e:
+        raise _NotApplicable(f"torch.compile failed: {_first_line(e)}") from None
+    took = time.perf_counter() - t0
+    if limit is not None and limit > 0 and took > limit:
+        raise _NotApplicable(f"torch.compile took {took:.1f} s, over the {limit:g} s limit")
+    out = _snapshot(out)
+    base, p50 = ctx.pair(fn)
+    return _Measured(p50, base, out, detail=f"inductor, compile {took:.1f} s (not timed)")
+
+
+def _exp_threads(ctx: _Ctx) -> _Measured:
+    if ctx.cuda:
+        raise _NotApplicable("the intra-op thread count is a CPU setting")
+    current = torch.get_num_threads()
+    candidates = sorted({1, os.cpu_count() or 1} - {current})
+    if not candidates:
+        raise _NotApplicable(f"no other thread count to try (running with {current}, {os.cpu_count()} CPU(s))")
+    fn = _forward(ctx.model, ctx.x)
+    best: tuple[float, int, torch.Tensor | None] | None = None
+    base = ctx.time(ctx.base)
+    try:
+        for n in candidates:
+            torch.set_num_threads(n)
+            out = _snapshot(fn())
+            p50 = ctx.time(fn)
+            if best is None or p50 < best[0]:
+                best = (p50, n, out)
+    finally:
+        torch.set_num_threads(current)
+    p50, n, out = best
+    return _Measured(p50, base, out, detail=f"threads={n} (vs {current})")
+
+
+def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        raise _NotApplicable(f"onnxruntime is not installed: {_first_line(e)}") from None
+    providers = ["CPUExecutionProvider"]
+    if ctx.cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    inputs = _tensors(ctx.x)
+    names = [f"input_{i}" for i in range(len(inputs))]
+    model = copy.deepcopy(ctx.model)
+    with tempfile.TemporaryDirectory(prefix="dldoctor-whatif-") as d:
+        path = os.path.join(d, "model.onnx")
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, ctx.x, path, dynamo=False, input_names=names)
+        except Exception as e:
+            raise _NotApplicable(f"ONNX export failed: {_first_line(e)}") from None
+        del model
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
+        try:
+            by_name = dict(zip(names, inputs))
+            graph_inputs = [i.name for i in sess.get_inputs()]
+            if all(n in by_name for n in graph_inputs):
+                feeds = {n: by_name[n].detach().cpu().numpy() for n in graph_inputs}
+            elif len(graph_inputs) == len(inputs):
+                feeds = {n: t.detach().cpu().numpy() for n, t in zip(graph_inputs, inputs)}
+            else:
+                raise _NotApplicable(f"the exported graph takes {len(graph_inputs)} input(s), "
+                                     f"the model was given {len(inputs)} tensor(s)")
+
+            def fn():
+                return sess.run(None, feeds)
+            res = fn()
+            out = torch.from_numpy(res[0]).to(torch.float64) if res else None
+            base, p50 = ctx.pair(fn, cuda=False)  # run() returns host arrays: it is synchronous
+            used = sess.get_providers()[0]
+        finally:
+            del sess
+    return _Measured(p50, base, out, detail=f"onnxruntime {ort.__version__}, {used}")
+
+
+def _splice(big: Any, small: Any, b: int) -> Any:
+    """`big` with the first b samples of each batched tensor replaced by `small`'s (same structure)."""
+    if isinstance(big, torch.Tensor) and isinstance(small, torch.Tensor):
+        if (big.dim() >= 1 and small.dim() == big.dim() and big.shape[0] >= b and small.shape[0] == b
+                and big.shape[1:] == small.shape[1:] and big.dtype == small.dtype):
+            return torch.cat([small.to(big.device), big[b:]])
+        return big
+    if isinstance(big, (tuple, list)) and isinstance(small, (tuple, list)) and len(big) == len(small):
+        items = [_splice(u, v, b) for u, v in zip(big, small)]
+        return type(big)(*items) if hasattr(big, "_fields") else type(big)(items)
+    if isinstance(big, dict) and isinstance(small, dict):
+        return {k: _splice(v, small[k], b) if k in small else v for k, v in big.items()}
+    return big
+
+
+def _exp_batch(ctx: _Ctx) -> _Measured:
+    b = ctx.batch_size
+    nb = BATCH_FACTOR * b
+    big = _as_tuple(ctx.make_input(nb))
+    big = _map(big, lambda t: t.to(ctx.device))
+    big = _splice(big, ctx.x, b)
+    fn = _forward(ctx.model, big)
+    out = _first_tensor(fn())
+    note = None
+    if out is None:
+        snap = None
+    elif out.dim() >= 1 and out.shape[0] == nb and ctx.ref is not None and ctx.ref.dim() >= 1 \
+            and ctx.ref.shape[0] == b:
+        snap = _snapshot(out[:b])
+    else:
+        snap, note = None, f"the output is not batched along its first dimension ({tuple(out.shape)})"
+    base, p50 = ctx.pair(fn)
+    return _Measured(p50 / nb, base / b, snap, per_sample=True, note=note,
+                     detail=f"batch {nb} (vs {b}), per sample")
+
+
+_RUNNERS: dict[str, Callable[[_Ctx], _Measured]] = {
+    "channels_last": _exp_channels_last,
+    "fp16_autocast": _exp_fp16_autocast,
+    "bf16_autocast": _exp_bf16_autocast,
+    "inference_mode": _exp_inference_mode,
+    "torch_compile": _exp_torch_compile,
+    "threads": _exp_threads,
+    "onnxruntime": _exp_onnxruntime,
+    "batch": _exp_batch,
+}
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+def _selected(cuda: bool, include: Iterable[str] | None, exclude: Iterable[str]) -> list[str]:
+    exclude = set(exclude or ())
+    include = list(include) if include is not None else None
+    unknown = sorted((set(include or ()) | exclude) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"unknown what-if(s): {', '.join(unknown)}; known: {', '.join(EXPERIMENTS)}")
+    names = [n for n in EXPERIMENTS if n in include] if include is not None else \
+        list(_DEFAULT_CUDA if cuda else _DEFAULT_CPU)
+    return [n for n in names if n not in exclude]
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def run_whatifs(module: nn.Module, make_input: Callable[[int], tuple], *, device: str | torch.device = "cpu",
+                batch_size: int = 1, warmup: int = 5, iters: int = 20, threshold: float = 1.1,
+                tolerance: float | None = None, include: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                compile_timeout: float | None = 120.0,
+                timer: Callable[[Callable[[], Any]], float] | None = None) -> list[WhatIf]:
+    """Run each candidate change against the fp32 `torch.no_grad()` baseline and report one WhatIf per change.
+
+    `make_input(n)` returns the model's positional inputs for a batch of n (a tuple, or one tensor);
+    `timer(fn)`, if given, returns the p50 seconds of calling `fn`. Unknown names in `include` /
+    `exclude` raise ValueError; nothing the model does makes this function raise.
+    """
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    names = _selected(cuda, include, exclude)
+    if not names:
+        return []
+    threads = torch.get_num_threads()
+    results: list[WhatIf] = []
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(dev)):
+            try:
+                model = copy.deepcopy(module).to(dev).eval()
+                x = _map(_as_tuple(make_input(batch_size)), lambda t: t.to(dev))
+                measure = _user_timer(timer) if timer is not None else _default_timer(warmup, iters)
+                base = _forward(model, x)
+                ref = _snapshot(base())
+                nparams = sum(p.numel() for p in model.parameters())
+            except Exception as e:
+                reason = f"the baseline run failed: {_first_line(e)}"
+                return [WhatIf(name=n, applicable=False, reason=reason) for n in names]
+            ctx = _Ctx(model=model, x=x, ref=ref, base=base, device=dev, cuda=cuda,
+                       batch_size=batch_size, make_input=make_input, time=measure,
+                       compile_timeout=compile_timeout, nparams=nparams)
+            for name in names:
+                w = WhatIf(name=name)
+                if (name == "torch_compile" and include is None and not cuda
+                        and nparams > COMPILE_PARAMS_LIMIT):
+                    w.applicable = False
+                    w.reason = (f"skipped by default on CPU for models over {COMPILE_PARAMS_LIMIT // 1_000_000}M "
+                                f"parameters ({nparams / 1e6:.0f}M here: the compile takes minutes); "
+                                "include it to run it")
+                    results.append(w)
+                    continue
+                try:
+                    m = _RUNNERS[name](ctx)
+                    _finish(w, m, ctx, tolerance, threshold)
+                except _NotApplicable as e:
+                    w.applicable, w.reason = False, str(e)
+                except Exception as e:
+                    w.applicable, w.reason = False, _first_line(e)
+                finally:
+                    if torch.get_num_threads() != threads:
+                        torch.set_num_threads(threads)
+                    if cuda:
+                        torch.cuda.empty_cache()
+                results.append(w)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return results
