@@ -49,22 +49,29 @@ def main() -> None:
     rows, whatifs = [], []
     for name, model, shape, dt in models():
         x = make_inputs(model, [shape], dt)[0][0]
+        # the timing comparison first, with no what-ifs in the process yet (torch.compile leaves
+        # compile workers behind that load the machine for a while)
         ref = timer_p50(model, x)
-        rep = dldoctor.profile(model, input_shapes=[shape], input_dtype=dt, warmup=10, iters=100)
-        prof = rep.profile
+        prof = dldoctor.profile(model, input_shapes=[shape], input_dtype=dt, warmup=10, iters=200,
+                                whatifs=False).profile
         s = prof.at(1)
         ref2 = timer_p50(model, x)  # again after: the machine's drift during the run shows here
         rows.append((name, s.p50, ref, ref2, s.cv, prof.overhead))
+    for name, model, shape, dt in models():
+        prof = dldoctor.profile(model, input_shapes=[shape], input_dtype=dt, warmup=10, iters=50,
+                                breakdown=False).profile
         whatifs.append((name, prof.whatifs))
         print(f"{name:34s} dldoctor p50 {s.p50 * 1e3:8.3f} ms  Timer {ref * 1e3:8.3f} / {ref2 * 1e3:8.3f} ms  "
               f"ratio {s.p50 / ref:.3f}  cv {s.cv:.3f}  profiler overhead {prof.overhead or float('nan'):.2f}×",
               flush=True)
-        for w in prof.whatifs:
+    for name, ws in whatifs:
+        print(name)
+        for w in ws:
             sp = "n/a" if w.speedup is None else f"{w.speedup:.2f}×"
             print(f"    {w.name:16s} {w.detail:14s} {sp:>8s}  rel {w.rel_diff}  rec {w.recommended}  {w.reason or ''}")
     md = ["## Profile: p50 against an independent timer, overhead, measured what-ifs", "",
           f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, batch 1, fp32; dldoctor: 10 warm-up + "
-          "100 timed runs; reference: `torch.utils.benchmark.Timer.blocked_autorange` (median, ≥ 1 s) just before and "
+          "200 timed runs (what-ifs off, measured afterwards); reference: `torch.utils.benchmark.Timer.blocked_autorange` (median, ≥ 1 s) just before and "
           "just after, same process. Bar: within 10%. Reproduce: `python benchmarks/profile_bench.py`.", "",
           "| model | dldoctor p50 | Timer before | Timer after | p50 / Timer (before) | cv | profiler overhead |",
           "|---|---:|---:|---:|---:|---:|---:|"]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
+from dldoctor.collect.quiet import native_quiet
 from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult
 
 _FORWARD = "dldoctor::forward"  # one profiled forward pass
@@ -439,32 +440,13 @@ def _profile_torch(model: torch.nn.Module, args: tuple, device: Any) -> tuple[An
     handles = _label_leaves(model)
     try:
         step()
-        with _native_stderr_quiet(), torch.profiler.profile(activities=acts, record_shapes=False) as prof:
+        with native_quiet((2,)), torch.profiler.profile(activities=acts, record_shapes=False) as prof:
             samples = time_fn(step, device=device, warmup=0, iters=_PROFILE_ITERS)
     finally:
         for h in handles:
             h.remove()
     return prof.events(), samples
 
-
-@contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """Kineto prints start/stop and device-count lines from native code on file descriptor 2 (not
-    sys.stderr, so Python cannot catch them): silence that descriptor while the profiler runs."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def _aggregate_torch(events: Any, cuda: bool) -> tuple[dict, dict, float]:

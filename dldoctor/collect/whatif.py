@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from dldoctor.collect.quiet import native_quiet
 from dldoctor.profile_types import WhatIf
 
 EXPERIMENTS = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "threads",
@@ -399,7 +400,8 @@ def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
     with tempfile.TemporaryDirectory(prefix="dldoctor-whatif-") as d:
         path = os.path.join(d, "model.onnx")
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            # the exporter prints the whole graph when an op has no ONNX form: keep it off the user's terminal
+            with warnings.catch_warnings(), torch.no_grad(), native_quiet():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(model, ctx.x, path, dynamo=False, input_names=names)
         except Exception as e:
