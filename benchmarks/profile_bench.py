@@ -61,9 +61,9 @@ def main() -> None:
         prof = dldoctor.profile(model, input_shapes=[shape], input_dtype=dt, warmup=10, iters=50,
                                 breakdown=False).profile
         whatifs.append((name, prof.whatifs))
-        print(f"{name:34s} dldoctor p50 {s.p50 * 1e3:8.3f} ms  Timer {ref * 1e3:8.3f} / {ref2 * 1e3:8.3f} ms  "
-              f"ratio {s.p50 / ref:.3f}  cv {s.cv:.3f}  profiler overhead {prof.overhead or float('nan'):.2f}×",
-              flush=True)
+    for name, p50, ref, ref2, cv, ov in rows:
+        print(f"{name:34s} dldoctor p50 {p50 * 1e3:8.3f} ms  Timer {ref * 1e3:8.3f} / {ref2 * 1e3:8.3f} ms  "
+              f"ratio {p50 / ref:.3f}  cv {cv:.3f}  profiler overhead {ov or float('nan'):.2f}×", flush=True)
     for name, ws in whatifs:
         print(name)
         for w in ws:
