@@ -81,3 +81,32 @@ def emit(text: str, output: str | None) -> None:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def emit_report_and_exit(rep: Any, fmt: str, output: str | None, config: Any, html: Callable[[dict], str],
+                         rich: Callable[[list, Any], None], width: int = 140) -> None:
+    """Write one probe/profile report as json, html or rich text (to stdout or `output`, atomically),
+    then exit: 2 when the model could not be run, 1 when a finding reaches the config's fail-on."""
+    if fmt == "json":
+        from dldoctor.render.json import render_json
+
+        emit(render_json([rep]), output)
+    elif fmt == "html":
+        emit(html(rep.to_dict()), output)
+    else:
+        from rich.console import Console
+
+        if output:
+            with open(os.devnull, "w") as null:
+                console = Console(record=True, width=width, file=null)
+                rich([rep], console)
+            emit(console.export_text(), output)
+        else:
+            rich([rep], Console())
+    errors = [d.message for d in rep.diagnostics if d.level == "error"]
+    if errors:
+        for line in errors:
+            typer.echo(f"dldoctor: error: {line}", err=True)
+        raise typer.Exit(2)
+    if any(config.fails(f.severity) for f in rep.findings):
+        raise typer.Exit(1)

@@ -1,12 +1,11 @@
 """`dldoctor probe`: a short training run on a deep copy that diagnoses the training dynamics."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.common import emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.inspect import TRUST_HELP
 
 PROBE_FORMATS = ("rich", "json", "html")
@@ -68,27 +67,7 @@ def register(app: typer.Typer) -> None:
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)
-        if fmt == "json":
-            from dldoctor.render.json import render_json
+        from dldoctor.render.html import render_probe_html
+        from dldoctor.render.probe_rich import render_probe_rich
 
-            emit(render_json([rep]), output)
-        elif fmt == "html":
-            from dldoctor.render.html import render_probe_html
-
-            emit(render_probe_html(rep.to_dict()), output)
-        else:
-            from dldoctor.render.probe_rich import render_probe_rich
-
-            if output:
-                console = Console(record=True, width=160, file=open(os.devnull, "w"))  # noqa: SIM115
-                render_probe_rich([rep], console)
-                emit(console.export_text(), output)
-            else:
-                render_probe_rich([rep], Console())
-        errors = [d.message for d in rep.diagnostics if d.level == "error"]
-        if errors:
-            for line in errors:
-                typer.echo(f"dldoctor: error: {line}", err=True)
-            raise typer.Exit(2)
-        if any(config.fails(f.severity) for f in rep.findings):
-            raise typer.Exit(1)
+        emit_report_and_exit(rep, fmt, output, config, render_probe_html, render_probe_rich, width=160)

@@ -1,12 +1,11 @@
 """`dldoctor profile`: measured latency, throughput, memory, breakdown and what-ifs."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.common import emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.inspect import TRUST_HELP
 
 PROFILE_FORMATS = ("rich", "json", "html")
@@ -68,27 +67,7 @@ def register(app: typer.Typer) -> None:
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
                           whatifs=not no_whatifs)
-        if fmt == "json":
-            from dldoctor.render.json import render_json
+        from dldoctor.render.profile_html import render_profile_html
+        from dldoctor.render.profile_rich import render_profile_rich
 
-            emit(render_json([rep]), output)
-        elif fmt == "html":
-            from dldoctor.render.profile_html import render_profile_html
-
-            emit(render_profile_html(rep.to_dict()), output)
-        else:
-            from dldoctor.render.profile_rich import render_profile_rich
-
-            if output:
-                console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-                render_profile_rich([rep], console)
-                emit(console.export_text(), output)
-            else:
-                render_profile_rich([rep], Console())
-        errors = [d.message for d in rep.diagnostics if d.level == "error"]
-        if errors:
-            for line in errors:
-                typer.echo(f"dldoctor: error: {line}", err=True)
-            raise typer.Exit(2)
-        if any(config.fails(f.severity) for f in rep.findings):
-            raise typer.Exit(1)
+        emit_report_and_exit(rep, fmt, output, config, render_profile_html, render_profile_rich, width=140)
