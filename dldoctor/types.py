@@ -155,6 +155,7 @@ class Report:
     device: str = "cpu"
     probe: Any = None  # a dldoctor.probe_types.ProbeResult from `dldoctor probe` / `dldoctor.watch`
     profile: Any = None  # a dldoctor.profile_types.ProfileResult from `dldoctor profile`
+    compress: Any = None  # a dldoctor.transforms.types.CompressResult from `dldoctor compress`
     schema_version: str = SCHEMA_VERSION
 
     # -- serialisation -----------------------------------------------------
@@ -185,6 +186,7 @@ class Report:
             device=d.get("device", "cpu"),
             probe=_probe_from(d.get("probe")),
             profile=_profile_from(d.get("profile")),
+            compress=_compress_from(d.get("compress")),
         )
 
     def diag(self, level: str, message: str, where: str | None = None) -> None:
@@ -205,6 +207,14 @@ def _profile_from(d: Any) -> Any:
     from dldoctor.profile_types import ProfileResult
 
     return ProfileResult.from_dict(d)
+
+
+def _compress_from(d: Any) -> Any:
+    if d is None:
+        return None
+    from dldoctor.transforms.types import CompressResult
+
+    return CompressResult.from_dict(d)
 
 
 def _to_plain(x: Any) -> Any:

@@ -36,6 +36,7 @@ from dldoctor.cli import diff as _diff_cmd  # noqa: E402
 from dldoctor.cli import inspect as _inspect_cmd  # noqa: E402  (registers the command)
 from dldoctor.cli import probe as _probe_cmd  # noqa: E402
 from dldoctor.cli import profile as _profile_cmd  # noqa: E402
+from dldoctor.cli import compress as _compress_cmd  # noqa: E402
 from dldoctor.cli import rules as _rules_cmd  # noqa: E402
 
 _inspect_cmd.register(app)
@@ -45,6 +46,7 @@ _config_cmd.register(app)
 _diff_cmd.register(app)
 _probe_cmd.register(app)
 _profile_cmd.register(app)
+_compress_cmd.register(app)
 
 
 def main() -> None:

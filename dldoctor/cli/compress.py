@@ -1,0 +1,67 @@
+"""`dldoctor compress`: quantized, pruned, fp16 and folded variants, each measured, regressions rejected."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.inspect import TRUST_HELP
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compress")
+    @handle_errors
+    def compress_cmd(
+        model: str = typer.Argument(..., help="A model file (PyTorch or ONNX) or a factory spec."),
+        out_dir: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to."),
+        transform: Optional[List[str]] = typer.Option(None, "--transform", "-t", help="Only these transforms (repeatable): fold-conv-bn, torch-fp16, torch-bf16, torch-int8-dynamic, prune-50, onnx-optimized, onnx-int8-dynamic, onnx-int8-static, onnx-fp16."),
+        from_findings: bool = typer.Option(False, "--from-findings", help="Apply the transforms the rules' findings point to."),
+        optimize: str = typer.Option("latency", "--optimize", help="Recommend the fastest (latency) or the smallest (size) variant within budget."),
+        max_drop: str = typer.Option("1%", "--max-drop", help="Fidelity budget: 1% (relative) or 0.01 (absolute) of the --eval metric, or top-1 disagreement / 1 - cosine without one."),
+        eval_fn: Optional[str] = typer.Option(None, "--eval", help="pkg.mod:fn: a factory returning fn(model) -> number (higher is better), your own metric."),
+        calib: Optional[str] = typer.Option(None, "--calib", help="pkg.mod:batches: calibration batches for static int8 (default: synthetic)."),
+        keep_rejected: bool = typer.Option(False, "--keep-rejected", help="Also write the rejected variants."),
+        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent)."),
+        input_dtype: Optional[str] = typer.Option(None, "--input-dtype", help="Input dtype (float32, int64...)."),
+        iters: int = typer.Option(30, "--iters", help="Timed runs per variant."),
+        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory for a state_dict."),
+        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class in a pickled model; repeatable."),
+        code: Optional[List[str]] = typer.Option(None, "--code", help="A module whose classes a pickled model may use; repeatable."),
+        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        fmt: str = typer.Option("rich", "--format", "-f", help="rich or json (the JSON report is always written beside the variants)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    ) -> None:
+        """Make compressed variants (int8, fp16/bf16, pruned, folded), measure size, latency and output fidelity of
+        each against the original in the same run, reject what is bigger, slower or outside the budget, and save
+        the best. Exit 0 when a variant was produced, 1 when none could be, 2 on bad input."""
+        if fmt not in ("rich", "json"):
+            fail(f"unknown format {fmt!r}", "use rich or json")
+        from rich.console import Console
+
+        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.load.base import LoadOptions
+        from dldoctor.transforms.runner import compress
+
+        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
+        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch)
+        err = Console(stderr=True, quiet=quiet)
+        if trust:
+            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        with err.status(f"compressing {model}", spinner="dots") as status:
+            rep = compress(model, out_dir=out_dir, transforms=transform, from_findings=from_findings, optimize=optimize,
+                           max_drop=max_drop, eval_fn=eval_fn, calib=calib, keep_rejected=keep_rejected,
+                           input_shapes=shapes, input_dtype=input_dtype, load_options=opts, iters=iters,
+                           progress=lambda s: status.update(f"compressing {model}: {s}"))
+        res = rep.compress
+        if fmt == "json":
+            from dldoctor.render.json import render_json
+
+            emit(render_json([rep]), None)
+        else:
+            from dldoctor.render.compress_rich import render_compress_rich
+
+            render_compress_rich(res, Console())
+        if not any(v.status != "failed" for v in res.variants):
+            typer.echo("dldoctor: no variant could be produced (see the reasons above)", err=True)
+            raise typer.Exit(1)

@@ -1,0 +1,491 @@
+"""`dldoctor compress`: make variants, measure each against the original in the same run, keep what pays.
+
+A variant is rejected when it is bigger than the original, slower (beyond the timing noise), or
+outside the fidelity budget; the reason is recorded and its file is removed unless asked to keep
+it. The recommendation is the fastest (or, with optimize="size", the smallest) variant kept, and
+it is always written, even when it is only the original graph optimised. The input is never
+written to: every file goes to a new folder, atomically.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from dldoctor.errors import InputSpecError
+from dldoctor.transforms.types import CompressResult, Fidelity, Variant
+
+TORCH_TRANSFORMS = ("fold-conv-bn", "torch-fp16", "torch-bf16", "torch-int8-dynamic", "prune-50")
+ONNX_TRANSFORMS = ("onnx-optimized", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16")
+ALL = TORCH_TRANSFORMS + ONNX_TRANSFORMS
+# the `transform` names the rules' findings carry -> the variants that apply them
+FROM_FINDINGS = {
+    "quantize-dynamic-int8": ("onnx-int8-dynamic", "torch-int8-dynamic"),
+    "quantize": ("onnx-int8-dynamic", "onnx-int8-static", "torch-int8-dynamic"),
+    "fuse-conv-bn": ("fold-conv-bn",),
+    "fp16": ("onnx-fp16", "torch-fp16"),
+    "prune-channels": ("prune-50",),
+}
+SLOWER = 0.95  # a variant whose speedup is below this is slower than the original beyond timing noise
+BIGGER = 1.01  # ... and one above this size ratio is bigger
+
+
+def parse_drop(text: str | None) -> tuple[float, bool]:
+    """'1%' -> (0.01, relative); '0.01' -> (0.01, absolute)."""
+    if text is None:
+        return 0.01, True
+    t = str(text).strip()
+    try:
+        if t.endswith("%"):
+            return float(t[:-1]) / 100, True
+        return float(t), False
+    except ValueError:
+        raise InputSpecError(f"--max-drop {text!r}: not a number", "e.g. --max-drop 1% or --max-drop 0.005") from None
+
+
+def default_out_dir(source: str) -> Path:
+    p = Path(source)
+    if p.exists():
+        return p.with_name(p.name.replace(".", "_") + ".dldoctor-compressed")
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)[:60]
+    return Path.cwd() / f"{safe}.dldoctor-compressed"
+
+
+def _select(kind: str, module: Any, include: Iterable[str] | None) -> list[str]:
+    import torch
+
+    names = list(include) if include else list(ALL)
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        raise InputSpecError(f"unknown transform(s): {', '.join(unknown)}", f"use: {', '.join(ALL)}")
+    if kind == "onnx":
+        return [n for n in names if n in ONNX_TRANSFORMS]
+    types = {type(m) for m in module.modules()}
+    has_conv = any(issubclass(t, torch.nn.modules.conv._ConvNd) for t in types)
+    has_bn = any(issubclass(t, torch.nn.modules.batchnorm._BatchNorm) for t in types)
+    has_linear = any(issubclass(t, (torch.nn.Linear, torch.nn.RNNBase)) for t in types)
+    keep = []
+    for n in names:
+        if (n == "fold-conv-bn" and not (has_conv and has_bn)) or (n == "onnx-int8-static" and not has_conv) \
+                or (n == "prune-50" and not has_conv) or (n == "torch-int8-dynamic" and not has_linear):
+            continue
+        keep.append(n)
+    return keep
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def fidelity(ref: list, got: list, classifier: bool) -> Fidelity:
+    import numpy as np
+
+    a = np.concatenate([np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in ref])
+    b = np.concatenate([np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in got])
+    d = np.abs(a - b)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cos = float(np.mean(np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-30)))
+    top1 = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1))) if classifier else None
+    return Fidelity(max_abs=float(d.max()), mean_abs=float(d.mean()), cosine=cos, top1=top1, samples=int(a.shape[0]))
+
+
+def _torch_outputs(module: Any, batches: list[tuple]) -> list:
+    import torch
+
+    from dldoctor.collect.probe import _first_tensor
+
+    outs = []
+    with torch.inference_mode():
+        for x in batches:
+            dt = next((p.dtype for p in module.parameters()), torch.float32)
+            args = tuple(t.to(dt) if t.is_floating_point() else t for t in x)
+            outs.append(_first_tensor(module(*args)).float().cpu().numpy())
+    return outs
+
+
+def _onnx_session(path: str) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _onnx_feed(sess: Any, x: tuple) -> dict:
+    import numpy as np
+
+    feed = {}
+    for inp, t in zip(sess.get_inputs(), x):
+        arr = t.cpu().numpy()
+        if inp.type == "tensor(float16)":
+            arr = arr.astype(np.float16)
+        feed[inp.name] = arr
+    return feed
+
+
+def _onnx_outputs(path: str, batches: list[tuple]) -> list:
+    import numpy as np
+
+    sess = _onnx_session(path)
+    return [np.asarray(sess.run(None, _onnx_feed(sess, x))[0], dtype=np.float32) for x in batches]
+
+
+def _latency_torch(module: Any, make_input: Callable[[int], tuple], warmup: int, iters: int) -> tuple[float, float]:
+    from dldoctor.collect.profile import measure_torch
+
+    dt = next((p.dtype for p in module.parameters()), None)
+    dtype = {None: "fp32"}.get(dt, {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dt), "fp32"))
+    res = measure_torch(module, make_input, dtype=dtype, batch_sizes=(1,), warmup=warmup, iters=iters, breakdown=False)
+    s = res.latency[0] if res.latency else None
+    if s is None or s.p50 is None:
+        raise RuntimeError(res.error or (s.error if s else "no timing"))
+    return s.p50, s.cv or 0.0
+
+
+def _latency_onnx(path: str, batch: tuple, warmup: int, iters: int) -> tuple[float, float]:
+    from dldoctor.collect.profile import latency_stats, time_fn
+
+    sess = _onnx_session(path)
+    feed = _onnx_feed(sess, batch)
+    s = latency_stats(time_fn(lambda: sess.run(None, feed), warmup=warmup, iters=iters), 1)
+    return s.p50, s.cv or 0.0
+
+
+def _saved_size(module: Any) -> int:
+    import torch
+
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "m.pt")
+        torch.save(module, p)
+        return os.path.getsize(p)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def compress(
+    model_or_path: Any,
+    *,
+    out_dir: str | None = None,
+    transforms: Iterable[str] | None = None,
+    from_findings: bool = False,
+    optimize: str = "latency",
+    max_drop: str | None = "1%",
+    eval_fn: Callable[[Any], float] | str | None = None,
+    calib: Callable[[], Iterable[Any]] | str | None = None,
+    keep_rejected: bool = False,
+    input_shapes: list[list[int]] | None = None,
+    input_dtype: str | None = None,
+    load_options: Any = None,
+    warmup: int = 5,
+    iters: int = 30,
+    held: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> Any:
+    """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult."""
+    import torch
+
+    from dldoctor.inspector import inspect_loaded
+
+    if optimize not in ("latency", "size"):
+        raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
+    drop, relative = parse_drop(max_drop)
+    say = progress or (lambda s: None)
+    one = [[1, *s[1:]] for s in input_shapes] if input_shapes else None
+    report, loaded = inspect_loaded(model_or_path, None, input_shapes=one, dtype=input_dtype, device="cpu",
+                                    training=False, load_options=load_options)
+    if loaded.module is None and loaded.onnx_model is None:
+        raise InputSpecError(f"{report.model.path}: weights without an architecture cannot be compressed",
+                             "give a full module, a factory spec, an ONNX file, or a state_dict with --arch")
+    if not report.inputs:
+        raise InputSpecError(f"{report.model.path}: no example input", "pass --input-shape, e.g. 1,3,224,224")
+    source = loaded.source or "model"
+    out = Path(out_dir) if out_dir else default_out_dir(source)
+    src_path = Path(source).resolve() if os.path.exists(source) else None
+    if src_path is not None and (out.resolve() == src_path or out.resolve() == src_path.parent):
+        raise InputSpecError(f"-o {out}: would write beside or over the input", "choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "onnx" if loaded.onnx_model is not None else "pytorch"
+    names = list(transforms) if transforms else None
+    if from_findings:
+        names = _from_findings(report, loaded, names)
+    module = loaded.module
+    selected = _select(kind, module, names)
+    res = CompressResult(optimize=optimize, max_drop=max_drop or "1%", out_dir=str(out))
+    infos = report.inputs
+
+    def make_input(b: int) -> tuple:
+        from dldoctor.collect.inputs import make_inputs
+
+        t = []
+        for i, info in enumerate(infos):
+            x, _, _ = make_inputs(module, [[b, *info.shape[1:]]], info.dtype, seed=1000 + i)
+            t.extend(x)
+        return tuple(t)
+
+    held_batches = [_held(make_input, i) for i in range(max(1, held // 8))]
+    work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
+    try:
+        say("measuring the original")
+        with torch.random.fork_rng():
+            orig, ref, onnx_fp32, classifier = _original(res, kind, module, loaded, source, held_batches, make_input,
+                                                         work, warmup, iters)
+        res.original = orig
+        metric0 = _metric(eval_fn, module) if eval_fn and module is not None else None
+        orig.fidelity.metric_original = metric0
+        calib_inputs = lambda: _calibration(calib, make_input)  # noqa: E731 - only static int8 needs it
+        for name in selected:
+            say(f"making {name}")
+            v, outputs, new = _variant(name, module, onnx_fp32, work, held_batches, make_input, calib_inputs,
+                                       warmup, iters)
+            if v.status != "failed":
+                v.fidelity = fidelity(ref, outputs, classifier)
+                if eval_fn and new is not None:
+                    v.fidelity.metric, v.fidelity.metric_original = _metric(eval_fn, new), metric0
+                _judge(v, orig, drop, relative)
+            res.variants.append(v)
+        _recommend(res)
+        _place(res, out, keep_rejected, source, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.compress = res
+    from dldoctor.cli.common import write_atomic
+    from dldoctor.render.json import render_json
+
+    write_atomic(str(out / "compress-report.json"), render_json([report]))
+    return report
+
+
+def _held(make_input: Callable[[int], tuple], i: int) -> tuple:
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(10_000 + i)
+        return make_input(8)
+
+
+def _from_findings(report: Any, loaded: Any, names: list[str] | None) -> list[str]:
+    from dldoctor.checker import judge
+
+    judge(report, loaded.module)
+    wanted: list[str] = []
+    for f in report.findings:
+        for n in FROM_FINDINGS.get(f.transform or "", ()):
+            if n not in wanted and (names is None or n in names):
+                wanted.append(n)
+    return ["onnx-optimized", *wanted] if loaded.module is not None or loaded.onnx_model is not None else wanted
+
+
+def _metric(eval_fn: Any, module: Any) -> float:
+    if isinstance(eval_fn, str):
+        from dldoctor.prober import resolve_data
+
+        eval_fn = resolve_data(eval_fn)()
+    return float(eval_fn(module))
+
+
+def _calibration(calib: Any, make_input: Callable[[int], tuple]) -> list[tuple]:
+    """Calibration batches: the user's (--calib), or synthetic ones like the example input."""
+    if calib is None:
+        return [_held(make_input, 100 + i) for i in range(4)]
+    if isinstance(calib, str):
+        from dldoctor.prober import resolve_data
+
+        calib = resolve_data(calib)
+    try:
+        items = list(calib())
+    except Exception as e:  # noqa: BLE001 - the static variant fails with this reason; the others go on
+        raise RuntimeError(f"calibration failed: {type(e).__name__}: {e}") from None
+    out = []
+    for item in items:
+        x = item[0] if isinstance(item, (tuple, list)) and len(item) == 2 else item
+        out.append(x if isinstance(x, tuple) else (x,))
+    return out
+
+
+def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: str, held: list, make_input: Any,
+              work: Path, warmup: int, iters: int) -> tuple[Variant, list, str | None, bool]:
+    from dldoctor.transforms import onnx_tf
+
+    orig = Variant(name="original", transform="none", format=kind, path=source, status="original")
+    onnx_fp32 = None
+    if kind == "pytorch":
+        m = copy.deepcopy(module).eval()
+        orig.size_bytes = os.path.getsize(source) if os.path.isfile(source) else _saved_size(m)
+        orig.params = sum(p.numel() for p in m.parameters())
+        ref = _torch_outputs(m, held)
+        orig.p50, orig.cv = _latency_torch(m, make_input, warmup, iters)
+        try:
+            onnx_fp32 = onnx_tf.export_onnx(m, held[0], str(work / "original.onnx"))
+        except Exception as e:  # noqa: BLE001 - the ONNX variants fail with this reason, the others go on
+            res.notes.append(f"ONNX export failed, no ONNX variants: {str(e).splitlines()[0][:300]}")
+        orig.ops_before = _histogram("pytorch", m)
+    else:
+        onnx_fp32 = str(work / "original.onnx")
+        data = loaded.onnx_model.SerializeToString()
+        Path(onnx_fp32).write_bytes(data)
+        orig.size_bytes = onnx_tf.file_size(source) if os.path.isfile(source) else len(data)
+        orig.params = sum(int(math.prod(i.dims)) for i in loaded.onnx_model.graph.initializer)
+        ref = _onnx_outputs(onnx_fp32, held)
+        orig.p50, orig.cv = _latency_onnx(onnx_fp32, _first(held[0]), warmup, iters)
+        orig.ops_before = onnx_tf.op_histogram(onnx_fp32)
+    classifier = ref[0].ndim == 2 and ref[0].shape[-1] > 1
+    return orig, ref, onnx_fp32, classifier
+
+
+def _first(batch: tuple) -> tuple:
+    return tuple(t[:1] for t in batch)
+
+
+def _histogram(fmt: str, obj: Any) -> dict[str, int]:
+    from dldoctor.transforms import onnx_tf, torch_tf
+
+    return onnx_tf.op_histogram(obj) if fmt == "onnx" else torch_tf.module_histogram(obj)
+
+
+def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: list, make_input: Any,
+             calib: Callable[[], list], warmup: int, iters: int) -> tuple[Variant, list | None, Any]:
+    """Make one variant in the work folder and measure it: (variant, its outputs on the held inputs, module)."""
+    fmt = "onnx" if name.startswith("onnx") else "pytorch"
+    v = Variant(name=name, transform=name, format=fmt)
+    outputs, new = None, None
+    t0 = time.perf_counter()
+    try:
+        if fmt == "onnx":
+            from dldoctor.transforms import onnx_tf
+
+            if onnx_fp32 is None:
+                raise RuntimeError("no ONNX graph of the model (export failed)")
+            info = _make_onnx(name, onnx_fp32, str(work / f"{name}.onnx"), calib)
+            v.path = info["path"]
+            v.size_bytes, v.params = onnx_tf.file_size(v.path), _onnx_params(v.path)
+            outputs = _onnx_outputs(v.path, held)
+            v.p50, v.cv = _latency_onnx(v.path, _first(held[0]), warmup, iters)
+        else:
+            import torch
+
+            new, info = _make_torch(name, module, held[0])
+            path = work / f"{name}.pt"
+            torch.save(new, path)
+            v.path, v.size_bytes = str(path), os.path.getsize(path)
+            v.params = sum(p.numel() for p in new.parameters()) or None
+            outputs = _torch_outputs(new, held)
+            v.p50, v.cv = _latency_torch(new, make_input, warmup, iters)
+        for key in ("preparation", "ops_before", "ops_after", "changed", "left_float"):
+            if key in info:
+                setattr(v, key, info[key])
+    except Exception as e:  # noqa: BLE001 - one failing transform must not stop the others
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        v.status, v.reason = "failed", f"{type(e).__name__}: {first}"
+    v.seconds = time.perf_counter() - t0
+    return v, outputs, new
+
+
+def _onnx_params(path: str) -> int:
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    return sum(int(math.prod(i.dims)) for i in m.graph.initializer)
+
+
+def _make_onnx(name: str, src: str, dst: str, calib: Callable[[], list]) -> dict:
+    from dldoctor.transforms import onnx_tf
+
+    if name == "onnx-optimized":
+        prep = onnx_tf.prepare_for_quantization(src, dst)
+        return {"path": dst, "preparation": prep, "ops_before": onnx_tf.op_histogram(src),
+                "ops_after": onnx_tf.op_histogram(dst)}
+    if name == "onnx-int8-dynamic":
+        return onnx_tf.quantize_dynamic_int8(src, dst)
+    if name == "onnx-int8-static":
+        import onnx
+
+        names = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
+        feeds = [{n: t.cpu().numpy() for n, t in zip(names, x)} for x in calib()]
+        return onnx_tf.quantize_static_int8(src, dst, feeds)
+    if name == "onnx-fp16":
+        return onnx_tf.to_fp16(src, dst)
+    raise ValueError(name)
+
+
+def _make_torch(name: str, module: Any, example: tuple) -> tuple[Any, dict]:
+    import torch
+
+    from dldoctor.transforms import torch_tf
+
+    if name == "fold-conv-bn":
+        return torch_tf.fold_conv_bn(module, example) if _takes_inputs(torch_tf.fold_conv_bn) else torch_tf.fold_conv_bn(module)
+    if name == "torch-fp16":
+        return torch_tf.to_half(module, torch.float16)
+    if name == "torch-bf16":
+        return torch_tf.to_half(module, torch.bfloat16)
+    if name == "torch-int8-dynamic":
+        return torch_tf.dynamic_int8(module)
+    if name == "prune-50":
+        return torch_tf.prune_channels(module, example, amount=0.5)
+    raise ValueError(name)
+
+
+def _takes_inputs(fn: Callable) -> bool:
+    import inspect
+
+    return len(inspect.signature(fn).parameters) > 1
+
+
+def _judge(v: Variant, orig: Variant, drop: float, relative: bool) -> None:
+    """Set size ratio, speedup and the verdict: bigger, slower or outside the fidelity budget is rejected."""
+    if orig.size_bytes and v.size_bytes:
+        v.size_ratio = orig.size_bytes / v.size_bytes
+    if orig.p50 and v.p50:
+        v.speedup = orig.p50 / v.p50
+    f = v.fidelity
+    reasons = []
+    if v.size_ratio is not None and v.size_ratio < 1 / BIGGER:
+        reasons.append(f"bigger than the original ({v.size_bytes:,} vs {orig.size_bytes:,} bytes)")
+    if v.speedup is not None and v.speedup < SLOWER:
+        reasons.append(f"slower than the original ({v.speedup:.2f}×)")
+    lost = _fidelity_drop(f, drop, relative)
+    if lost:
+        reasons.append(lost)
+    v.status = "rejected" if reasons else "kept"
+    v.reason = "; ".join(reasons) or None
+
+
+def _fidelity_drop(f: Fidelity, drop: float, relative: bool) -> str | None:
+    if f.metric is not None and f.metric_original is not None:
+        lost = f.metric_original - f.metric
+        budget = drop * abs(f.metric_original) if relative else drop
+        return f"the metric fell {lost:.4g} (budget {budget:.4g})" if lost > budget else None
+    if f.top1 is not None:
+        return f"top-1 agreement {f.top1:.1%} (budget: at most {drop:.1%} disagreement)" if 1 - f.top1 > drop else None
+    if f.cosine is not None and 1 - f.cosine > drop:
+        return f"cosine similarity {f.cosine:.4f} (budget {1 - drop:.4f})"
+    return None
+
+
+def _recommend(res: CompressResult) -> None:
+    kept = [v for v in res.variants if v.status == "kept"]
+    if not kept:
+        res.notes.append("no variant beat the original within the budget: keep the original")
+        return
+    key = (lambda v: v.p50 or math.inf) if res.optimize == "latency" else (lambda v: v.size_bytes or math.inf)
+    best = min(kept, key=key)
+    best.status = "recommended"
+    res.recommended = best.name
+
+
+def _place(res: CompressResult, out: Path, keep_rejected: bool, source: str, work: Path) -> None:
+    """Move the kept variants (and the rejected ones when asked) from the work folder into `out`."""
+    for v in res.variants:
+        if v.path is None or not os.path.exists(v.path):
+            continue
+        if v.status in ("kept", "recommended") or (keep_rejected and v.status == "rejected"):
+            dst = out / Path(v.path).name
+            os.replace(v.path, dst)  # same filesystem: atomic
+            v.path = str(dst)
+        else:
+            v.path = None

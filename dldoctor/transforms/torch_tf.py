@@ -1,0 +1,395 @@
+"""PyTorch-side compression transforms: Conv+BN folding, fp16/bf16, dynamic int8, structured channel pruning.
+
+Every transform works on a deep copy of the caller's module in eval mode (the caller's parameters, training
+flag and hooks are never touched, also when the transform raises) and returns ``(new_module, info)`` where
+``info`` holds the fields of :class:`dldoctor.transforms.types.Variant` it fills::
+
+    {"preparation": [str], "ops_before": {type: n}, "ops_after": {type: n},
+     "changed": [module path], "left_float": {path: why}}
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import Counter
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "fold_conv_bn",
+    "to_half",
+    "dynamic_int8",
+    "prune_channels",
+    "param_count",
+    "module_histogram",
+]
+
+Info = dict[str, Any]
+
+_CONV_BN = {
+    nn.Conv1d: nn.BatchNorm1d,
+    nn.Conv2d: nn.BatchNorm2d,
+    nn.Conv3d: nn.BatchNorm3d,
+    nn.ConvTranspose1d: nn.BatchNorm1d,
+    nn.ConvTranspose2d: nn.BatchNorm2d,
+    nn.ConvTranspose3d: nn.BatchNorm3d,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def module_histogram(module: nn.Module) -> dict[str, int]:
+    """Count of leaf modules (no children) by class name, e.g. ``{"Conv2d": 20, "BatchNorm2d": 20}``."""
+    c: Counter[str] = Counter()
+    for _, m in module.named_modules():
+        if not any(True for _ in m.children()):
+            c[type(m).__name__] += 1
+    return dict(sorted(c.items()))
+
+
+def param_count(module: nn.Module) -> int:
+    """Number of weight elements: float parameters plus the packed weights of dynamically quantized modules."""
+    seen: set[int] = set()
+    n = 0
+    for p in module.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    for m in module.modules():
+        if isinstance(getattr(m, "_packed_params", None), nn.Module) and callable(getattr(m, "weight", None)):
+            w, b = m.weight(), m.bias()  # torch.ao dynamic quantized Linear
+            n += w.numel() + (b.numel() if b is not None else 0)
+        elif hasattr(m, "_all_weight_values") and callable(getattr(m, "get_weight", None)):
+            for t in list(m.get_weight().values()) + list(m.get_bias().values()):
+                if isinstance(t, torch.Tensor):
+                    n += t.numel()
+    return n
+
+
+def _as_tuple(example_inputs: Any) -> tuple:
+    if isinstance(example_inputs, tuple):
+        return example_inputs
+    if isinstance(example_inputs, list):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, new)
+
+
+def _working_copy(module: nn.Module) -> nn.Module:
+    m = copy.deepcopy(module)
+    m.eval()
+    return m
+
+
+def _new_info(module: nn.Module) -> Info:
+    return {"preparation": [], "ops_before": module_histogram(module), "ops_after": {}, "changed": [], "left_float": {}}
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    return not any(True for _ in m.children())
+
+
+def _call_order(model: nn.Module, example_inputs: Any) -> list[str]:
+    """Paths of leaf modules in the order they are called on one forward (on ``model``; hooks removed after)."""
+    order: list[str] = []
+    handles = []
+    for path, m in model.named_modules():
+        if path and _is_leaf(m):
+            handles.append(m.register_forward_hook(lambda mod, inp, out, p=path: order.append(p)))
+    try:
+        with torch.no_grad():
+            model(*_as_tuple(example_inputs))
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+# --------------------------------------------------------------------------- 1. Conv + BN folding
+
+
+class _UseCounter(torch.overrides.TorchFunctionMode):
+    """Counts the torch calls that consume a watched tensor outside the module allowed to consume it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: dict[int, str] = {}  # id(conv output) -> conv path
+        self.extra_uses: Counter[str] = Counter()
+        self.stack: list[str] = []  # leaf modules currently running
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.watched and isinstance(out, torch.Tensor):
+            inside = self.stack[-1] if self.stack else None
+            for a in _flat_tensors((args, kwargs)):
+                conv = self.watched.get(id(a))
+                if conv is not None and inside != conv and not (inside or "").startswith("bn-of:" + conv + "|"):
+                    self.extra_uses[conv] += 1
+        return out
+
+
+def _flat_tensors(x: Any) -> Iterable[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _flat_tensors(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _flat_tensors(y)
+
+
+def _find_conv_bn_pairs(model: nn.Module, example_inputs: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """(conv path, bn path) pairs where the BN's input tensor IS the conv's output and nothing else reads it."""
+    leaves = {p: m for p, m in model.named_modules() if p and _is_leaf(m)}
+    calls: Counter[str] = Counter()
+    conv_out: dict[str, torch.Tensor] = {}  # conv path -> output (kept alive so ids stay unique)
+    bn_in: dict[str, tuple[torch.Tensor, ...]] = {}
+    counter = _UseCounter()
+    bn_owner: dict[str, str] = {}  # bn path -> conv path whose output it consumed
+    handles = []
+
+    def pre(mod, inp, path):
+        calls[path] += 1
+        if isinstance(mod, tuple(set(_CONV_BN.values()))) and inp and isinstance(inp[0], torch.Tensor):
+            bn_in[path] = inp
+            owner = counter.watched.get(id(inp[0]))
+            if owner is not None:
+                bn_owner[path] = owner
+                counter.stack.append("bn-of:" + owner + "|" + path)
+                return
+        counter.stack.append(path)
+
+    def post(mod, inp, out, path):
+        counter.stack.pop()
+        if type(mod) in _CONV_BN and isinstance(out, torch.Tensor):
+            conv_out[path] = out
+            counter.watched[id(out)] = path
+
+    for path, m in leaves.items():
+        handles.append(m.register_forward_pre_hook(lambda mod, inp, p=path: pre(mod, inp, p)))
+        handles.append(m.register_forward_hook(lambda mod, inp, out, p=path: post(mod, inp, out, p)))
+    try:
+        with torch.no_grad(), counter:
+            model(*_as_tuple(example_inputs))
+    finally:
+        for h in handles:
+            h.remove()
+
+    pairs: list[tuple[str, str]] = []
+    skipped: dict[str, str] = {}
+    for bn_path, conv_path in bn_owner.items():
+        conv, bn = leaves[conv_path], leaves[bn_path]
+        if bn_in[bn_path][0] is not conv_out.get(conv_path):
+            continue
+        if _CONV_BN[type(conv)] is not type(bn):
+            skipped[conv_path] = f"followed by {type(bn).__name__}, not {_CONV_BN[type(conv)].__name__}"
+        elif calls[conv_path] != 1 or calls[bn_path] != 1:
+            skipped[conv_path] = "called more than once in a forward (shared module); not folded"
+        elif counter.extra_uses[conv_path]:
+            skipped[conv_path] = "its output is also read by something other than the BatchNorm; not folded"
+        elif bn.running_mean is None or bn.running_var is None:
+            skipped[conv_path] = "BatchNorm without running statistics (track_running_stats=False); not folded"
+        elif sum(1 for b, c in bn_owner.items() if c == conv_path) != 1:
+            skipped[conv_path] = "output consumed by several BatchNorms; not folded"
+        else:
+            pairs.append((conv_path, bn_path))
+    return pairs, skipped
+
+
+def fold_conv_bn(module: nn.Module, example_inputs: Any) -> tuple[nn.Module, Info]:
+    """Fold each Conv{1,2,3}d / ConvTranspose directly followed by its BatchNorm into the conv; BN -> Identity.
+
+    Pairs are found from one traced forward with ``example_inputs``: a conv and the BatchNorm whose input tensor
+    is that conv's output object, and only when nothing else reads the conv's output.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = _working_copy(module)
+    info = _new_info(model)
+    pairs, skipped = _find_conv_bn_pairs(model, example_inputs)
+    for conv_path, bn_path in pairs:
+        conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
+        transpose = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+        fused = fuse_conv_bn_eval(conv, bn, transpose=transpose)
+        _set_submodule(model, conv_path, fused)
+        _set_submodule(model, bn_path, nn.Identity())
+        info["changed"].append(conv_path)
+    info["left_float"].update(skipped)  # "left alone": convs that were not folded, and why
+    info["preparation"].append(
+        f"traced one forward to pair each conv with the BatchNorm consuming its output; folded {len(pairs)} pair(s)"
+        " with torch.nn.utils.fusion.fuse_conv_bn_eval, BatchNorm replaced by nn.Identity"
+    )
+    info["ops_after"] = module_histogram(model)
+    return model, info
+
+
+# --------------------------------------------------------------------------- 2. fp16 / bf16
+
+
+def to_half(module: nn.Module, dtype: torch.dtype = torch.float16) -> tuple[nn.Module, Info]:
+    """A copy with every floating parameter and buffer cast to ``dtype`` (fp16 or bf16), norm layers included.
+
+    The caller must feed inputs of ``dtype`` too (``x.to(dtype)``).
+    """
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"to_half: dtype must be torch.float16 or torch.bfloat16, not {dtype}")
+    model = _working_copy(module)
+    info = _new_info(model)
+    for path, m in model.named_modules():
+        own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+        if any(t.is_floating_point() and t.dtype != dtype for t in own):
+            info["changed"].append(path or "<root>")
+    model = model.to(dtype)
+    info["preparation"].append(
+        f"cast every floating parameter and buffer to {str(dtype).replace('torch.', '')} with .to(dtype), "
+        "normalization layers included (none kept in float32); inputs must be cast to the same dtype"
+    )
+    info["ops_after"] = module_histogram(model)
+    return model, info
+
+
+# --------------------------------------------------------------------------- 3. dynamic int8
+
+_WHY_OUT_PROJ = (
+    "MultiheadAttention reads out_proj.weight/.bias directly (F.multi_head_attention_forward and the fused "
+    "transformer kernels), so a quantized module without a float .weight would break it; "
+    "torch keeps this NonDynamicallyQuantizableLinear in float"
+)
+_WHY_IN_PROJ = (
+    "in_proj_weight is a bare Parameter of MultiheadAttention, not an nn.Linear module; "
+    "dynamic quantization only replaces modules"
+)
+
+
+def dynamic_int8(module: nn.Module, example_inputs: Any = None) -> tuple[nn.Module, Info]:
+    """Dynamic int8 (weights int8, activations quantized on the fly) of nn.Linear / nn.LSTM / nn.GRU.
+
+    Uses ``torch.ao.quantization.quantize_dynamic`` (deprecated in torch 2.10+, still working in 2.14; its
+    deprecation warnings are caught and noted in ``preparation``). Attention projections stay float; the
+    transformer fast path (which reads ``.weight`` of every Linear) is switched off per layer so the forward
+    still runs. With ``example_inputs`` the result is checked to run.
+    """
+    model = _working_copy(module)
+    info = _new_info(model)
+    before = {p: type(m) for p, m in model.named_modules()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from torch.ao.quantization import quantize_dynamic
+
+        qmodel = quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8, inplace=True)
+    if any(issubclass(w.category, DeprecationWarning) for w in caught):
+        info["preparation"].append(
+            "torch.ao.quantization.quantize_dynamic is deprecated (torch suggests torchao's quantize_); "
+            "it still works in this torch " + torch.__version__.split("+")[0]
+        )
+    info["preparation"].append("quantize_dynamic({Linear, LSTM, GRU}, qint8), weights per-tensor int8")
+
+    for path, m in qmodel.named_modules():
+        old = before.get(path)
+        if old is not None and old is not type(m) and old in (nn.Linear, nn.LSTM, nn.GRU):
+            info["changed"].append(path)
+        if isinstance(m, nn.MultiheadAttention):
+            info["left_float"][f"{path}.out_proj" if path else "out_proj"] = _WHY_OUT_PROJ
+            if m.in_proj_weight is not None:
+                info["left_float"][f"{path}.in_proj_weight" if path else "in_proj_weight"] = _WHY_IN_PROJ
+        elif isinstance(m, nn.TransformerEncoderLayer):
+            q_inside = any(type(c) is not before.get(f"{path}.{n}" if path else n) for n, c in m.named_modules() if n)
+            if q_inside and m.activation_relu_or_gelu:
+                # the fused _transformer_encoder_layer_fwd fast path reads linear1/linear2.weight as tensors
+                m.activation_relu_or_gelu = 0
+                info["preparation"].append(
+                    f"{path or '<root>'}: switched the fused fast path off (activation_relu_or_gelu=0): it reads "
+                    "linear1/linear2.weight as float tensors; the layer runs its regular (slower-kernel) path"
+                )
+        elif isinstance(m, nn.TransformerEncoder) and getattr(m, "use_nested_tensor", False):
+            m.use_nested_tensor = False
+            info["preparation"].append(
+                f"{path or '<root>'}: use_nested_tensor=False (the nested-tensor fast path reads the layers' .weight)"
+            )
+    if example_inputs is not None:
+        with torch.no_grad():
+            qmodel(*_as_tuple(example_inputs))
+    info["ops_after"] = module_histogram(qmodel)
+    return qmodel, info
+
+
+# --------------------------------------------------------------------------- 4. structured channel pruning
+
+
+def prune_channels(
+    module: nn.Module,
+    example_inputs: Any,
+    amount: float = 0.5,
+    round_to: int | None = 8,
+    ignored: Iterable[str] = (),
+) -> tuple[nn.Module, Info]:
+    """Structured pruning: physically remove ``amount`` of the output channels of convs / hidden Linears.
+
+    Uses Torch-Pruning's dependency graph (``torch_pruning.pruner.MetaPruner`` with
+    ``MagnitudeImportance(p=2)``), so the channels of BatchNorms, consumers, residual adds and concatenations
+    are removed consistently; tensors saved afterwards are smaller. The last Linear/conv called in the forward
+    (the classifier / output head), MultiheadAttention modules and the module paths in ``ignored`` are kept.
+    Channel counts are rounded to a multiple of ``round_to``. Returns a smaller, *untrained* model: accuracy
+    needs fine-tuning.
+    """
+    if not 0.0 < amount < 1.0:
+        raise ValueError(f"prune_channels: amount must be in (0, 1), got {amount}")
+    try:
+        import torch_pruning as tp
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("prune_channels needs Torch-Pruning: pip install torch-pruning") from e
+
+    model = _working_copy(module)
+    info = _new_info(model)
+    inputs = _as_tuple(example_inputs)
+    order = _call_order(model, inputs)
+    prunable = (nn.modules.conv._ConvNd, nn.Linear)
+    heads = [p for p in order if isinstance(model.get_submodule(p), prunable)]
+    ignored_paths: dict[str, str] = {}
+    if heads:
+        ignored_paths[heads[-1]] = "output layer (classifier / head): its output width is the model's output"
+    for p in ignored:
+        ignored_paths[p] = "ignored by request"
+    for p, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention):
+            ignored_paths[p] = "attention: heads are not pruned"
+    shapes_before = {
+        p: tuple(m.weight.shape)
+        for p, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+    ex = inputs[0] if len(inputs) == 1 else inputs
+    pruner = tp.pruner.MetaPruner(
+        model,
+        ex,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=amount,
+        ignored_layers=[model.get_submodule(p) for p in ignored_paths],
+        round_to=round_to,
+    )
+    pruner.step()
+    del pruner
+    with torch.no_grad():
+        model(*inputs)  # the pruned model must still run
+    for p, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor) and p in shapes_before and tuple(w.shape) != shapes_before[p]:
+            info["changed"].append(p)
+    info["left_float"].update(ignored_paths)
+    info["preparation"].append(
+        f"torch_pruning {getattr(tp, '__version__', '?')} MetaPruner, MagnitudeImportance(p=2), "
+        f"pruning_ratio={amount}, round_to={round_to}; dependency graph traced on the example input; "
+        "weights are not fine-tuned"
+    )
+    info["ops_after"] = module_histogram(model)
+    return model, info
