@@ -42,6 +42,7 @@ bench: zoo venv
 	$(BIN)/python benchmarks/memory_vs_profiler.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/probe_bench.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/profile_bench.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/compress_bench.py --out docs/benchmarks.md
 
 # regenerate rules/*.md and the coverage matrix from the registry (a test fails when they are stale)
 rules-docs: venv

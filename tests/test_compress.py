@@ -121,3 +121,24 @@ def test_verdicts():
     assert _fidelity_drop(Fidelity(metric=0.90, metric_original=0.92), 0.01, True)  # 2.2% relative drop
     assert not _fidelity_drop(Fidelity(metric=0.915, metric_original=0.92), 0.01, False)  # 0.005 absolute
     assert parse_drop("1%") == (0.01, True) and parse_drop("0.02") == (0.02, False)
+
+
+def test_every_transform_a_finding_names_is_known():
+    import re
+    from pathlib import Path
+
+    from dldoctor.transforms.runner import ALL, FROM_FINDINGS
+
+    catalog = Path(__file__).parent.parent / "dldoctor" / "rules" / "catalog"
+    named = set()
+    for f in catalog.glob("*.py"):
+        named |= set(re.findall(r'transform="([a-z0-9-]+)"', f.read_text()))
+        named |= set(re.findall(r'"(?:size|inference_memory)": "([a-z0-9-]+)"', f.read_text()))
+    assert named and named <= set(FROM_FINDINGS), named - set(FROM_FINDINGS)
+    assert all(set(v) <= set(ALL) for v in FROM_FINDINGS.values())
+
+
+def test_from_findings_without_findings_keeps_to_the_optimised_graph(mlp_file, tmp_path):
+    r = run(mlp_file, "-o", tmp_path / "o", "--from-findings", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    assert [v["name"] for v in json.loads(r.stdout)["compress"]["variants"]] == ["onnx-optimized"]
