@@ -142,3 +142,12 @@ def test_from_findings_without_findings_keeps_to_the_optimised_graph(mlp_file, t
     r = run(mlp_file, "-o", tmp_path / "o", "--from-findings", "--format", "json", *FAST)
     assert r.exit_code == 0, r.output
     assert [v["name"] for v in json.loads(r.stdout)["compress"]["variants"]] == ["onnx-optimized"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_latency_of_torch_variants(mlp_file, tmp_path):
+    r = run(mlp_file, "-o", tmp_path / "o", "-t", "torch-fp16", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)["compress"]
+    assert doc["original"]["p50_cuda"] > 0 and doc["variants"][0]["p50_cuda"] > 0

@@ -134,12 +134,14 @@ def _onnx_outputs(path: str, batches: list[tuple]) -> list:
     return [np.asarray(sess.run(None, _onnx_feed(sess, x))[0], dtype=np.float32) for x in batches]
 
 
-def _latency_torch(module: Any, make_input: Callable[[int], tuple], warmup: int, iters: int) -> tuple[float, float]:
+def _latency_torch(module: Any, make_input: Callable[[int], tuple], warmup: int, iters: int,
+                   device: str = "cpu") -> tuple[float, float]:
     from dldoctor.collect.profile import measure_torch
 
     dt = next((p.dtype for p in module.parameters()), None)
     dtype = {None: "fp32"}.get(dt, {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dt), "fp32"))
-    res = measure_torch(module, make_input, dtype=dtype, batch_sizes=(1,), warmup=warmup, iters=iters, breakdown=False)
+    res = measure_torch(module, make_input, device=device, dtype=dtype, batch_sizes=(1,), warmup=warmup, iters=iters,
+                        breakdown=False)
     s = res.latency[0] if res.latency else None
     if s is None or s.p50 is None:
         raise RuntimeError(res.error or (s.error if s else "no timing"))
@@ -153,6 +155,18 @@ def _latency_onnx(path: str, batch: tuple, warmup: int, iters: int) -> tuple[flo
     feed = _onnx_feed(sess, batch)
     s = latency_stats(time_fn(lambda: sess.run(None, feed), warmup=warmup, iters=iters), 1)
     return s.p50, s.cv or 0.0
+
+
+def _cuda_p50(module: Any, make_input: Callable[[int], tuple], warmup: int, iters: int) -> float | None:
+    """p50 on the GPU when one is present (None otherwise, or when the variant cannot run there, e.g. torch.ao int8)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    try:
+        return _latency_torch(module, make_input, warmup, iters, device="cuda")[0]
+    except Exception:  # noqa: BLE001 - CPU-only kernels (dynamic int8) have no GPU timing
+        return None
 
 
 def _saved_size(module: Any) -> int:
@@ -319,6 +333,7 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
         orig.params = sum(p.numel() for p in m.parameters())
         ref = _torch_outputs(m, held)
         orig.p50, orig.cv = _latency_torch(m, make_input, warmup, iters)
+        orig.p50_cuda = _cuda_p50(m, make_input, warmup, iters)
         try:
             onnx_fp32 = onnx_tf.export_onnx(m, held[0], str(work / "original.onnx"))
         except Exception as e:  # noqa: BLE001 - the ONNX variants fail with this reason, the others go on
@@ -375,6 +390,7 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
             v.params = sum(p.numel() for p in new.parameters()) or None
             outputs = _torch_outputs(new, held)
             v.p50, v.cv = _latency_torch(new, make_input, warmup, iters)
+            v.p50_cuda = _cuda_p50(new, make_input, warmup, iters)
         for key in ("preparation", "ops_before", "ops_after", "changed", "left_float"):
             if key in info:
                 setattr(v, key, info[key])
@@ -442,6 +458,8 @@ def _judge(v: Variant, orig: Variant, drop: float, relative: bool) -> None:
         v.size_ratio = orig.size_bytes / v.size_bytes
     if orig.p50 and v.p50:
         v.speedup = orig.p50 / v.p50
+    if orig.p50_cuda and v.p50_cuda:
+        v.speedup_cuda = orig.p50_cuda / v.p50_cuda
     f = v.fidelity
     reasons = []
     if v.size_ratio is not None and v.size_ratio < 1 / BIGGER:

@@ -32,8 +32,10 @@ class Variant:
     reason: str | None = None  # why rejected or failed
     size_bytes: int | None = None
     params: int | None = None
-    p50: float | None = None  # seconds per forward at batch 1 on the measuring device
+    p50: float | None = None  # seconds per forward at batch 1 on the CPU
     cv: float | None = None
+    p50_cuda: float | None = None  # the same on the GPU, when one is present (PyTorch variants)
+    speedup_cuda: float | None = None
     size_ratio: float | None = None  # original size / this
     speedup: float | None = None  # original p50 / this
     fidelity: Fidelity = field(default_factory=Fidelity)
