@@ -123,6 +123,22 @@ def test_verdicts():
     assert parse_drop("1%") == (0.01, True) and parse_drop("0.02") == (0.02, False)
 
 
+def test_pareto_front():
+    from dldoctor.transforms.runner import _pareto
+    from dldoctor.transforms.types import CompressResult
+
+    orig = Variant(name="original", transform="none", format="pytorch", size_bytes=1000, p50=0.010, status="original")
+    small = Variant(name="small", transform="a", format="onnx", size_bytes=250, p50=0.012, status="kept",
+                    fidelity=Fidelity(cosine=0.995))
+    dominated = Variant(name="worse", transform="b", format="onnx", size_bytes=300, p50=0.013, status="kept",
+                        fidelity=Fidelity(cosine=0.99))
+    fast = Variant(name="fast", transform="c", format="onnx", size_bytes=900, p50=0.004, status="kept",
+                   fidelity=Fidelity(cosine=0.999))  # the original alone keeps the exact outputs
+    res = CompressResult(original=orig, variants=[small, dominated, fast])
+    _pareto(res)
+    assert (orig.pareto, small.pareto, dominated.pareto, fast.pareto) == (True, True, False, True)
+
+
 def test_every_transform_a_finding_names_is_known():
     import re
     from pathlib import Path

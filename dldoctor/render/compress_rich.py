@@ -15,7 +15,8 @@ def _row(v: Variant) -> list:
     f = v.fidelity
     fid = "" if v.name == "original" else (
         f"cos {f.cosine:.4f}" if f.cosine is not None else "n/a") + (f", top-1 {f.top1:.1%}" if f.top1 is not None else "")
-    return [Text(v.name, style=STYLE.get(v.status, "")), Text(v.status, style=STYLE.get(v.status, "")),
+    return [Text(v.name + (" ◆" if v.pareto else ""), style=STYLE.get(v.status, "")),
+            Text(v.status, style=STYLE.get(v.status, "")),
             "n/a" if v.size_bytes is None else nbytes(v.size_bytes),
             "" if v.size_ratio is None else f"{v.size_ratio:.2f}×",
             "n/a" if v.p50 is None else f"{v.p50 * 1e3:.3g}",
@@ -36,6 +37,7 @@ def render_compress_rich(res: CompressResult, console: Console) -> None:
     if rec is not None:
         parts.append(Text(f"recommended ({'fastest' if res.optimize == 'latency' else 'smallest'} within the "
                           f"{res.max_drop} fidelity budget): {rec.name} -> {rec.path}", style="bold green"))
+    parts.append(Text("◆ on the size / latency / fidelity Pareto front", style="dim"))
     for n in res.notes:
         parts.append(Text(f"note: {n}", style="yellow"))
     parts.append(Text(f"written to {res.out_dir} (the input was not touched)", style="dim"))

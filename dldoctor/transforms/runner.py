@@ -485,7 +485,23 @@ def _fidelity_drop(f: Fidelity, drop: float, relative: bool) -> str | None:
     return None
 
 
+def _pareto(res: CompressResult) -> None:
+    """Mark the variants (and the original) that no other measured model beats on size, latency and fidelity."""
+    def point(v: Variant) -> tuple[float, float, float] | None:
+        if v.size_bytes is None or v.p50 is None:
+            return None
+        f = v.fidelity
+        loss = 0.0 if v is res.original else 1 - (f.top1 if f.top1 is not None else (f.cosine or 0.0))
+        return (float(v.size_bytes), v.p50, loss)
+
+    models = [m for m in [res.original, *res.variants] if m.status != "failed" and point(m) is not None]
+    for m in models:
+        pm = point(m)
+        m.pareto = not any(all(a <= b for a, b in zip(point(o), pm)) and point(o) != pm for o in models if o is not m)
+
+
 def _recommend(res: CompressResult) -> None:
+    _pareto(res)
     kept = [v for v in res.variants if v.status == "kept"]
     if not kept:
         res.notes.append("no variant beat the original within the budget: keep the original")

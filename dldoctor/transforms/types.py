@@ -36,6 +36,8 @@ class Variant:
     cv: float | None = None
     p50_cuda: float | None = None  # the same on the GPU, when one is present (PyTorch variants)
     speedup_cuda: float | None = None
+    pareto: bool = False  # on the size / latency / fidelity front: no other measured model is at least as
+    #                       good on all three and better on one
     size_ratio: float | None = None  # original size / this
     speedup: float | None = None  # original p50 / this
     fidelity: Fidelity = field(default_factory=Fidelity)
