@@ -167,3 +167,26 @@ def test_gpu_latency_of_torch_variants(mlp_file, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)["compress"]
     assert doc["original"]["p50_cuda"] > 0 and doc["variants"][0]["p50_cuda"] > 0
+
+
+def mean_output_metric():
+    """An --eval factory: the metric is minus the mean |output - fp32 reference| on fixed inputs (higher is better)."""
+    x = torch.randn(32, 256, generator=torch.Generator().manual_seed(5))
+    ref = linear_heavy().eval()(x).detach()
+
+    def metric(model) -> float:
+        dt = next((p.dtype for p in model.parameters()), torch.float32)  # a fp16 variant takes fp16 inputs
+        with torch.inference_mode():
+            return -float((model(x.to(dt)).float() - ref).abs().mean())
+
+    return metric
+
+
+def test_eval_metric_judges_torch_and_onnx_variants(mlp_file, tmp_path):
+    r = run(mlp_file, "-o", tmp_path / "o", "-t", "onnx-int8-dynamic", "-t", "torch-fp16", "--max-drop", "0.5",
+            "--eval", "tests.test_compress:mean_output_metric", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    for v in json.loads(r.stdout)["compress"]["variants"]:
+        f = v["fidelity"]
+        assert f["metric"] is not None and f["metric_original"] == pytest.approx(0.0, abs=1e-6), v
+        assert f["metric"] <= 0

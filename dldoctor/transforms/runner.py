@@ -249,7 +249,13 @@ def compress(
             orig, ref, onnx_fp32, classifier = _original(res, kind, module, loaded, source, held_batches, make_input,
                                                          work, warmup, iters)
         res.original = orig
-        metric0 = _metric(eval_fn, module) if eval_fn and module is not None else None
+        metric0 = None
+        if eval_fn:
+            try:
+                metric0 = _metric(eval_fn, module if module is not None else OnnxModule(onnx_fp32))
+            except Exception as e:  # noqa: BLE001
+                raise InputSpecError(f"--eval failed on the original model: {type(e).__name__}: {e}".splitlines()[0],
+                                     "the factory must return fn(model) -> number") from None
         orig.fidelity.metric_original = metric0
         calib_inputs = lambda: _calibration(calib, make_input)  # noqa: E731 - only static int8 needs it
         for name in selected:
@@ -259,7 +265,11 @@ def compress(
             if v.status != "failed":
                 v.fidelity = fidelity(ref, outputs, classifier)
                 if eval_fn and new is not None:
-                    v.fidelity.metric, v.fidelity.metric_original = _metric(eval_fn, new), metric0
+                    try:
+                        v.fidelity.metric, v.fidelity.metric_original = _metric(eval_fn, new), metric0
+                    except Exception as e:  # noqa: BLE001 - the user's metric failing fails this variant only
+                        v.status, v.reason = "failed", f"--eval raised {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            if v.status != "failed":
                 _judge(v, orig, drop, relative)
             res.variants.append(v)
         _recommend(res)
@@ -380,6 +390,7 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
             v.size_bytes, v.params = onnx_tf.file_size(v.path), _onnx_params(v.path)
             outputs = _onnx_outputs(v.path, held)
             v.p50, v.cv = _latency_onnx(v.path, _first(held[0]), warmup, iters)
+            new = OnnxModule(v.path)  # so that --eval judges ONNX variants with the same fn(model)
         else:
             import torch
 
@@ -399,6 +410,29 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
         v.status, v.reason = "failed", f"{type(e).__name__}: {first}"
     v.seconds = time.perf_counter() - t0
     return v, outputs, new
+
+
+def _onnx_module_class() -> type:
+    import torch
+
+    class _OnnxModule(torch.nn.Module):
+        """An ONNX Runtime session behind the nn.Module call interface: --eval's fn(model) runs on it unchanged."""
+
+        def __init__(self, path: str) -> None:
+            super().__init__()
+            self.path = path
+            self.session = _onnx_session(path)
+
+        def forward(self, *xs: Any) -> Any:
+            outs = self.session.run(None, _onnx_feed(self.session, xs))
+            t = [torch.from_numpy(o) for o in outs]
+            return t[0] if len(t) == 1 else tuple(t)
+
+    return _OnnxModule
+
+
+def OnnxModule(path: str) -> Any:  # noqa: N802 - a class made on first use (torch is imported lazily)
+    return _onnx_module_class()(path)
 
 
 def _onnx_params(path: str) -> int:
