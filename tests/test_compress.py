@@ -190,3 +190,20 @@ def test_eval_metric_judges_torch_and_onnx_variants(mlp_file, tmp_path):
         f = v["fidelity"]
         assert f["metric"] is not None and f["metric_original"] == pytest.approx(0.0, abs=1e-6), v
         assert f["metric"] <= 0
+
+
+def test_recommendation_breaks_timing_ties_by_size():
+    from dldoctor.transforms.runner import _recommend
+    from dldoctor.transforms.types import CompressResult
+
+    a = Variant(name="a", transform="a", format="onnx", size_bytes=300, p50=0.00630, status="kept")
+    b = Variant(name="b", transform="b", format="onnx", size_bytes=100, p50=0.00640, status="kept")  # 1.6% slower
+    c = Variant(name="c", transform="c", format="onnx", size_bytes=50, p50=0.00900, status="kept")
+    res = CompressResult(variants=[a, b, c])
+    _recommend(res)
+    assert res.recommended == "b"
+    for v in (a, b, c):
+        v.status = "kept"
+    res = CompressResult(variants=[a, b, c], optimize="size")
+    _recommend(res)
+    assert res.recommended == "c"

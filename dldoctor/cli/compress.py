@@ -48,11 +48,19 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"compressing {model}", spinner="dots") as status:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("compress"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err, transient=True) as bar:
+            task = bar.add_task("loading", total=None)
+
+            def progress(text: str, done: int, total: int) -> None:
+                bar.update(task, description=text, completed=done, total=total)
+
             rep = compress(model, out_dir=out_dir, transforms=transform, from_findings=from_findings, optimize=optimize,
                            max_drop=max_drop, eval_fn=eval_fn, calib=calib, keep_rejected=keep_rejected,
                            input_shapes=shapes, input_dtype=input_dtype, load_options=opts, iters=iters,
-                           progress=lambda s: status.update(f"compressing {model}: {s}"))
+                           progress=progress)
         res = rep.compress
         if fmt == "json":
             from dldoctor.render.json import render_json

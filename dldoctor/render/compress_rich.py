@@ -21,14 +21,14 @@ def _row(v: Variant) -> list:
             "" if v.size_ratio is None else f"{v.size_ratio:.2f}×",
             "n/a" if v.p50 is None else f"{v.p50 * 1e3:.3g}",
             "" if v.speedup is None else f"{v.speedup:.2f}×", fid,
-            Text(v.reason or "; ".join(v.preparation[:1]) or "", style="dim")]
+            Text(v.reason or "", style="dim")]
 
 
 def render_compress_rich(res: CompressResult, console: Console) -> None:
     t = Table(title=f"variants, measured against the original in the same run ({res.device}, batch 1)",
               header_style="bold", title_justify="left")
     for col, j in (("variant", "left"), ("status", "left"), ("size", "right"), ("smaller", "right"),
-                   ("p50 ms", "right"), ("speedup", "right"), ("fidelity", "left"), ("why / preparation", "left")):
+                   ("p50 ms", "right"), ("speedup", "right"), ("fidelity", "left"), ("why rejected / failed", "left")):
         t.add_column(col, justify=j, overflow="fold")
     for v in [res.original, *res.variants]:
         t.add_row(*_row(v))

@@ -198,7 +198,7 @@ def compress(
     warmup: int = 5,
     iters: int = 30,
     held: int = 64,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult."""
     import torch
@@ -208,7 +208,7 @@ def compress(
     if optimize not in ("latency", "size"):
         raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
     drop, relative = parse_drop(max_drop)
-    say = progress or (lambda s: None)
+    say = progress or (lambda text, done, total: None)
     one = [[1, *s[1:]] for s in input_shapes] if input_shapes else None
     report, loaded = inspect_loaded(model_or_path, None, input_shapes=one, dtype=input_dtype, device="cpu",
                                     training=False, load_options=load_options)
@@ -244,7 +244,7 @@ def compress(
     held_batches = [_held(make_input, i) for i in range(max(1, held // 8))]
     work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
     try:
-        say("measuring the original")
+        say("measuring the original", 0, len(selected) + 1)
         with torch.random.fork_rng():
             orig, ref, onnx_fp32, classifier = _original(res, kind, module, loaded, source, held_batches, make_input,
                                                          work, warmup, iters)
@@ -258,8 +258,8 @@ def compress(
                                      "the factory must return fn(model) -> number") from None
         orig.fidelity.metric_original = metric0
         calib_inputs = lambda: _calibration(calib, make_input)  # noqa: E731 - only static int8 needs it
-        for name in selected:
-            say(f"making {name}")
+        for i, name in enumerate(selected):
+            say(f"making and measuring {name}", i + 1, len(selected) + 1)
             v, outputs, new = _variant(name, module, onnx_fp32, work, held_batches, make_input, calib_inputs,
                                        warmup, iters)
             if v.status != "failed":
@@ -540,8 +540,13 @@ def _recommend(res: CompressResult) -> None:
     if not kept:
         res.notes.append("no variant beat the original within the budget: keep the original")
         return
-    key = (lambda v: v.p50 or math.inf) if res.optimize == "latency" else (lambda v: v.size_bytes or math.inf)
-    best = min(kept, key=key)
+    # the best on the chosen axis; variants within 5% of it (timing noise) are tied, and the tie goes
+    # to the better one on the other axis
+    speed = lambda v: v.p50 or math.inf  # noqa: E731
+    size = lambda v: v.size_bytes or math.inf  # noqa: E731
+    first, second = (speed, size) if res.optimize == "latency" else (size, speed)
+    top = min(first(v) for v in kept)
+    best = min((v for v in kept if first(v) <= top * 1.05), key=second)
     best.status = "recommended"
     res.recommended = best.name
 
