@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, List, Optional
@@ -69,6 +70,8 @@ def register(app: typer.Typer) -> None:
         baseline: Optional[str] = typer.Option(None, "--baseline", help="Ignore the findings recorded in this baseline file: only new ones are reported and counted."),
         write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="Record every current finding in this file (then exit 0 unless a model failed)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        jobs: int = typer.Option(1, "--jobs", "-j", help="Check files in this many worker processes (each imports torch once)."),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only."),
         profile: bool = typer.Option(False, "--profile", help="Also measure each model's latency (at budget.latency-batch-size on budget.latency-device) so the latency budget (BUD010) and the PRF rules can run."),
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
@@ -99,31 +102,61 @@ def register(app: typer.Typer) -> None:
         failures: list[str] = []  # one line each on stderr; any of them makes the exit code 2
         counts = {"unloaded": 0, "failed": 0, "rule_errors": 0}
 
+        def file_report(src: str, rep: Any, rule_errors: list) -> None:
+            reports.append(rep)
+            broken = [f"{src}: {d.message}" for d in rep.diagnostics if d.level == "error"]
+            counts["failed"] += bool(broken)
+            failures.extend(broken)
+            failures.extend(f"{src}: rule {c} failed: {m}" for c, m in rule_errors)
+            counts["rule_errors"] += len(rule_errors)
+
+        def file_failure(src: str, message: str) -> None:
+            failures.append(message if message.startswith(src) else f"{src}: {message}")
+            counts["unloaded"] += 1
+            counts["failed"] += 1
+
         def one(src: str) -> None:
             try:
                 res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
                                   dataset_size=dataset_size, load_options=opts, profile=profile)
             except DLDoctorError as e:
-                failures.append(str(e) if str(e).startswith(src) else f"{src}: {e}")
-                counts["unloaded"] += 1
-                counts["failed"] += 1
+                file_failure(src, str(e))
                 return
             except Exception as e:  # noqa: BLE001 - one model's crash must not hide the others' results
                 if debug():
                     traceback.print_exc()
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                failures.append(f"{src}: internal error: {type(e).__name__}: {first}")
-                counts["unloaded"] += 1
-                counts["failed"] += 1
+                file_failure(src, f"internal error: {type(e).__name__}: {first}")
                 return
-            reports.append(res.report)
-            broken = [f"{src}: {d.message}" for d in res.report.diagnostics if d.level == "error"]
-            counts["failed"] += bool(broken)
-            failures.extend(broken)
-            failures.extend(f"{src}: rule {c} failed: {m}" for c, m in res.rules.errors)
-            counts["rule_errors"] += len(res.rules.errors)
+            file_report(src, res.report, res.rules.errors)
 
-        if len(sources) > 1 and not quiet:
+        if jobs < 1:
+            fail(f"--jobs {jobs}: need at least 1", "e.g. --jobs 4")
+        if timeout is not None and timeout <= 0:
+            fail(f"--timeout {timeout:g}: need a positive number of seconds", "e.g. --timeout 120")
+
+        def absorb(result: tuple) -> None:
+            """A worker's result for one file, filed as `one` files its own."""
+            from dldoctor.types import Report
+
+            kind, src, payload, extra = result
+            if kind == "ok":
+                file_report(src, Report.from_dict(payload), extra)
+                return
+            if kind == "internal-error" and debug() and extra:
+                sys.stderr.write(extra)
+            file_failure(src, f"internal error: {payload}" if kind == "internal-error" else payload)
+
+        if jobs > 1 or timeout is not None:
+            from dldoctor.pool import check_many
+
+            kwargs = dict(input_shapes=shapes, dtype=dtype, device=device, loss=loss, dataset_size=dataset_size,
+                          load_options=opts, profile=profile)
+            with err.status(f"checking {len(sources)} file(s) in {jobs} worker(s)", spinner="dots"):
+                check_many(sources, config, kwargs, jobs, timeout, absorb)
+            order = {s: i for i, s in enumerate(sources)}
+            reports.sort(key=lambda r: order.get(r.model.path, len(order)))
+        elif len(sources) > 1 and not quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

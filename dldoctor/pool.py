@@ -1,0 +1,108 @@
+"""Check many files in worker processes, with a per-file timeout (`dldoctor check --jobs N --timeout S`).
+
+Each worker is a long-lived process (torch is imported once per worker, not per file) that checks
+one file at a time and sends back the report as plain data. A worker that crashes (segfault, out
+of memory) or runs past the timeout on a file is killed and replaced; that file is reported as an
+error and the others go on. Models are released after every file, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Iterable
+
+
+def _worker(conn: Connection, config: Any, kwargs: dict) -> None:
+    from dldoctor.checker import check_model
+    from dldoctor.errors import DLDoctorError
+
+    while True:
+        try:
+            src = conn.recv()
+        except EOFError:
+            return
+        if src is None:
+            return
+        try:
+            res = check_model(src, config, **kwargs)
+            out = ("ok", src, res.report.to_dict(), list(res.rules.errors))
+        except DLDoctorError as e:
+            out = ("load-error", src, str(e), None)
+        except Exception as e:  # noqa: BLE001 - reported for this file; the worker goes on
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            out = ("internal-error", src, f"{type(e).__name__}: {first}", traceback.format_exc())
+        conn.send(out)
+
+
+class _Slot:
+    def __init__(self, ctx: Any, config: Any, kwargs: dict) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, config, kwargs), daemon=True)
+        self.proc.start()
+        child.close()
+        self.src: str | None = None
+        self.started = 0.0
+
+    def give(self, src: str) -> None:
+        self.src, self.started = src, time.monotonic()
+        self.conn.send(src)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def check_many(sources: Iterable[str], config: Any, kwargs: dict, jobs: int, timeout: float | None,
+               on_result: Callable[[tuple], None]) -> None:
+    """Check `sources` in `jobs` worker processes; call `on_result(result)` in the parent for each file:
+    ("ok", src, report_dict, rule_errors) | ("load-error" | "internal-error" | "timeout" | "crash", src, message, _)."""
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
+    todo = list(sources)
+    slots = [_Slot(ctx, config, kwargs) for _ in range(max(1, min(jobs, len(todo))))]
+    try:
+        for s in slots:
+            if todo:
+                s.give(todo.pop(0))
+        while any(s.src is not None for s in slots):
+            busy = [s for s in slots if s.src is not None]
+            wait_for = None
+            if timeout:
+                wait_for = max(0.0, min(s.started + timeout for s in busy) - time.monotonic())
+            ready = wait([s.conn for s in busy], timeout=wait_for)
+            for s in busy:
+                result = None
+                if s.conn in ready:
+                    try:
+                        result = s.conn.recv()
+                    except (EOFError, OSError):  # the worker died mid-file
+                        code = s.proc.exitcode if not s.proc.is_alive() else None
+                        result = ("crash", s.src, f"the worker checking this file died (exit code {code})", None)
+                elif timeout and time.monotonic() - s.started >= timeout:
+                    result = ("timeout", s.src, f"no result within --timeout {timeout:g} s (the model hangs or is too "
+                              "slow): skipped", None)
+                if result is None:
+                    continue
+                on_result(result)
+                if result[0] in ("crash", "timeout"):
+                    s.kill()
+                    fresh = _Slot(ctx, config, kwargs)
+                    slots[slots.index(s)] = fresh
+                    s = fresh
+                s.src = None
+                if todo:
+                    s.give(todo.pop(0))
+    finally:
+        for s in slots:
+            s.stop()
