@@ -356,6 +356,10 @@ def _torch_load(path: str, objs: list[Any], weights_only: bool, map_location: st
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if data is None and weights_only and not path.endswith(".safetensors") and zipfile.is_zipfile(path):
+            # zip checkpoints are memory-mapped: a 7B state_dict is described without reading its weights into RAM
+            with torch.serialization.safe_globals(objs):
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
         # an open file, not the path: torch.load hands "*.safetensors" paths to another reader
         with (io.BytesIO(data) if data is not None else open(path, "rb")) as f:
             if weights_only:
