@@ -106,3 +106,19 @@ def test_every_command_refuses_every_hostile_file(corpus, command):
         assert not canary.exists() and (d / "victim").is_dir(), (command, label)
         assert "dldoctor_canary_module_that_must_not_load" not in sys.modules
         assert not (d / f"out-{p.stem}").exists() or not any((d / f"out-{p.stem}").iterdir())
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_leaves_a_valid_input_untouched(tmp_path, command):
+    from tests.probe_cases import mlp
+
+    p = tmp_path / "model.pt"
+    torch.save(mlp(depth=2), p)
+    before = (sha(p), os.stat(p).st_mtime_ns, sorted(os.listdir(tmp_path)))
+    args = [*COMMANDS[command], str(p)]
+    if command == "compress":
+        args += ["-o", str(tmp_path / "variants")]
+    r = runner.invoke(app, args)
+    assert r.exit_code in (0, 1), r.output
+    after = sorted(x for x in os.listdir(tmp_path) if x != "variants")
+    assert (sha(p), os.stat(p).st_mtime_ns, after) == before  # nothing written beside the input either
