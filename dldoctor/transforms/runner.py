@@ -222,6 +222,7 @@ def compress(
     src_path = Path(source).resolve() if os.path.exists(source) else None
     if src_path is not None and (out.resolve() == src_path or out.resolve() == src_path.parent):
         raise InputSpecError(f"-o {out}: would write beside or over the input", "choose a new folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     kind = "onnx" if loaded.onnx_model is not None else "pytorch"
     names = list(transforms) if transforms else None
@@ -274,6 +275,12 @@ def compress(
             res.variants.append(v)
         _recommend(res)
         _place(res, out, keep_rejected, source, work)
+    except BaseException:
+        # an interrupted or failed run leaves nothing behind: not its work files, not a folder it made
+        shutil.rmtree(work, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.compress = res

@@ -1,0 +1,79 @@
+"""Ctrl-C: an interrupted run exits 130 with one line, leaves no partial files, and removes every hook."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import dldoctor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Slow(nn.Module):
+    """A small model whose forward takes a while: something to interrupt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        time.sleep(0.2)
+        return self.fc(x)
+
+
+class Interrupts(nn.Module):
+    """Raises KeyboardInterrupt on its third forward, as Ctrl-C would in the middle of a run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return self.fc(x)
+
+
+def _clean(m: nn.Module) -> bool:
+    return all(not x._forward_hooks and not x._forward_pre_hooks and not x._backward_hooks for x in m.modules())
+
+
+@pytest.mark.parametrize("call", ["probe", "profile"])
+def test_interrupt_inside_a_run_removes_hooks_and_restores_the_model(call):
+    m = Interrupts()
+    m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    fn = {"probe": lambda: dldoctor.probe(m, input_shapes=[[8, 16]], steps=10, attribution=False),
+          "profile": lambda: dldoctor.profile(m, input_shapes=[[1, 16]], warmup=1, iters=5, whatifs=False)}[call]
+    with pytest.raises(KeyboardInterrupt):
+        fn()
+    assert _clean(m) and m.training
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("argv, made", [
+    (["probe", "tests.test_interrupt:Slow", "-s", "8,16", "--steps", "200", "-f", "html", "-o", "{d}/probe.html"],
+     "probe.html"),
+    (["compress", "tests.test_interrupt:Slow", "-s", "1,16", "--iters", "200", "-o", "{d}/variants"], "variants"),
+])
+def test_ctrl_c_leaves_no_partial_files(tmp_path, argv, made):
+    argv = [a.format(d=tmp_path) for a in argv]
+    p = subprocess.Popen([sys.executable, "-m", "dldoctor", *argv, "-q"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # past the imports, into the run
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err)
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / made).exists(), os.listdir(tmp_path)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary files either
