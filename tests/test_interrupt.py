@@ -77,3 +77,32 @@ def test_ctrl_c_leaves_no_partial_files(tmp_path, argv, made):
     assert "interrupted" in err and "Traceback" not in err
     assert not (tmp_path / made).exists(), os.listdir(tmp_path)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary files either
+
+
+class Hangs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        while True:  # a forward that never returns
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("argv", [
+    ["inspect", "tests.test_interrupt:Hangs", "-s", "1,16"],
+    ["probe", "tests.test_interrupt:Hangs", "-s", "8,16"],
+    ["profile", "tests.test_interrupt:Hangs", "-s", "1,16"],
+    ["compress", "tests.test_interrupt:Hangs", "-s", "1,16", "-o", "{d}/v"],
+])
+def test_timeout_stops_a_hanging_model_with_exit_2(tmp_path, argv):
+    from typer.testing import CliRunner
+
+    from dldoctor.cli import app
+
+    t = time.monotonic()
+    r = CliRunner().invoke(app, [a.format(d=tmp_path) for a in argv] + ["--timeout", "3", "-q"])
+    assert r.exit_code == 2, r.output
+    assert "--timeout 3" in r.output and "Traceback" not in r.output
+    assert time.monotonic() - t < 30
+    assert not (tmp_path / "v").exists()

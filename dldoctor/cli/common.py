@@ -7,7 +7,8 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import typer
 
@@ -29,6 +30,34 @@ def fail(message: str, hint: str | None = None, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class Deadline(BaseException):
+    """Raised by `deadline` when a command runs past --timeout. A BaseException, like KeyboardInterrupt, so
+    that no `except Exception` on the way (a failing forward is normally recorded, not raised) swallows it."""
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Stop the command after `seconds` (main thread, Unix): a hanging forward ends the run with exit 2.
+    Every hook and mode is removed by the `finally` blocks the exception unwinds through."""
+    if not seconds:
+        yield
+        return
+    if seconds <= 0:
+        fail(f"--timeout {seconds:g}: need a positive number of seconds", "e.g. --timeout 120")
+    import signal
+
+    def ring(signum: int, frame: Any) -> None:
+        raise Deadline(seconds)
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +71,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(e.message, e.hint, e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", None, 130)
+        except Deadline as e:
+            fail(f"stopped after --timeout {e.args[0]:g} s: the model hangs or is too slow for that budget",
+                 "raise --timeout, or look at the model's forward (a loop that never ends?)")
         except Exception as e:  # noqa: BLE001 - the user gets one line; DLDOCTOR_DEBUG=1 shows the rest
             if debug():
                 traceback.print_exc()

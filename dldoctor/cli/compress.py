@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.common import deadline, emit, fail, handle_errors
 from dldoctor.cli.inspect import TRUST_HELP
 
 
@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
         fmt: str = typer.Option("rich", "--format", "-f", help="rich or json (the JSON report is always written beside the variants)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
     ) -> None:
         """Make compressed variants (int8, fp16/bf16, pruned, folded), measure size, latency and output fidelity of
         each against the original in the same run, reject what is bigger, slower or outside the budget, and save
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("compress"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True) as bar:
+                      TextColumn("{task.description}"), console=err, transient=True) as bar, deadline(timeout):
             task = bar.add_task("loading", total=None)
 
             def progress(text: str, done: int, total: int) -> None:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import FORMATS, emit, fail, handle_errors
+from dldoctor.cli.common import FORMATS, deadline, emit, fail, handle_errors
 
 # Files a folder scan picks up; a file named on the command line is always tried, whatever its name.
 MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         loss: Optional[str] = typer.Option(None, "--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, ...): the training pass uses it and the output-layer rules check against it."),
         batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed)."),
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file for the rules (default: the nearest pyproject.toml / dldoctor.toml)."),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
         if fmt not in FORMATS:
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
         reports = []
         failed: list[str] = []
         for src in sources:
-            with err.status(f"inspecting {src}", spinner="dots"):
+            with err.status(f"inspecting {src}", spinner="dots"), deadline(timeout):
                 try:
                     if config is None:
                         rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,

@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.inspect import TRUST_HELP
 
 PROBE_FORMATS = ("rich", "json", "html")
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity: error (default), warning, info, never."),
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (default: the nearest pyproject.toml / dldoctor.toml)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
     ) -> None:
         """Train a deep copy for a few dozen steps and diagnose vanishing/exploding gradients, dead units,
         saturation, NaN, stuck weights, a loss that cannot fall, learning-rate and loss/head mistakes.
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"probing {model} ({steps} steps)", spinner="dots"):
+        with err.status(f"probing {model} ({steps} steps)", spinner="dots"), deadline(timeout):
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)

@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.inspect import TRUST_HELP
 
 PROFILE_FORMATS = ("rich", "json", "html")
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity (default error)."),
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (budgets such as max-latency-ms)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
     ) -> None:
         """Measure latency (p50/p90/p99), throughput per batch size, memory, the per-op and per-module time,
         achieved FLOP/s against the measured peak, and try changes for real (channels_last, bf16, inference_mode,
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"profiling {model}", spinner="dots"):
+        with err.status(f"profiling {model}", spinner="dots"), deadline(timeout):
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
                           whatifs=not no_whatifs)
