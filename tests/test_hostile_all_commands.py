@@ -122,3 +122,45 @@ def test_every_command_leaves_a_valid_input_untouched(tmp_path, command):
     assert r.exit_code in (0, 1), r.output
     after = sorted(x for x in os.listdir(tmp_path) if x != "variants")
     assert (sha(p), os.stat(p).st_mtime_ns, after) == before  # nothing written beside the input either
+
+
+def broken_files(d: Path) -> dict[str, Path]:
+    from tests.probe_cases import mlp
+
+    good = d / "good.pt"
+    torch.save(mlp(depth=2), good)
+    raw = good.read_bytes()
+    files = {"empty": d / "empty.pt", "random bytes": d / "random.pt"}
+    files["empty"].write_bytes(b"")
+    files["random bytes"].write_bytes(os.urandom(4096))
+    for frac in (0.1, 0.5, 0.9):
+        p = d / f"trunc{int(frac * 100)}.pt"
+        p.write_bytes(raw[: int(len(raw) * frac)])
+        files[f"truncated at {frac:.0%}"] = p
+    p = d / "nomember.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(p, "w") as dst:
+        for item in src.infolist():
+            if not item.filename.endswith("data.pkl"):
+                dst.writestr(item, src.read(item))
+    files["zip without data.pkl"] = p
+    onnx_path = d / "m.onnx"
+    torch.onnx.export(mlp(depth=2).eval(), (torch.randn(1, 20),), str(onnx_path), dynamo=False)
+    p = d / "corrupt.onnx"
+    b = bytearray(onnx_path.read_bytes())
+    b[10:40] = os.urandom(30)
+    p.write_bytes(bytes(b[: len(b) // 2]))
+    files["corrupted protobuf"] = p
+    return files
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_gives_one_line_for_broken_files(tmp_path, command):
+    for label, p in broken_files(tmp_path).items():
+        before = sha(p)
+        args = [*COMMANDS[command], str(p)]
+        if command == "compress":
+            args += ["-o", str(tmp_path / f"out-{p.stem}")]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (command, label, r.output)
+        assert "dldoctor: error:" in r.output and "Traceback" not in r.output, (command, label, r.output)
+        assert sha(p) == before
