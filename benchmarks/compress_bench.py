@@ -168,13 +168,9 @@ def main() -> None:
            f"torchvision resnet18 (10 classes), batch 8 at 64×64, 1 thread: {prune[2]:,} → {prune[3]:,} parameters, "
            f"saved file {prune[0]:.2f}× smaller, {prune[4] * 1e3:.1f} → {prune[5] * 1e3:.1f} ms ({prune[1]:.2f}× faster). "
            "The pruned weights are not fine-tuned: accuracy has to be recovered by training."]
-    text = "\n".join(md) + "\n"
-    if a.out:
-        from benchmarks.flops_vs_peers import replace_block
+    from benchmarks.flops_vs_peers import write_block
 
-        replace_block(a.out, "compress", text)
-    else:
-        print(text)
+    write_block(a.out, "compress", md)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,15 @@ def replace_block(path: str, name: str, md: str) -> None:
     write_atomic(path, text)
 
 
+def write_block(out: str | None, name: str, md: str | list[str]) -> None:
+    """A benchmark's Markdown: into its block of `out` (docs/benchmarks.md), or printed when no --out."""
+    text = md if isinstance(md, str) else "\n".join(md) + "\n"
+    if out:
+        replace_block(out, name, text)
+    else:
+        print(text)
+
+
 def render(rows, tv_version) -> str:
     lines = [
         "## FLOPs: dldoctor vs fvcore, ptflops, thop",

@@ -160,13 +160,9 @@ def main() -> None:
     md += ["", "| healthy control | findings | s |", "|---|---|---:|"]
     md += [f"| {c.name} | {', '.join(f'{k} ({v[1]})' for k, v in got.items()) or 'none'} | {t:.2f} |"
            for c, got, t in healthy]
-    text = "\n".join(md) + "\n"
-    if a.out:
-        from benchmarks.flops_vs_peers import replace_block
+    from benchmarks.flops_vs_peers import write_block
 
-        replace_block(a.out, "probe", text)
-    else:
-        print(text)
+    write_block(a.out, "probe", md)
 
 
 if __name__ == "__main__":

@@ -87,13 +87,9 @@ def main() -> None:
             md.append(f"| {n} | {w.name}{' (' + w.detail + ')' if w.detail else ''} | "
                       f"{'n/a' if w.speedup is None else f'{w.speedup:.2f}×'} | "
                       f"{'n/a' if w.rel_diff is None else f'{w.rel_diff:.1e}'} | {verdict} |")
-    text = "\n".join(md) + "\n"
-    if a.out:
-        from benchmarks.flops_vs_peers import replace_block
+    from benchmarks.flops_vs_peers import write_block
 
-        replace_block(a.out, "profile", text)
-    else:
-        print(text)
+    write_block(a.out, "profile", md)
 
 
 if __name__ == "__main__":
