@@ -15,9 +15,12 @@ from typing import Any, Callable, Iterable
 
 
 def _worker(conn: Connection, config: Any, kwargs: dict) -> None:
+    import torch  # noqa: F401 - imported before "ready": a file's timeout never pays for the import
+
     from dldoctor.checker import check_model
     from dldoctor.errors import DLDoctorError
 
+    conn.send(("ready",))
     while True:
         try:
             src = conn.recv()
@@ -44,6 +47,12 @@ class _Slot:
         child.close()
         self.src: str | None = None
         self.started = 0.0
+
+    def ready(self, seconds: float = 300.0) -> None:
+        """Wait until the worker has imported torch and dldoctor (not counted against any file's timeout)."""
+        if not self.conn.poll(seconds):
+            raise RuntimeError(f"a worker process did not start within {seconds:g} s")
+        self.conn.recv()
 
     def give(self, src: str) -> None:
         self.src, self.started = src, time.monotonic()
@@ -73,6 +82,7 @@ def check_many(sources: Iterable[str], config: Any, kwargs: dict, jobs: int, tim
     slots = [_Slot(ctx, config, kwargs) for _ in range(max(1, min(jobs, len(todo))))]
     try:
         for s in slots:
+            s.ready()
             if todo:
                 s.give(todo.pop(0))
         while any(s.src is not None for s in slots):
@@ -100,6 +110,7 @@ def check_many(sources: Iterable[str], config: Any, kwargs: dict, jobs: int, tim
                     fresh = _Slot(ctx, config, kwargs)
                     slots[slots.index(s)] = fresh
                     s = fresh
+                    s.ready()
                 s.src = None
                 if todo:
                     s.give(todo.pop(0))

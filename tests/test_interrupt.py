@@ -70,7 +70,7 @@ def test_ctrl_c_leaves_no_partial_files(tmp_path, argv, made):
     argv = [a.format(d=tmp_path) for a in argv]
     p = subprocess.Popen([sys.executable, "-m", "dldoctor", *argv, "-q"], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # past the imports, into the run
+    time.sleep(5)  # past the imports, into the run
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, (p.returncode, err)
