@@ -55,3 +55,17 @@ def test_training_memory_estimate_close_to_cuda():
     est = dldoctor.inspect(m, inputs=x, optimizer="adam", loss="ce", receptive_field=False).memory.training_peak_bytes
     real = measured_peak(m, x, "ce")
     assert abs(est - real) / real < 0.15, (est, real)
+
+
+def test_factory_too_big_for_memory_stays_on_meta(monkeypatch):
+    """A factory spec whose weights would not fit in the available memory is built on meta, and says so."""
+    from dldoctor.load import factory
+
+    monkeypatch.setattr(factory, "available_memory", lambda: 256 * 2**10)  # pretend 256 KiB are free (the mlp needs 220 KB)
+    rep = dldoctor.inspect("sample_models.zoo:mlp", input_shapes=[[1, 784]])
+    assert rep.params.total == 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+    assert rep.flops.macs == 784 * 64 + 64 * 64 + 64 * 10
+    assert any("would not fit" in d.message for d in rep.diagnostics)
+    monkeypatch.setattr(factory, "available_memory", lambda: 64 * 2**30)
+    rep = dldoctor.inspect("sample_models.zoo:mlp", input_shapes=[[1, 784]])
+    assert not any("would not fit" in d.message for d in rep.diagnostics)

@@ -135,9 +135,37 @@ def build(spec: str, device: str = "cpu", what: str | None = None) -> tuple[Any,
     return module, attr.rsplit(".", 1)[-1]
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the machine can still give (MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def load_factory(source: str, opts: LoadOptions) -> Loaded:
-    module, name = build(source.strip(), device=opts.device)
     notes = []
+    if opts.device == "cpu":
+        # build on meta first (nothing allocated): a model whose weights would not fit stays there
+        try:
+            meta, name = build(source.strip(), device="meta")
+        except LoadError:
+            meta = None
+        if meta is not None:
+            need = sum(p.numel() * p.element_size() for p in meta.parameters())
+            need += sum(b.numel() * b.element_size() for b in meta.buffers())
+            avail = available_memory()
+            if avail is not None and need > avail // 2:
+                notes.append(f"built on the meta device: its {need / 2**30:.1f} GiB of weights would not fit in the "
+                             f"{avail / 2**30:.1f} GiB of memory available (shapes only; rules that read weight "
+                             "values are skipped; --device cpu after freeing memory to read them)")
+                return Loaded(source=source, format="factory", module=meta, name=name, notes=notes)
+            del meta
+    module, name = build(source.strip(), device=opts.device)
     if opts.device == "meta":
         notes.append("built on the meta device: shapes only, no weight values")
     return Loaded(source=source, format="factory", module=module, name=name, notes=notes)
