@@ -33,6 +33,24 @@ class Node:
     parent: str | None = None  # path of the innermost non-leaf module it ran inside ("" = the model itself)
 
 
+def walk(start: list[Node], step: Any, through: Any) -> list[Node]:
+    """Breadth-first from `start`, stepping (`step(node)`: successors or predecessors) through every node
+    `through(node)` accepts; returns the first nodes it does not accept, each once."""
+    out: list[Node] = []
+    seen: set[int] = set()
+    todo = list(start)
+    while todo:
+        m = todo.pop(0)
+        if m.id in seen:
+            continue
+        seen.add(m.id)
+        if through(m):
+            todo.extend(step(m))
+        else:
+            out.append(m)
+    return out
+
+
 @dataclass
 class Graph:
     """The traced forward pass as a dataflow graph (see collect/graph.py for what attrs hold).
@@ -65,19 +83,7 @@ class Graph:
 
     def skip(self, nodes: list[Node], types: tuple[str, ...]) -> list[Node]:
         """Follow successors through nodes whose type is in `types` (views, dropout, identity...)."""
-        out: list[Node] = []
-        seen: set[int] = set()
-        todo = list(nodes)
-        while todo:
-            n = todo.pop(0)
-            if n.id in seen:
-                continue
-            seen.add(n.id)
-            if n.type in types:
-                todo.extend(self.succ(n))
-            else:
-                out.append(n)
-        return out
+        return walk(nodes, self.succ, lambda n: n.type in types)
 
     def modules(self, *types: str) -> Iterator[Node]:
         for n in self.nodes:

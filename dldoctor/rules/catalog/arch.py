@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Iterator
 
-from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.rules.facts import Facts, Graph, Node, walk
 from dldoctor.rules.options import ArchOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.types import Severity
@@ -150,30 +150,14 @@ def in_shape(g: Graph, n: Node) -> list[int] | None:
     return shape_of(g, n.inputs[0]) if n.inputs else None
 
 
-def _walk(start: list[Node], step: Any, through: Any) -> list[Node]:
-    out: list[Node] = []
-    seen: set[int] = set()
-    todo = list(start)
-    while todo:
-        m = todo.pop(0)
-        if m.id in seen:
-            continue
-        seen.add(m.id)
-        if through(m):
-            todo.extend(step(m))
-        else:
-            out.append(m)
-    return out
-
-
 def fwd(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
     """The consumers of n's output, looking through pass-through nodes."""
-    return _walk(g.succ(n), g.succ, through)
+    return walk(g.succ(n), g.succ, through)
 
 
 def back(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
     """The producers of n's inputs, looking through pass-through nodes."""
-    return _walk(g.pred(n), g.pred, through)
+    return walk(g.pred(n), g.pred, through)
 
 
 def reads_input(g: Graph, n: Node) -> bool:
