@@ -274,7 +274,7 @@ def compress(
                 _judge(v, orig, drop, relative)
             res.variants.append(v)
         _recommend(res)
-        _place(res, out, keep_rejected, source, work)
+        _place(res, out, keep_rejected)
     except BaseException:
         # an interrupted or failed run leaves nothing behind: not its work files, not a folder it made
         shutil.rmtree(work, ignore_errors=True)
@@ -308,7 +308,7 @@ def _from_findings(report: Any, loaded: Any, names: list[str] | None) -> list[st
         for n in FROM_FINDINGS.get(f.transform or "", ()):
             if n not in wanted and (names is None or n in names):
                 wanted.append(n)
-    return ["onnx-optimized", *wanted] if loaded.module is not None or loaded.onnx_model is not None else wanted
+    return ["onnx-optimized", *wanted]  # the optimised graph is always a candidate
 
 
 def _metric(eval_fn: Any, module: Any) -> float:
@@ -340,7 +340,7 @@ def _calibration(calib: Any, make_input: Callable[[int], tuple]) -> list[tuple]:
 
 def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: str, held: list, make_input: Any,
               work: Path, warmup: int, iters: int) -> tuple[Variant, list, str | None, bool]:
-    from dldoctor.transforms import onnx_tf
+    from dldoctor.transforms import onnx_tf, torch_tf
 
     orig = Variant(name="original", transform="none", format=kind, path=source, status="original")
     onnx_fp32 = None
@@ -355,7 +355,7 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
             onnx_fp32 = onnx_tf.export_onnx(m, held[0], str(work / "original.onnx"))
         except Exception as e:  # noqa: BLE001 - the ONNX variants fail with this reason, the others go on
             res.notes.append(f"ONNX export failed, no ONNX variants: {str(e).splitlines()[0][:300]}")
-        orig.ops_before = _histogram("pytorch", m)
+        orig.ops_before = torch_tf.module_histogram(m)
     else:
         onnx_fp32 = str(work / "original.onnx")
         data = loaded.onnx_model.SerializeToString()
@@ -371,12 +371,6 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
 
 def _first(batch: tuple) -> tuple:
     return tuple(t[:1] for t in batch)
-
-
-def _histogram(fmt: str, obj: Any) -> dict[str, int]:
-    from dldoctor.transforms import onnx_tf, torch_tf
-
-    return onnx_tf.op_histogram(obj) if fmt == "onnx" else torch_tf.module_histogram(obj)
 
 
 def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: list, make_input: Any,
@@ -475,7 +469,7 @@ def _make_torch(name: str, module: Any, example: tuple) -> tuple[Any, dict]:
     from dldoctor.transforms import torch_tf
 
     if name == "fold-conv-bn":
-        return torch_tf.fold_conv_bn(module, example) if _takes_inputs(torch_tf.fold_conv_bn) else torch_tf.fold_conv_bn(module)
+        return torch_tf.fold_conv_bn(module, example)
     if name == "torch-fp16":
         return torch_tf.to_half(module, torch.float16)
     if name == "torch-bf16":
@@ -485,12 +479,6 @@ def _make_torch(name: str, module: Any, example: tuple) -> tuple[Any, dict]:
     if name == "prune-50":
         return torch_tf.prune_channels(module, example, amount=0.5)
     raise ValueError(name)
-
-
-def _takes_inputs(fn: Callable) -> bool:
-    import inspect
-
-    return len(inspect.signature(fn).parameters) > 1
 
 
 def _judge(v: Variant, orig: Variant, drop: float, relative: bool) -> None:
@@ -558,7 +546,7 @@ def _recommend(res: CompressResult) -> None:
     res.recommended = best.name
 
 
-def _place(res: CompressResult, out: Path, keep_rejected: bool, source: str, work: Path) -> None:
+def _place(res: CompressResult, out: Path, keep_rejected: bool) -> None:
     """Move the kept variants (and the rejected ones when asked) from the work folder into `out`."""
     for v in res.variants:
         if v.path is None or not os.path.exists(v.path):
