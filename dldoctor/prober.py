@@ -98,8 +98,6 @@ class Watch:
     def close(self) -> None:
         """Remove every hook (also called on leaving the `with` block, even on an exception)."""
         self.recorder.detach()
-        res = self.recorder.result
-        res.layers = sorted(self.recorder._layers.values(), key=lambda v: v.order)
 
     def log_loss(self, value: Any) -> None:
         """Record this step's loss (a tensor or a number): the loss curve and NaN detection."""
@@ -111,8 +109,8 @@ class Watch:
 
     def report(self) -> Report:
         """A report with the recorded statistics and the findings of the rules."""
+        self.recorder.sync_layers()
         res = self.recorder.result
-        res.layers = sorted(self.recorder._layers.values(), key=lambda v: v.order)
         rep = Report(model=ModelInfo(path=f"<{type(self.model).__name__}>", format="module",
                                      name=type(self.model).__name__))
         rep.probe = res

@@ -97,9 +97,7 @@ class Recorder:
         self._opt_handles: list[Any] = []
         self._layers: dict[str, LayerProbe] = {}
         self._pending: dict[str, dict[str, Any]] = {}  # layer stats of the current forward
-        self._order: list[str] = []
         self._before: dict[str, torch.Tensor] = {}
-        self._names = {id(m): n for n, m in model.named_modules()}
         self._leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
         self._params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         owner = {}
@@ -125,8 +123,13 @@ class Recorder:
             self._install_forward()
         return self
 
+    def sync_layers(self) -> None:
+        """The layers seen so far into `result.layers`, in forward order."""
+        self.result.layers = sorted(self._layers.values(), key=lambda v: v.order)
+
     def detach(self) -> None:
         self._remove_forward()
+        self.sync_layers()
         for h in self._opt_handles:
             h.remove()
         self._opt_handles = []
@@ -691,8 +694,6 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
             opt.step()
     finally:
         rec.detach()
-    for lp in sorted(rec._layers.values(), key=lambda v: v.order):
-        res.layers.append(lp)
     if attribution and res.error is None:
         res.attribution = _attribution(net, x0)
     return res
