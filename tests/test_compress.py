@@ -64,6 +64,9 @@ def test_linear_heavy_model_gets_a_measured_int8_variant(mlp_file, tmp_path):
     for v in res["variants"]:
         if v["status"] in ("kept", "recommended"):
             assert v["path"] and os.path.exists(v["path"]) and os.path.dirname(v["path"]) == str(out)
+            umask = os.umask(0)
+            os.umask(umask)
+            assert os.stat(v["path"]).st_mode & 0o777 == 0o666 & ~umask  # as readable as a plain open() makes it
         else:
             assert v["path"] is None
     assert json.loads((out / "compress-report.json").read_text())["compress"]["recommended"] == res["recommended"]

@@ -26,6 +26,7 @@ import torch.nn as nn
 from dldoctor.errors import DLDoctorError, LoadError, UnsafeModelError
 from dldoctor.load import PickleScanError, detect_format, load, parse_spec, pickle_globals
 from dldoctor.load.base import LoadOptions
+from dldoctor.load.onnx_file import save_with_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -532,8 +533,14 @@ def test_onnx_external_data_inside_folder_loads(tmp_path):
 
     folder, _ = _external(tmp_path)
     r = load(str(folder / "m.onnx"))
-    assert r.format == "onnx" and any("external data" in n for n in r.notes)
-    assert all(t.data_location == onnx.TensorProto.DEFAULT and t.raw_data for t in r.onnx_model.graph.initializer)
+    assert r.format == "onnx" and any("external data" in n and "not read" in n for n in r.notes)
+    # validated, not read: the shapes are all inspect needs
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in r.onnx_model.graph.initializer)
+    # what needs the values gets them through save_with_data: same outputs as the model without external data
+    save_with_data(r, str(tmp_path / "copy.onnx"))
+    copy = onnx.load(str(tmp_path / "copy.onnx"))
+    plain = onnx.load(str(tmp_path / "plain.onnx"))
+    assert {t.name: t.raw_data for t in copy.graph.initializer} == {t.name: t.raw_data for t in plain.graph.initializer}
     # a subfolder, and a symlink that stays inside, are fine
     (folder / "sub").mkdir()
     (folder / "sub" / "w.bin").write_bytes((folder / "weights.bin").read_bytes())

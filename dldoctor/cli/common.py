@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import typer
 
 from dldoctor.errors import DLDoctorError
+from dldoctor.fileops import set_plain_mode
 
 FORMATS = ("rich", "json")
 
@@ -89,11 +90,7 @@ def write_atomic(path: str, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     try:
-        # mkstemp makes 0600 files; give the report the mode a plain open() would (or the old file's)
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~umask
-        os.chmod(tmp, mode)
+        set_plain_mode(tmp, str(target))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -168,7 +168,31 @@ def load_onnx(path: str, opts: LoadOptions) -> Loaded:
         )
     notes: list[str] = []
     found = check_external(path, model)
-    if found:
-        read_external(path, found)
-        notes.append(f"external data: {len(found)} tensors from {len({f for _t, f, _o, _l in found})} file(s)")
+    if found:  # validated now, read only by what needs the values (see with_external_data)
+        total = sum(length for _t, _f, _o, length in found)
+        notes.append(f"external data: {len(found)} tensors, {total / 2**20:.1f} MiB from "
+                     f"{len({f for _t, f, _o, _l in found})} file(s), checked but not read (shapes suffice)")
     return Loaded(source=path, format="onnx", onnx_model=model, notes=notes, name=stem(path))
+
+
+def has_external(model: Any) -> bool:
+    import onnx
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in all_tensors(model))
+
+
+def save_with_data(loaded: Loaded, dst: str) -> None:
+    """Write `loaded`'s model to `dst` with every weight: external data is validated again (the folder may
+    have changed since the load), read into the model, and written beside `dst` when the model had any, so a
+    model over protobuf's 2 GB limit round-trips."""
+    import onnx
+
+    model = loaded.onnx_model
+    found = check_external(loaded.source, model) if has_external(model) else []
+    if not found:
+        with open(dst, "wb") as f:
+            f.write(model.SerializeToString())
+        return
+    read_external(loaded.source, found)
+    onnx.save_model(model, dst, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=os.path.basename(dst) + ".data", size_threshold=1024)

@@ -31,6 +31,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from dldoctor.fileops import set_plain_mode
+
 __all__ = [
     "export_onnx",
     "prepare_for_quantization",
@@ -126,6 +128,7 @@ def _atomic_dest(dst: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        set_plain_mode(tmp, dst)
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from dldoctor.errors import InputSpecError
+from dldoctor.load.onnx_file import save_with_data
 from dldoctor.transforms.types import CompressResult, Fidelity, Variant
 
 TORCH_TRANSFORMS = ("fold-conv-bn", "torch-fp16", "torch-bf16", "torch-int8-dynamic", "prune-50")
@@ -358,9 +359,8 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
         orig.ops_before = torch_tf.module_histogram(m)
     else:
         onnx_fp32 = str(work / "original.onnx")
-        data = loaded.onnx_model.SerializeToString()
-        Path(onnx_fp32).write_bytes(data)
-        orig.size_bytes = onnx_tf.file_size(source) if os.path.isfile(source) else len(data)
+        save_with_data(loaded, onnx_fp32)
+        orig.size_bytes = onnx_tf.file_size(source if os.path.isfile(source) else onnx_fp32)
         orig.params = sum(int(math.prod(i.dims)) for i in loaded.onnx_model.graph.initializer)
         ref = _onnx_outputs(onnx_fp32, held)
         orig.p50, orig.cv = _latency_onnx(onnx_fp32, _first(held[0]), warmup, iters)
