@@ -106,3 +106,39 @@ def test_timeout_stops_a_hanging_model_with_exit_2(tmp_path, argv):
     assert "--timeout 3" in r.output and "Traceback" not in r.output
     assert time.monotonic() - t < 30
     assert not (tmp_path / "v").exists()
+
+
+class NativeHang(nn.Module):
+    """A forward stuck inside native code: SIGALRM is blocked in this thread and libc's sleep never returns to
+    Python, as with a C++ kernel that loops. Python's signal handler cannot run here; only the watchdog can act."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        import ctypes
+
+        if x.shape[0] == 1:  # batch 1 passes (compress inspects at batch 1, then hangs in its own work)
+            return self.fc(x)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        ctypes.CDLL(None).sleep(120)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("argv, made", [
+    (["inspect", "tests.test_interrupt:NativeHang", "-s", "2,16", "-f", "json", "-o", "{d}/report.json"],
+     "report.json"),
+    (["compress", "tests.test_interrupt:NativeHang", "-s", "1,16", "-o", "{d}/variants"], "variants"),
+])
+def test_timeout_ends_a_native_hang_with_exit_2_and_no_partial_files(tmp_path, argv, made):
+    from dldoctor.cli.common import NATIVE_GRACE_S
+
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "dldoctor", *[a.format(d=tmp_path) for a in argv], "--timeout", "2",
+                        "-q"], cwd=ROOT, capture_output=True, text=True, timeout=100)
+    took = time.monotonic() - t
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "--timeout 2" in p.stderr and "native code" in p.stderr and "Traceback" not in p.stderr
+    assert took < 2 + NATIVE_GRACE_S + 40  # the imports, then the deadline and its grace; not the 120 s sleep
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # no output, no temporary file, no work folder

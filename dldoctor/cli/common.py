@@ -5,6 +5,7 @@ import functools
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import Any, Callable, Iterator
 import typer
 
 from dldoctor.errors import DLDoctorError
-from dldoctor.fileops import set_plain_mode
+from dldoctor.fileops import in_progress, remove_in_progress, set_plain_mode
 
 FORMATS = ("rich", "json")
 
@@ -52,11 +53,36 @@ def deadline(seconds: float | None) -> Iterator[None]:
 
     old = signal.signal(signal.SIGALRM, ring)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    done = threading.Event()
+    threading.Thread(target=_watchdog, args=(seconds, done), name="dldoctor-timeout", daemon=True).start()
     try:
         yield
     finally:
+        done.set()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+NATIVE_GRACE_S = 5.0  # after --timeout, how long Python gets to take the alarm and unwind before the hard exit
+
+
+def _watchdog(seconds: float, done: threading.Event) -> None:
+    """SIGALRM reaches Python code only between bytecodes: a forward stuck inside one native kernel (a C++ loop,
+    a deadlocked collective, a blocking read) never sees it. If the run has not ended `NATIVE_GRACE_S` after the
+    deadline, end the process from this thread: one line, exit 2, and the files it was writing removed. Nothing
+    of the user's is lost: inputs are never written, outputs only appear through an atomic rename."""
+    if done.wait(seconds + NATIVE_GRACE_S):
+        return
+    remove_in_progress()
+    text = (f"dldoctor: error: stopped after --timeout {seconds:g} s: the model is stuck inside native code "
+            "(a kernel or C extension that never returned)\n  hint: raise --timeout, or look at the model's forward\n")
+    try:
+        if sys.stderr.isatty():
+            text = "\x1b[?25h" + text  # the spinner hid the cursor; give it back
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    finally:
+        os._exit(2)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,11 +117,11 @@ def write_atomic(path: str, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     try:
         set_plain_mode(tmp, str(target))
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with in_progress(tmp), os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+            os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -24,6 +23,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
 from dldoctor.collect.quiet import native_quiet
+from dldoctor.fileops import temp_dir
 from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult
 
 _FORWARD = "dldoctor::forward"  # one profiled forward pass
@@ -670,7 +670,7 @@ def measure_onnx(model_path_or_bytes: Any, make_input: Callable[[int], dict[str,
                       "iters": iters, "batch_sizes": [int(b) for b in batch_sizes],
                       "runtime": f"onnxruntime {ort.__version__}", "other_providers": {}}
         res.device_name = f"{provs[0] if provs else '?'} on {_cpu_name()}"
-        with tempfile.TemporaryDirectory(prefix="dldoctor-ort-") as tmp:
+        with temp_dir("dldoctor-ort-") as tmp:
             for i, provider in enumerate(provs):
                 _onnx_provider(res, ort, model, provider, i == 0, make_input, batch_sizes, warmup, iters,
                                threads, top, cv_threshold, tmp)

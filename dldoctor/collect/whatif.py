@@ -31,7 +31,6 @@ import copy
 import os
 import signal
 import statistics
-import tempfile
 import threading
 import time
 import warnings
@@ -42,6 +41,7 @@ import torch
 from torch import nn
 
 from dldoctor.collect.quiet import native_quiet
+from dldoctor.fileops import temp_dir
 from dldoctor.profile_types import WhatIf
 
 EXPERIMENTS = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "threads",
@@ -397,7 +397,7 @@ def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
     inputs = _tensors(ctx.x)
     names = [f"input_{i}" for i in range(len(inputs))]
     model = copy.deepcopy(ctx.model)
-    with tempfile.TemporaryDirectory(prefix="dldoctor-whatif-") as d:
+    with temp_dir("dldoctor-whatif-") as d:
         path = os.path.join(d, "model.onnx")
         try:
             # the exporter prints the whole graph when an op has no ONNX form: keep it off the user's terminal

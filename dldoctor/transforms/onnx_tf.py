@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from dldoctor.fileops import set_plain_mode
+from dldoctor.fileops import in_progress, set_plain_mode, temp_dir
 
 __all__ = [
     "export_onnx",
@@ -127,9 +127,10 @@ def _atomic_dest(dst: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        yield tmp
-        set_plain_mode(tmp, dst)
-        os.replace(tmp, dst)
+        with in_progress(tmp):
+            yield tmp
+            set_plain_mode(tmp, dst)
+            os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -273,7 +274,7 @@ def prepare_for_quantization(src: str, dst: str, *, gemm_to_matmul: bool = True)
     steps: list[str] = []
     before = onnx.load(str(src), load_external_data=False)
     n_before = Counter(n.op_type for n in before.graph.node)
-    with tempfile.TemporaryDirectory(prefix="dldoctor-prep-") as work:
+    with temp_dir("dldoctor-prep-") as work:
         optimized = os.path.join(work, "basic.onnx")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -474,7 +475,7 @@ def quantize_dynamic_int8(src: str, dst: str, prepare: bool = True, *,
 
     _check_distinct(src, dst)
     preparation: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="dldoctor-int8d-") as work:
+    with temp_dir("dldoctor-int8d-") as work:
         prepared = os.path.join(work, "prepared.onnx")
         if prepare:
             preparation += prepare_for_quantization(src, prepared)
@@ -551,7 +552,7 @@ def quantize_static_int8(src: str, dst: str, calib_inputs: list[dict[str, np.nda
 
     reader_cls = type("_Reader", (_ListReader, CalibrationDataReader), {})
     preparation: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="dldoctor-int8s-") as work:
+    with temp_dir("dldoctor-int8s-") as work:
         prepared = os.path.join(work, "prepared.onnx")
         try:
             from onnxruntime.quantization.shape_inference import quant_pre_process

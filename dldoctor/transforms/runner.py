@@ -8,6 +8,7 @@ written to: every file goes to a new folder, atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from dldoctor.errors import InputSpecError
+from dldoctor.fileops import in_progress, temp_dir
 from dldoctor.load.onnx_file import save_with_data
 from dldoctor.transforms.types import CompressResult, Fidelity, Variant
 
@@ -173,7 +175,7 @@ def _cuda_p50(module: Any, make_input: Callable[[int], tuple], warmup: int, iter
 def _saved_size(module: Any) -> int:
     import torch
 
-    with tempfile.TemporaryDirectory() as d:
+    with temp_dir() as d:
         p = os.path.join(d, "m.pt")
         torch.save(module, p)
         return os.path.getsize(p)
@@ -245,6 +247,10 @@ def compress(
 
     held_batches = [_held(make_input, i) for i in range(max(1, held // 8))]
     work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
+    pending = contextlib.ExitStack()  # what a hard exit (--timeout on a native hang) removes
+    if created:
+        pending.enter_context(in_progress(str(out)))
+    pending.enter_context(in_progress(str(work)))
     try:
         say("measuring the original", 0, len(selected) + 1)
         with torch.random.fork_rng():
@@ -284,6 +290,7 @@ def compress(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        pending.close()
     report.compress = res
     from dldoctor.cli.common import write_atomic
     from dldoctor.render.json import render_json
