@@ -91,6 +91,26 @@ def judge(report: Report, module: Any = None, config: Config | None = None, loss
     apply_result(report, run_rules(facts, config or Config(), path=report.model.path))
 
 
+def code_ranges(codes: list[str]) -> str:
+    """"TRN001, TRN002, TRN003, ARC005" -> "ARC005, TRN001-TRN003": runs of consecutive codes as ranges."""
+    import re
+
+    parsed = sorted((m.group(1), int(m.group(2)), c) if (m := re.fullmatch(r"([A-Z]+)(\d+)", c)) else (c, -1, c)
+                    for c in codes)
+    out: list[str] = []
+    i = 0
+    while i < len(parsed):
+        j = i
+        while (j + 1 < len(parsed) and parsed[i][1] >= 0 and parsed[j + 1][0] == parsed[i][0]
+               and parsed[j + 1][1] == parsed[j][1] + 1):
+            j += 1
+        out.append(parsed[i][2] if j - i < 2 else f"{parsed[i][2]}-{parsed[j][2]}")
+        if j - i == 1:
+            out.append(parsed[j][2])
+        i = j + 1
+    return ", ".join(out)
+
+
 def apply_result(report: Report, result: RuleResult) -> None:
     """Findings into the report; skipped rules (grouped by reason) and failed rules into its diagnostics."""
     report.findings = list(result.findings)
@@ -98,7 +118,7 @@ def apply_result(report: Report, result: RuleResult) -> None:
     for s in result.skipped:
         by_reason.setdefault(s.reason, []).append(s.code)
     for reason, codes in by_reason.items():
-        report.diag("info", f"rules skipped ({reason}): {', '.join(codes)}", "rules")
+        report.diag("info", f"rules skipped ({reason}): {code_ranges(codes)}", "rules")
     for code, message in result.errors:
         report.diag("warning", f"rule {code} failed and was not applied: {message}", code)
 

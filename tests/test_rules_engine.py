@@ -584,3 +584,22 @@ def test_python_api_check(toy):
     rep = dldoctor.check(model, Config(select=("EFF901",)), input_shapes=[[1, 16]])
     assert [f.code for f in rep.findings] == ["EFF901"] and rep.findings[0].evidence == {"params": 676}
     assert dldoctor.check(model, Config(select=("EFF901",), ignore=("EFF901",)), input_shapes=[[1, 16]]).findings == []
+
+
+def test_facts_missing_for_one_reason_are_named_together(toy):
+    toy("EFF906", "toy-needs-two", always_info, needs=("weights", "graph"))
+    rules = [r for r in all_rules() if r.code == "EFF906"]
+    facts = facts_with()
+    facts.weights = facts.graph = None
+    facts.missing["weights"] = facts.missing["graph"] = "an ONNX graph, not a PyTorch module"
+    (skip,) = run_rules(facts, Config(), None, rules).skipped
+    assert skip.reason == "needs weights and graph: an ONNX graph, not a PyTorch module"
+
+
+def test_skipped_codes_are_listed_as_ranges():
+    from dldoctor.checker import code_ranges
+
+    assert code_ranges([f"TRN{i:03d}" for i in range(16, 0, -1)]) == "TRN001-TRN016"
+    assert code_ranges(["ARC006", "ARC005", "ARC008", "BUD010", "TRN002", "TRN003", "TRN004"]) == \
+        "ARC005, ARC006, ARC008, BUD010, TRN002-TRN004"
+    assert code_ranges(["X", "ARC001"]) == "ARC001, X"

@@ -51,7 +51,10 @@ def build_facts(
     if report.onnx is None:
         facts.missing["onnx"] = "not an ONNX model"
     if module is None:
-        why = "no architecture: " + (report.flops.reason or f"a {report.model.format} file has no module")
+        if report.model.format == "onnx":
+            why = "an ONNX graph, not a PyTorch module"
+        else:
+            why = report.flops.reason or f"a {report.model.format} file holds no module"
         for name in ("graph", "weights", "training"):
             facts.missing[name] = why
         return facts

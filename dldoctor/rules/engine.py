@@ -150,7 +150,10 @@ def run_rules(facts: Facts, config: Config, path: str | None = None, rules: list
     for r in select_rules(config, path, rules):
         missing = [n for n in r.needs if not facts.has(n)]
         if missing:
-            why = "; ".join(f"needs {n}: {facts.missing.get(n) or DEFAULT_MISSING.get(n, 'not collected')}" for n in missing)
+            by_reason: dict[str, list[str]] = {}  # facts missing for one reason are named together
+            for n in missing:
+                by_reason.setdefault(facts.missing.get(n) or DEFAULT_MISSING.get(n, "not collected"), []).append(n)
+            why = "; ".join(f"needs {' and '.join(names)}: {reason}" for reason, names in by_reason.items())
             result.skipped.append(SkippedRule(r.code, r.name, why))
             continue
         try:
