@@ -16,7 +16,7 @@ import platform
 import statistics
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -551,14 +551,19 @@ def _ort_providers(ort: Any, wanted: Any) -> list[str]:
     return [p for p in _ORT_PROVIDERS if p in available]
 
 
-def _ort_session(ort: Any, model: Any, provider: str, threads: int | None, profile_prefix: str | None = None) -> Any:
+def ort_session(model: Any, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None,
+                profile_prefix: str | None = None) -> Any:
+    """An ONNX Runtime session on a path or serialized bytes, its warnings kept off the user's terminal."""
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
+    so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = int(threads)
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(model, sess_options=so, providers=[provider])
+    return ort.InferenceSession(model, sess_options=so, providers=list(providers))
 
 
 def _ort_dim(d: Any, i: int, b: int) -> int:
@@ -625,7 +630,7 @@ def _ort_trace(path: str, skip: int) -> tuple[dict, dict, float, int]:
 def _ort_breakdown(res: ProfileResult, ort: Any, model: Any, provider: str, make_input: Callable | None,
                    at: LatencyStats, threads: int | None, top: int, tmp: str) -> None:
     """A second, profiling session at the largest batch that ran: ops and nodes, and the profiler's overhead."""
-    sess = _ort_session(ort, model, provider, threads, os.path.join(tmp, "dldoctor_ort"))
+    sess = ort_session(model, [provider], threads, os.path.join(tmp, "dldoctor_ort"))
     try:
         fn = _ort_runner(sess, make_input)(at.batch_size)
         profiled = time_fn(fn, warmup=1, iters=_PROFILE_ITERS)
@@ -687,7 +692,7 @@ def _onnx_provider(res: ProfileResult, ort: Any, model: Any, provider: str, prim
                    tmp: str) -> None:
     """One provider: a plain session for the sweep; for the primary one the breakdown too."""
     try:
-        sess = _ort_session(ort, model, provider, threads)
+        sess = ort_session(model, [provider], threads)
     except Exception as e:  # noqa: BLE001 - the model does not load on this provider
         err = _first_line(e)
         latency = [LatencyStats(batch_size=int(b), warmup=warmup, error=err) for b in batch_sizes]

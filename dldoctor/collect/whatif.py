@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from dldoctor.collect.profile import ort_session
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.fileops import temp_dir
 from dldoctor.profile_types import WhatIf
@@ -407,9 +408,7 @@ def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
         except Exception as e:
             raise _NotApplicable(f"ONNX export failed: {_first_line(e)}") from None
         del model
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
+        sess = ort_session(path, providers)
         try:
             by_name = dict(zip(names, inputs))
             graph_inputs = [i.name for i in sess.get_inputs()]

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from dldoctor.collect.profile import ort_session
 from dldoctor.errors import InputSpecError
 from dldoctor.fileops import in_progress, temp_dir
 from dldoctor.load.onnx_file import save_with_data
@@ -110,14 +111,6 @@ def _torch_outputs(module: Any, batches: list[tuple]) -> list:
     return outs
 
 
-def _onnx_session(path: str) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def _onnx_feed(sess: Any, x: tuple) -> dict:
     import numpy as np
 
@@ -133,7 +126,7 @@ def _onnx_feed(sess: Any, x: tuple) -> dict:
 def _onnx_outputs(path: str, batches: list[tuple]) -> list:
     import numpy as np
 
-    sess = _onnx_session(path)
+    sess = ort_session(path)
     return [np.asarray(sess.run(None, _onnx_feed(sess, x))[0], dtype=np.float32) for x in batches]
 
 
@@ -154,7 +147,7 @@ def _latency_torch(module: Any, make_input: Callable[[int], tuple], warmup: int,
 def _latency_onnx(path: str, batch: tuple, warmup: int, iters: int) -> tuple[float, float]:
     from dldoctor.collect.profile import latency_stats, time_fn
 
-    sess = _onnx_session(path)
+    sess = ort_session(path)
     feed = _onnx_feed(sess, batch)
     s = latency_stats(time_fn(lambda: sess.run(None, feed), warmup=warmup, iters=iters), 1)
     return s.p50, s.cv or 0.0
@@ -429,7 +422,7 @@ def _onnx_module_class() -> type:
         def __init__(self, path: str) -> None:
             super().__init__()
             self.path = path
-            self.session = _onnx_session(path)
+            self.session = ort_session(path)
 
         def forward(self, *xs: Any) -> Any:
             outs = self.session.run(None, _onnx_feed(self.session, xs))
