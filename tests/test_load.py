@@ -768,3 +768,31 @@ def test_cuda_map_location(tmp_path):
     torch.save(small(), p2)
     r = load(str(p2), LoadOptions(device="cuda"))
     assert next(r.module.parameters()).is_cuda
+
+
+def test_files_over_the_hash_limit_get_no_sha256_and_a_note(tmp_path):
+    from dldoctor.load.base import HASH_LIMIT
+
+    p = tmp_path / "m.pt"
+    torch.save(small().state_dict(), p)
+    assert load(str(p)).sha256 == sha(p) and HASH_LIMIT == 4 * 2**30  # under the default limit: hashed
+    r = load(str(p), LoadOptions(hash_limit=100))
+    assert r.sha256 is None and any("sha256 not computed" in n and "--hash" in n for n in r.notes)
+    assert load(str(p), LoadOptions(hash_limit=None)).sha256 == sha(p)
+
+
+def test_cli_hash_flag_computes_it_however_large(tmp_path, monkeypatch):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    import dldoctor.load.base as base
+    from dldoctor.cli import app
+
+    p = tmp_path / "m.pt"
+    torch.save(small().state_dict(), p)
+    monkeypatch.setattr(base, "HASH_LIMIT", 100)  # the CLI reads the limit when it runs
+    for extra, want in (([], None), (["--hash"], sha(p))):
+        r = CliRunner().invoke(app, ["inspect", str(p), "-f", "json", "-q", *extra])
+        assert r.exit_code == 0, r.output
+        assert _json.loads(r.stdout)["model"]["sha256"] == want

@@ -9,13 +9,16 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent at fork, so under a large pytest
+# process it would not move at all; exec starts a new address space whose high-water mark is this process's
 PROBE = """
-import json, resource, sys
+import json, re, sys
 import torch
 from dldoctor.load import load
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+hwm = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+before = hwm()
 loaded = load(sys.argv[1])
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = hwm()
 print(json.dumps({"growth_kb": after - before, "tensors": len(loaded.tensors or [])}))
 """
 

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 import typer
 
 from dldoctor.cli.common import debug, emit, fail, handle_errors, write_atomic
-from dldoctor.cli.inspect import TRUST_HELP, expand
+from dldoctor.cli.inspect import HASH_HELP, TRUST_HELP, expand
 
 CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
 
@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
         code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
         trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        hash_all: bool = typer.Option(False, "--hash", help=HASH_HELP),
         baseline: Optional[str] = typer.Option(None, "--baseline", help="Ignore the findings recorded in this baseline file: only new ones are reported and counted."),
         write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="Record every current finding in this file (then exit 0 unless a model failed)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
@@ -92,12 +93,13 @@ def register(app: typer.Typer) -> None:
         from dldoctor.checker import check_model
         from dldoctor.collect.inputs import parse_shape
         from dldoctor.errors import DLDoctorError
-        from dldoctor.load.base import LoadOptions
+        from dldoctor.load.base import HASH_LIMIT, LoadOptions
         from dldoctor.rules.build import normalise_loss
 
         normalise_loss(loss)  # an unknown loss is a usage error before any model loads
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device)
+        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device,
+                           hash_limit=None if hash_all else HASH_LIMIT)
         reports: list[Any] = []
         failures: list[str] = []  # one line each on stderr; any of them makes the exit code 2
         counts = {"unloaded": 0, "failed": 0, "rule_errors": 0}

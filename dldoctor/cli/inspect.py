@@ -16,6 +16,8 @@ TRUST_HELP = (
     "Load files that can run code (arbitrary pickles, TorchScript, torch.export archives). "
     "Only for files you would run as a program: loading them executes what they contain."
 )
+HASH_HELP = ("Compute the sha256 of model files of any size (by default files over 4 GiB are not hashed: it "
+             "reads every byte, about 10 s for a 14 GB checkpoint).")
 
 
 def expand(sources: list[str]) -> list[str]:
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
         allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
         code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
         trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        hash_all: bool = typer.Option(False, "--hash", help=HASH_HELP),
         optimizer: str = typer.Option("adam", "--optimizer", help="Optimizer for the training-step memory estimate: sgd, adam, adamw or none."),
         depth: Optional[int] = typer.Option(None, "--depth", "-d", help="Fold modules deeper than this in the layer table (terminal default 3; JSON keeps all unless set)."),
         fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich or json."),
@@ -74,11 +77,12 @@ def register(app: typer.Typer) -> None:
         from dldoctor.collect.inputs import parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.inspector import inspect
-        from dldoctor.load.base import LoadOptions
+        from dldoctor.load.base import HASH_LIMIT, LoadOptions
 
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
         sizes = parse_shape(batch_sizes) if batch_sizes else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device)
+        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device,
+                           hash_limit=None if hash_all else HASH_LIMIT)
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")

@@ -8,6 +8,8 @@ Nothing is ever unpickled without a restricted unpickler unless opts.trust.
 """
 from __future__ import annotations
 
+import os
+
 from dldoctor.errors import LoadError
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import SUPPORTED_HINT, sha256_file, stem
@@ -70,7 +72,8 @@ def load(source: str, opts: LoadOptions | None = None) -> Loaded:
 
     path = source
     found = sniff(path)  # raises LoadError for missing files and folders
-    digest = sha256_file(path)
+    size = os.path.getsize(path)
+    digest = sha256_file(path) if opts.hash_limit is None or size <= opts.hash_limit else None
     kind = found.kind
     if kind == TORCH_PICKLE:
         from dldoctor.load.torch_pickle import load_torch_pickle
@@ -96,5 +99,9 @@ def load(source: str, opts: LoadOptions | None = None) -> Loaded:
         raise LoadError(f"{path}: not a model file dldoctor can read ({found.reason})", hint=SUPPORTED_HINT)
     loaded.source = source
     loaded.sha256 = digest
+    if digest is None:
+        loaded.notes.append(f"sha256 not computed: the file is {size / 2**30:.1f} GiB, over the "
+                            f"{opts.hash_limit / 2**30:g} GiB limit (hashing reads every byte); --hash computes it. "
+                            "Baselines match this file by its path")
     loaded.name = loaded.name or stem(path)
     return loaded

@@ -7,6 +7,9 @@ from typing import Any
 from dldoctor.types import TensorInfo
 
 
+HASH_LIMIT = 4 * 2**30  # sha256 reads the whole file (~1.5 GB/s here): a 14 GB checkpoint would cost ~10 s
+
+
 @dataclass
 class LoadOptions:
     trust: bool = False  # the only door to unsafe loading (TorchScript, torch.export, arbitrary pickles)
@@ -14,6 +17,7 @@ class LoadOptions:
     code: tuple[str, ...] = ()  # modules the user points to; their classes are allowed
     arch: str | None = None  # "pkg.mod:factory(args)" to build a module for a state_dict
     device: str = "cpu"  # "cpu" | "cuda" | "meta"
+    hash_limit: int | None = HASH_LIMIT  # files larger than this get no sha256 (None: hash every file)
 
 
 @dataclass
