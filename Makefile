@@ -40,6 +40,7 @@ bench: zoo venv
 	$(BIN)/python benchmarks/zoo_findings.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/check_speed.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/check_scale.py --files 300 --out docs/benchmarks.md
+	$(BIN)/python benchmarks/large_models.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/memory_vs_profiler.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/probe_bench.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/profile_bench.py --out docs/benchmarks.md
