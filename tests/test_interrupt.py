@@ -68,8 +68,12 @@ def test_interrupt_inside_a_run_removes_hooks_and_restores_the_model(call):
 ])
 def test_ctrl_c_leaves_no_partial_files(tmp_path, argv, made):
     argv = [a.format(d=tmp_path) for a in argv]
+    # a shell that starts the test run in the background (`make test &`, a CI runner) hands SIGINT down as
+    # ignored, and Python then never installs its KeyboardInterrupt handler: give the child the default back,
+    # as a terminal's Ctrl-C would find it
     p = subprocess.Popen([sys.executable, "-m", "dldoctor", *argv, "-q"], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(5)  # past the imports, into the run
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
