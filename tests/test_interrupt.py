@@ -130,19 +130,22 @@ class NativeHang(nn.Module):
         return self.fc(x)
 
 
-@pytest.mark.parametrize("argv, made", [
+# The deadline must fall inside the hang, not before it (then Python takes the alarm, the ordinary path):
+# inspect hangs in its first forward; compress first inspects and opens its work folder, about 2.2 s here,
+# so it gets a deadline well past that.
+@pytest.mark.parametrize("argv, made, timeout", [
     (["inspect", "tests.test_interrupt:NativeHang", "-s", "2,16", "-f", "json", "-o", "{d}/report.json"],
-     "report.json"),
-    (["compress", "tests.test_interrupt:NativeHang", "-s", "1,16", "-o", "{d}/variants"], "variants"),
+     "report.json", 2),
+    (["compress", "tests.test_interrupt:NativeHang", "-s", "1,16", "-o", "{d}/variants"], "variants", 8),
 ])
-def test_timeout_ends_a_native_hang_with_exit_2_and_no_partial_files(tmp_path, argv, made):
+def test_timeout_ends_a_native_hang_with_exit_2_and_no_partial_files(tmp_path, argv, made, timeout):
     from dldoctor.cli.common import NATIVE_GRACE_S
 
     t = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "dldoctor", *[a.format(d=tmp_path) for a in argv], "--timeout", "2",
-                        "-q"], cwd=ROOT, capture_output=True, text=True, timeout=100)
+    p = subprocess.run([sys.executable, "-m", "dldoctor", *[a.format(d=tmp_path) for a in argv], "--timeout",
+                        str(timeout), "-q"], cwd=ROOT, capture_output=True, text=True, timeout=100)
     took = time.monotonic() - t
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
-    assert "--timeout 2" in p.stderr and "native code" in p.stderr and "Traceback" not in p.stderr
-    assert took < 2 + NATIVE_GRACE_S + 40  # the imports, then the deadline and its grace; not the 120 s sleep
+    assert f"--timeout {timeout}" in p.stderr and "native code" in p.stderr and "Traceback" not in p.stderr
+    assert took < timeout + NATIVE_GRACE_S + 40  # the imports, then the deadline and its grace; not the 120 s
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # no output, no temporary file, no work folder
