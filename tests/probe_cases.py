@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 
 class Scale(nn.Module):
@@ -288,6 +289,38 @@ def nan_batches() -> Any:
     return [(x, torch.randint(0, 10, (16,), generator=g))]
 
 
+class FunctionalReLU(nn.Module):
+    """Activations as function calls in forward(), no nn.ReLU module to hook (a common style)."""
+
+    def __init__(self, bias: float = 0.0) -> None:
+        super().__init__()
+        _seed()
+        self.fc1, self.fc2, self.out = nn.Linear(20, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+        if bias:
+            nn.init.constant_(self.fc2.bias, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(x))
+        return self.out(self.fc2(x).relu())
+
+
+class FunctionalReLUCNN(nn.Module):
+    """cnn() with its ReLUs as calls: torch.relu, F.relu(inplace=True), Tensor.relu_()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        base = cnn()
+        self.convs = nn.ModuleList(m for m in base if isinstance(m, nn.Conv2d))
+        self.bns = nn.ModuleList(m for m in base if isinstance(m, nn.BatchNorm2d))
+        self.head = base[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (c, bn) in enumerate(zip(self.convs, self.bns)):
+            h = bn(c(x))
+            x = torch.relu(h) if i == 0 else F.relu(h, inplace=True) if i == 1 else h.relu_()
+        return self.head(x.mean(dim=(2, 3)))
+
+
 # -- healthy controls -----------------------------------------------------------------------------
 
 
@@ -388,6 +421,8 @@ FAULTS = [
          note="first ReLU layer dead from init"),
     Case("cnn-conv-bias-minus-20", dead_relu_cnn, "TRN004", "3", also=("TRN006", "TRN007"),
          note="second conv's ReLU dead from init"),
+    Case("functional-relu-bias-minus-10", lambda: FunctionalReLU(bias=-10.0), "TRN004", "relu()#2",
+         also=("TRN006", "TRN007"), note="x.relu() after fc2 dead from init, no nn.ReLU module"),
     Case("sigmoid-large-init", saturated_sigmoid, "TRN005", "1", also=("TRN007",),
          note="pre-activations of std ~13"),
     Case("tanh-scaled-50x", saturated_tanh, "TRN005", "2", also=("TRN007",), note="input to tanh ×50"),
@@ -443,6 +478,8 @@ HEALTHY = [
     Case("mlp-regression", lambda: mlp(depth=2, n_out=1), probe=dict(loss="mse")),
     Case("cnn-normalized-batches", lambda: cnn(), probe=dict(data=normalized_batches, input_shapes=[[16, 3, 32, 32]])),
     Case("mlp-100-features", lambda: mlp(depth=2, n_in=100), probe=dict(input_shapes=[[16, 100]])),
+    Case("functional-relu-mlp", FunctionalReLU),
+    Case("functional-relu-cnn", FunctionalReLUCNN, probe=dict(input_shapes=[[16, 3, 32, 32]])),
 ]
 
 

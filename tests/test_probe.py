@@ -138,6 +138,62 @@ def test_watch_removes_hooks_on_error():
     assert _no_hooks(model) and not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
 
 
+class FailsOnThird(nn.Module):
+    """Functional ReLUs, and a forward that raises on its third call (inside the function mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(20, 32), nn.Linear(32, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = F.relu(self.fc1(x))
+        if self.calls == 3:
+            raise ValueError("bad batch")
+        return self.fc2(h)
+
+
+def test_watch_sees_functional_relus_and_leaves_no_mode_behind_when_forward_raises():
+    model = FailsOnThird()
+    nn.init.constant_(model.fc1.bias, -10.0)  # dead behind F.relu: no nn.ReLU module anywhere
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 20), torch.randint(0, 10, (16,))
+    with dldoctor.watch(model, opt, every=1) as w:
+        for _ in range(6):
+            try:
+                loss = F.cross_entropy(model(x), y)
+            except ValueError:
+                # the mode entered for that forward was left by its always-called hook
+                assert torch._C._len_torch_function_stack() == 0
+                continue
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert _no_hooks(model) and torch._C._len_torch_function_stack() == 0
+    layers = {lp.path: lp for lp in w.result.layers}
+    assert layers["relu()"].type == "F.relu" and layers["relu()"].units == 32
+    assert next(f for f in w.report().findings if f.code == "TRN004").location == "relu()"
+
+
+def test_functional_relu_watching_stops_when_the_forward_has_none():
+    from dldoctor.collect.probe import Recorder
+
+    model = mlp(depth=2)  # nn.ReLU modules only: their hooks suffice
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = Recorder(model, opt, every=1).attach()
+    try:
+        for _ in range(3):
+            F.cross_entropy(model(torch.randn(8, 20)), torch.randint(0, 10, (8,))).backward()
+            opt.step()
+        assert rec._functional is False
+        # from then on, only the leaf hooks: no pre-hooks on every module for the module stack
+        assert all(not m._forward_pre_hooks for m in model.modules())
+    finally:
+        rec.detach()
+    assert _no_hooks(model)
+
+
 # -- API and CLI -------------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ S002 = "002_7fdb9a301e8cb4cc.txt"  # feature-wise input normalization; tune the 
 S003 = "003_41e84abc9367f530.txt"  # exploding gradients and clipping; warmup; activations against vanishing gradients
 S004 = "004_bf0f3e6a495159c8.txt"  # input normalization; initialization scale; batch norm allows higher learning rates
 
-RELU_LIKE = frozenset({"ReLU", "ReLU6", "LeakyReLU", "RReLU"})
+RELU_LIKE = frozenset({"ReLU", "ReLU6", "LeakyReLU", "RReLU", "F.relu", "F.relu6"})  # F.*: functional calls
 SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign"})
 BOUNDED_HEADS = {"ReLU": (0.0, math.inf), "ReLU6": (0.0, 6.0), "Softplus": (0.0, math.inf),
                  "Sigmoid": (0.0, 1.0), "Hardsigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0), "Softmax": (0.0, 1.0)}
@@ -291,7 +291,8 @@ def dying_relu(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Finds ReLU layers where most units (channels of a conv map, features of a dense layer) output
     zero for every sample of the batch at the end of the probe: dead units, which receive no
-    gradient and so never come back.
+    gradient and so never come back. `nn.ReLU` modules and functional calls (`F.relu`,
+    `torch.relu`, `x.relu()` inside a forward, reported as `block.relu()`) are both measured.
 
     ## Why is this bad?
     A dead unit is wasted width: it costs parameters and compute and contributes nothing. When
