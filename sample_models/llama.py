@@ -102,3 +102,24 @@ def analytic(size: str = "tiny", tokens: int = 128, layers: int | None = None) -
     # (SDPA is counted without the causal mask's savings, like torch's own formula)
     macs = tokens * (n * per_layer_linear + d * vocab) + n * 2 * h * tokens * tokens * hd
     return params, macs
+
+
+def write_sparse_safetensors(path: str, size: str = "7b", dtype: str = "BF16") -> int:
+    """A safetensors file with this model's tensor names and shapes whose data section is a hole (all zeros,
+    no disk used): a stand-in for a real checkpoint when what is tested is reading it without loading it.
+    Returns the data size in bytes."""
+    import json
+    import struct
+
+    width = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1}[dtype]
+    with torch.device("meta"):
+        sd = llama(size).state_dict()
+    header, off = {}, 0
+    for k, t in sd.items():
+        header[k] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [off, off + width * t.numel()]}
+        off += width * t.numel()
+    raw = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + off)
+    return off

@@ -79,23 +79,14 @@ def test_over_2gb_escape_is_still_refused(tmp_path):
 def test_7b_safetensors_is_described_from_its_header(tmp_path):
     """A Llama-7B-shaped safetensors file (13.5 GB of bf16, sparse here): tensors, parameter count and size
     from the header alone; memory stays at the interpreter's, not the file's."""
-    import struct
-
     import torch
 
-    from sample_models.llama import analytic, llama
+    from sample_models.llama import analytic, llama, write_sparse_safetensors
 
+    path = tmp_path / "llama7b.safetensors"
+    off = write_sparse_safetensors(str(path), "7b", "BF16")
     with torch.device("meta"):
         sd = llama("7b").state_dict()
-    header, off = {}, 0
-    for k, t in sd.items():
-        header[k] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [off, off + 2 * t.numel()]}
-        off += 2 * t.numel()
-    raw = json.dumps(header).encode()
-    path = tmp_path / "llama7b.safetensors"
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        f.truncate(8 + len(raw) + off)
     p = subprocess.run([sys.executable, "-c", RUN, str(path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])

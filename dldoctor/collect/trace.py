@@ -11,6 +11,8 @@ flags restored in `finally` blocks.
 """
 from __future__ import annotations
 
+import itertools
+
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -82,11 +84,14 @@ class _LiveBytes:
         self._sweep(full)
 
     def _sweep(self, full: bool = True) -> None:
-        items = list(self.live.items()) if full else list(self.live.items())[-self.YOUNG:]
-        for k, (ref, n) in items:
-            if ref.expired():
-                del self.live[k]
-                self.current -= n
+        # the hot loop of a big model's pass: newest first without copying the dict, and the C check
+        # called directly (StorageWeakRef.expired is a Python method around it)
+        expired = torch.UntypedStorage._expired  # type: ignore[attr-defined]  # the C function itself
+        items = self.live.items() if full else itertools.islice(reversed(self.live.items()), self.YOUNG)
+        dead = [(k, n) for k, (ref, n) in items if expired(ref.cdata)]
+        for k, n in dead:
+            del self.live[k]
+            self.current -= n
         if self.current > self.peak:
             self.peak = self.current
 
