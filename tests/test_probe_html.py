@@ -271,28 +271,41 @@ def _png_pixels(data: bytes) -> tuple[int, int, bytes]:
     return w, h, zlib.decompress(idat)
 
 
-def test_headless_chromium_screenshot(tmp_path: Path) -> None:
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars")
+
+
+def screenshot(page: str, shot: Path, width: int = 1280, height: int = 2400) -> None:
+    """A headless chromium screenshot of an HTML page (also how the report images in docs/img are made)."""
     exe = _chromium()
-    if exe is None:
-        pytest.skip("chromium not installed")
-    page = tmp_path / "probe.html"
-    page.write_text(render_probe_html(_report().to_dict()), encoding="utf-8")
-    shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2400",
-           page.as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert exe is not None
+    src = shot.with_suffix(".html")
+    src.write_text(page, encoding="utf-8")
+    subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={shot.parent / 'chromium-profile'}",
+                    f"--screenshot={shot}", f"--window-size={width},{height}", src.as_uri()],
+                   capture_output=True, timeout=60, check=False)
+
+
+def assert_a_real_page(shot: Path, width: int = 1280, height: int = 2400) -> None:
+    """The screenshot exists, has the window's size, and is a drawn page, not one colour."""
     assert shot.exists(), "chromium wrote no screenshot"
     data = shot.read_bytes()
     assert len(data) > 10_000
     w, h, raw = _png_pixels(data)
-    assert (w, h) == (1280, 2400)
+    assert (w, h) == (width, height)
     # not a single colour: many distinct byte values, and rows that differ from one another
     assert len(set(raw)) > 50
     stride = len(raw) // h
-    rows = {raw[i * stride + 1:(i + 1) * stride] for i in range(0, h, 8)}
-    assert len(rows) > 50
+    assert len({raw[i * stride + 1:(i + 1) * stride] for i in range(0, h, 8)}) > 50
+
+
+def test_headless_chromium_screenshot(tmp_path: Path) -> None:
+    if _chromium() is None:
+        pytest.skip("chromium not installed")
+    shot = tmp_path / "probe.png"
+    screenshot(render_probe_html(_report().to_dict()), shot)
+    assert_a_real_page(shot)
 
 
 def test_all_zero_gradients_are_drawn_not_hidden() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult, WhatIf
 from dldoctor.render.profile_html import render_profile_html
 from dldoctor.types import Finding, ModelInfo, Report
-from tests.test_probe_html import _check_page, _chromium, _png_pixels
+from tests.test_probe_html import _check_page, _chromium, assert_a_real_page, screenshot
 
 OPS = ("aten::convolution", "aten::addmm", "aten::batch_norm", "aten::relu_", "aten::max_pool2d", "aten::add_")
 MODULES = ("layer1", "layer2", "layer3", "fc", "bn1")
@@ -169,36 +168,12 @@ def test_no_profile_and_malformed_values_do_not_crash() -> None:
     assert "<script>" not in page and "<b>op</b>" not in page
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars")
-
-
-def screenshot(page: str, shot: Path, width: int = 1280, height: int = 2400) -> None:
-    """A headless chromium screenshot of an HTML page (also how docs/img/profile-report.png is made)."""
-    exe = _chromium()
-    assert exe is not None
-    src = shot.with_suffix(".html")
-    src.write_text(page, encoding="utf-8")
-    subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={shot.parent / 'chromium-profile'}",
-                    f"--screenshot={shot}", f"--window-size={width},{height}", src.as_uri()],
-                   capture_output=True, timeout=60, check=False)
-
-
 def test_headless_chromium_screenshot(tmp_path: Path) -> None:
     if _chromium() is None:
         pytest.skip("chromium not installed")
     shot = tmp_path / "profile.png"
     screenshot(render_profile_html(_report().to_dict()), shot)
-    assert shot.exists(), "chromium wrote no screenshot"
-    data = shot.read_bytes()
-    assert len(data) > 10_000
-    w, h, raw = _png_pixels(data)
-    assert (w, h) == (1280, 2400)
-    # not a single colour: many distinct byte values, and rows that differ from one another
-    assert len(set(raw)) > 50
-    stride = len(raw) // h
-    assert len({raw[i * stride + 1:(i + 1) * stride] for i in range(0, h, 8)}) > 50
+    assert_a_real_page(shot)
 
 
 def test_onnx_nodes_show_their_provider() -> None:

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dldoctor.fileops import in_progress, set_plain_mode, temp_dir
+from dldoctor.load.onnx_file import all_tensors
 
 __all__ = [
     "export_onnx",
@@ -75,7 +76,7 @@ def file_size(path: str) -> int:
         return total
     base = os.path.dirname(os.path.abspath(path))
     seen: set[str] = set()
-    for tensor in _all_initializers(model.graph):
+    for tensor in all_tensors(model):  # initializers, constants and subgraphs alike
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in tensor.external_data if e.key == "location"), None)
@@ -99,19 +100,6 @@ def _all_nodes(graph: Any) -> Iterator[Any]:
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
                     yield from _all_nodes(g)
-
-
-def _all_initializers(graph: Any) -> Iterator[Any]:
-    import onnx
-
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_initializers(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_initializers(g)
 
 
 def _node_label(node: Any, index: int) -> str:
