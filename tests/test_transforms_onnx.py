@@ -254,3 +254,17 @@ def test_export_failure_is_clear(tmp_path):
     with pytest.raises(RuntimeError, match="ONNX export failed"):
         T.export_onnx(Spectral(), (torch.randn(2, 8),), str(tmp_path / "bad.onnx"))
     assert os.listdir(tmp_path) == []  # nothing half-written left behind
+
+
+def test_file_size_counts_external_data_once(tmp_path):
+    import onnx
+
+    src = tmp_path / "plain.onnx"
+    torch.onnx.export(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).eval(), (torch.randn(1, 64),),
+                      str(src), dynamo=False)
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    onnx.save_model(onnx.load(str(src)), str(folder / "m.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    expected = os.path.getsize(folder / "m.onnx") + os.path.getsize(folder / "w.bin")
+    assert T.file_size(str(folder / "m.onnx")) == expected  # four tensors in one file: counted once
