@@ -67,7 +67,7 @@ def inspect_loaded(
     for note in loaded.notes:
         report.diag("info", note)
     if loaded.onnx_model is not None:
-        from dldoctor.collect.onnx_graph import inspect_onnx
+        from dldoctor.collect.onnx import inspect_onnx
 
         inspect_onnx(loaded.onnx_model, report, input_shapes=input_shapes)
         report.device = "onnx"

@@ -1,4 +1,4 @@
-"""dldoctor.collect.onnx_graph: MACs, params, memory and receptive field read from ONNX graphs.
+"""dldoctor.collect.onnx: MACs, params, memory and receptive field read from ONNX graphs.
 
 Small models are exported with the legacy (TorchScript) exporter, which works offline, or
 built with onnx.helper; every count is compared with a value derived by hand.
@@ -13,7 +13,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from dldoctor.collect.onnx_graph import inspect_onnx
+from dldoctor.collect.onnx import inspect_onnx
 from dldoctor.errors import InputSpecError
 from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, ModelInfo, Report
 
