@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from dldoctor.rules.catalog import budget as B
+from dldoctor.rules import seeds
 from dldoctor.rules.facts import FACT_NAMES, Facts
 from dldoctor.rules.options import BudgetOptions
 from dldoctor.rules.registry import REGISTRY, all_rules
@@ -211,4 +211,4 @@ def test_figures_and_diff_import_no_torch():
 def test_sources_are_seeds():
     for r in all_rules():
         if r.family == "budget":
-            assert set(r.sources) <= {B.COMPRESSION, B.MEMORY}
+            assert set(r.sources) <= {seeds.ARCHITECTURE, seeds.HANDBOOK}

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dldoctor.rules.options import FAMILY_OPTIONS
-from dldoctor.rules.registry import SEEDS, SECTIONS, Rule, all_rules
+from dldoctor.rules.registry import SECTIONS, Rule, all_rules
+from dldoctor.rules.seeds import SEEDS
 
 if sys.version_info >= (3, 11):
     import tomllib

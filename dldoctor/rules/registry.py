@@ -1,7 +1,7 @@
 """A rule is declared once: a decorated pure function whose docstring is its documentation.
 
     @rule(code="ARC004", name="dropout-too-high", family="arch", severity=Severity.WARNING,
-          needs=("graph",), source="002_7fdb9a301e8cb4cc.txt")
+          needs=("graph",), source=CHOLLET)  # a seed named in dldoctor/rules/seeds.py
     def dropout_too_high(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         '''## What it does ... ## Why is this bad? ... ## Example ... ## Use instead ... ## Options ...'''
         yield Hit("Dropout(p=0.8) drops most activations", location="head.drop", evidence={"p": 0.8},
@@ -20,16 +20,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 from dldoctor.rules.facts import FACT_NAMES
 from dldoctor.rules.options import FAMILY_OPTIONS, FAMILY_PREFIX
+from dldoctor.rules.seeds import SEEDS
 from dldoctor.types import Severity
 
 SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Options")
-SEEDS = (
-    "000_1f10aef1d4e0be1f.txt",
-    "001_5c1d87f773a50007.txt",
-    "002_7fdb9a301e8cb4cc.txt",
-    "003_41e84abc9367f530.txt",
-    "004_bf0f3e6a495159c8.txt",
-)
 _CODE = re.compile(r"^[A-Z]{3}\d{3}$")
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 

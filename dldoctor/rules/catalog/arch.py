@@ -12,13 +12,14 @@ from typing import Any, Iterable, Iterator
 from dldoctor.rules.facts import Facts, Graph, Node, walk
 from dldoctor.rules.options import ArchOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
 from dldoctor.types import Severity
 
-S000 = "000_1f10aef1d4e0be1f.txt"  # CNN basics, kernel sizes, receptive field, pooling, BN, separable convs, ResNets
-S001 = "001_5c1d87f773a50007.txt"  # activations, depth vs width, information bottleneck, advanced CNNs, transformers
-S002 = "002_7fdb9a301e8cb4cc.txt"  # Chollet notes: conv/pool design, dropout rates, dropout only on dense layers
-S003 = "003_41e84abc9367f530.txt"  # the 000 tips again, plus transformers
-S004 = "004_bf0f3e6a495159c8.txt"  # batch norm, dropout 20-50 %
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   ARCHITECTURE, TRANSFORMERS: CNN basics, kernel sizes, receptive field, pooling, BN, separable convs, ResNets
+#   HANDBOOK: activations, depth vs width, information bottleneck, advanced CNNs
+#   CHOLLET: conv/pool design, dropout rates, dropout only on dense layers
+#   TRAINING_TIPS: batch norm, dropout 20-50 %
 
 # -- node classes ---------------------------------------------------------------------
 
@@ -222,7 +223,7 @@ def plural(n: int, word: str) -> str:
 
 
 @rule(code="ARC001", name="large-kernel", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S000, S003))
+      needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS))
 def large_kernel(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds dense convolutions past the stem with a square kernel of 5 or more taps per side, and
@@ -299,7 +300,7 @@ def large_kernel(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC002", name="bias-before-batchnorm", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S004))
+      needs=("graph",), source=(ARCHITECTURE, TRAINING_TIPS))
 def bias_before_batchnorm(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds convolutions and Linear layers with a bias whose only consumer is a batch (or
@@ -354,7 +355,7 @@ def bias_before_batchnorm(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC003", name="batchnorm-after-activation", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S000, S003))
+      needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS))
 def batchnorm_after_activation(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds batch normalisation placed after the activation (conv → ReLU → BatchNorm) rather than
@@ -408,7 +409,7 @@ def batchnorm_after_activation(facts: Facts, opts: ArchOptions) -> Iterator[Hit]
 
 
 @rule(code="ARC004", name="dropout-too-high", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S002, S004, S000))
+      needs=("graph",), source=(CHOLLET, TRAINING_TIPS, ARCHITECTURE))
 def dropout_too_high(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds dropout layers whose drop probability is above `arch.max-dropout`. A probability of 1
@@ -473,7 +474,7 @@ def _has_conv_after(g: Graph) -> set[int]:
 
 
 @rule(code="ARC005", name="dropout-on-conv-features", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S002,))
+      needs=("graph",), source=(CHOLLET,))
 def dropout_on_conv_features(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds element-wise dropout (`nn.Dropout`) applied to a convolutional feature map between
@@ -559,7 +560,7 @@ def plain_runs(g: Graph) -> dict[int, tuple[int, int]]:
 
 
 @rule(code="ARC006", name="deep-plain-stack", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S003))
+      needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS))
 def deep_plain_stack(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds the longest run of weighted layers (convs, Linear, recurrent, attention) that no
@@ -614,7 +615,7 @@ def deep_plain_stack(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC007", name="deep-net-without-normalization", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S003, S004, S001))
+      needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS, TRAINING_TIPS, HANDBOOK))
 def deep_net_without_normalization(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Fires when the network is deeper than `arch.max-depth-without-norm` weighted layers (on
@@ -669,7 +670,7 @@ def _square(n: Node) -> bool:
 
 
 @rule(code="ARC008", name="missing-nonlinearity", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S001, S003))
+      needs=("graph",), source=(ARCHITECTURE, HANDBOOK, TRANSFORMERS))
 def missing_nonlinearity(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds two linear layers (Linear, conv, transposed conv) joined with nothing between them but
@@ -723,7 +724,7 @@ def missing_nonlinearity(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC009", name="doubled-activation", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S001))
+      needs=("graph",), source=(ARCHITECTURE, HANDBOOK))
 def doubled_activation(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds an activation applied straight to the output of another activation (ReLU after ReLU,
@@ -771,7 +772,7 @@ def doubled_activation(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC010", name="small-receptive-field", family="arch", severity=Severity.INFO,
-      needs=("report",), source=(S000, S003))
+      needs=("report",), source=(ARCHITECTURE, TRANSFORMERS))
 def small_receptive_field(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Compares the receptive field of the last spatial feature map with the input size. Fires
@@ -843,7 +844,7 @@ def small_receptive_field(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC011", name="feature-map-smaller-than-kernel", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S002, S003))
+      needs=("graph",), source=(ARCHITECTURE, CHOLLET, TRANSFORMERS))
 def feature_map_smaller_than_kernel(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds convolutions whose input feature map is smaller, along some axis, than the window
@@ -918,7 +919,7 @@ def _coverage(size: int, k: int, s: int, p: int, d: int) -> float:
 
 
 @rule(code="ARC012", name="narrow-bottleneck", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S001,))
+      needs=("graph",), source=(HANDBOOK,))
 def narrow_bottleneck(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds a layer that squeezes its input to a width `arch.bottleneck-ratio` times narrower than
@@ -979,7 +980,7 @@ def narrow_bottleneck(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC013", name="saturating-hidden-activation", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S001, S003))
+      needs=("graph",), source=(ARCHITECTURE, HANDBOOK, TRANSFORMERS))
 def saturating_hidden_activation(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     In a network deeper than `arch.saturating-min-depth` weighted layers, finds sigmoid or tanh
@@ -1049,7 +1050,7 @@ def _conv_macs(n: Node) -> int:
 
 
 @rule(code="ARC014", name="separable-conv-candidate", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S000, S001, S003))
+      needs=("graph",), source=(ARCHITECTURE, HANDBOOK, TRANSFORMERS))
 def separable_conv_candidate(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Adds up the multiply-adds of the dense (groups = 1) k×k convolutions with at least
@@ -1120,7 +1121,7 @@ def separable_conv_candidate(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC015", name="width-not-multiple-of-8", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S003, S000))
+      needs=("graph",), source=(TRANSFORMERS, ARCHITECTURE))
 def width_not_multiple_of_8(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Lists the hidden convs and Linear layers whose input or output width (channels, features)
@@ -1184,7 +1185,7 @@ def width_not_multiple_of_8(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 
 
 @rule(code="ARC016", name="encoder-decoder-without-skips", family="arch", severity=Severity.WARNING,
-      needs=("graph",), source=(S000, S003))
+      needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS))
 def encoder_decoder_without_skips(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Recognises a dense-prediction network (it downsamples by `arch.skip-min-downsample` or more,
@@ -1272,7 +1273,7 @@ def encoder_decoder_without_skips(facts: Facts, opts: ArchOptions) -> Iterator[H
 
 
 @rule(code="ARC017", name="unpadded-conv", family="arch", severity=Severity.INFO,
-      needs=("graph",), source=(S000, S002, S003))
+      needs=("graph",), source=(ARCHITECTURE, CHOLLET, TRANSFORMERS))
 def unpadded_conv(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds stride-1 convolutions with a kernel wider than 1 and no padding, not preceded by an

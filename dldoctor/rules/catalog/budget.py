@@ -13,10 +13,12 @@ from dldoctor.render.numbers import nbytes, si
 from dldoctor.rules.facts import Facts
 from dldoctor.rules.options import BudgetOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK
 from dldoctor.types import PARTIAL, UNAVAILABLE, Report, Severity
 
-COMPRESSION = "000_1f10aef1d4e0be1f.txt"  # "Quantization and Model Compression"; resources drive model choice
-MEMORY = "001_5c1d87f773a50007.txt"  # training with limited GPU memory; fp16/bf16 to cut memory
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   ARCHITECTURE: "Quantization and Model Compression"; resources drive model choice
+#   HANDBOOK: training with limited GPU memory; fp16/bf16 to cut memory
 
 _FIX = {
     "params": "make the widest layers narrower, share weights, or use depthwise-separable convolutions",
@@ -141,7 +143,7 @@ def _relative(facts: Facts, keys: tuple[str, ...], max_growth: float | None, opt
 # -- absolute budgets ---------------------------------------------------------
 
 
-@rule(code="BUD001", name="params-over-budget", family="budget", severity=Severity.ERROR, source=COMPRESSION)
+@rule(code="BUD001", name="params-over-budget", family="budget", severity=Severity.ERROR, source=ARCHITECTURE)
 def params_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the model has more parameters than `budget.max-params` allows.
@@ -168,7 +170,7 @@ def params_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     yield from _absolute(facts.report, "params", opts.max_params, "max-params")
 
 
-@rule(code="BUD002", name="macs-over-budget", family="budget", severity=Severity.ERROR, source=COMPRESSION)
+@rule(code="BUD002", name="macs-over-budget", family="budget", severity=Severity.ERROR, source=ARCHITECTURE)
 def macs_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when one forward pass on the example input costs more multiply-accumulates than
@@ -197,7 +199,7 @@ def macs_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     yield from _absolute(facts.report, "macs", opts.max_macs, "max-macs")
 
 
-@rule(code="BUD003", name="model-size-over-budget", family="budget", severity=Severity.ERROR, source=COMPRESSION)
+@rule(code="BUD003", name="model-size-over-budget", family="budget", severity=Severity.ERROR, source=ARCHITECTURE)
 def model_size_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the weights and buffers take more bytes than `budget.max-size-bytes` allows.
@@ -224,7 +226,7 @@ def model_size_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     yield from _absolute(facts.report, "size", opts.max_size_bytes, "max-size-bytes")
 
 
-@rule(code="BUD004", name="inference-memory-over-budget", family="budget", severity=Severity.ERROR, source=(COMPRESSION, MEMORY))
+@rule(code="BUD004", name="inference-memory-over-budget", family="budget", severity=Severity.ERROR, source=(ARCHITECTURE, HANDBOOK))
 def inference_memory_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the peak memory of one inference pass (weights, inputs and the largest set of
@@ -252,7 +254,7 @@ def inference_memory_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[
     yield from _absolute(facts.report, "inference_memory", opts.max_inference_memory_bytes, "max-inference-memory-bytes")
 
 
-@rule(code="BUD005", name="training-memory-over-budget", family="budget", severity=Severity.ERROR, source=MEMORY)
+@rule(code="BUD005", name="training-memory-over-budget", family="budget", severity=Severity.ERROR, source=HANDBOOK)
 def training_memory_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the estimated peak memory of one training step (weights, saved activations,
@@ -284,7 +286,7 @@ def training_memory_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[H
 # -- relative budgets (against a baseline report) ----------------------------
 
 
-@rule(code="BUD006", name="params-grew-past-budget", family="budget", severity=Severity.ERROR, source=COMPRESSION)
+@rule(code="BUD006", name="params-grew-past-budget", family="budget", severity=Severity.ERROR, source=ARCHITECTURE)
 def params_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the parameter count grew more than `budget.max-params-growth` against the baseline
@@ -314,7 +316,7 @@ def params_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     yield from _relative(facts, ("params",), opts.max_params_growth, "max-params-growth")
 
 
-@rule(code="BUD007", name="macs-grew-past-budget", family="budget", severity=Severity.ERROR, source=COMPRESSION)
+@rule(code="BUD007", name="macs-grew-past-budget", family="budget", severity=Severity.ERROR, source=ARCHITECTURE)
 def macs_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the MACs of one forward pass grew more than `budget.max-macs-growth` against the
@@ -343,7 +345,7 @@ def macs_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     yield from _relative(facts, ("macs",), opts.max_macs_growth, "max-macs-growth")
 
 
-@rule(code="BUD008", name="model-size-grew-past-budget", family="budget", severity=Severity.ERROR, source=COMPRESSION)
+@rule(code="BUD008", name="model-size-grew-past-budget", family="budget", severity=Severity.ERROR, source=ARCHITECTURE)
 def model_size_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the bytes of parameters plus buffers grew more than `budget.max-size-growth` against
@@ -373,7 +375,7 @@ def model_size_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[H
     yield from _relative(facts, ("size",), opts.max_size_growth, "max-size-growth")
 
 
-@rule(code="BUD009", name="memory-grew-past-budget", family="budget", severity=Severity.ERROR, source=(COMPRESSION, MEMORY))
+@rule(code="BUD009", name="memory-grew-past-budget", family="budget", severity=Severity.ERROR, source=(ARCHITECTURE, HANDBOOK))
 def memory_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Fails when the peak inference memory or the peak training-step memory grew more than
@@ -404,7 +406,7 @@ def memory_grew_past_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
 
 
 @rule(code="BUD010", name="latency-over-budget", family="budget", severity=Severity.ERROR, needs=("profile",),
-      source=COMPRESSION)
+      source=ARCHITECTURE)
 def latency_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
     """## What it does
     Compares the measured median latency (p50) of one forward pass at `budget.latency-batch-size` on

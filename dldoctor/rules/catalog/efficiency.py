@@ -13,11 +13,13 @@ from dldoctor.rules.catalog.init import WEIGHT_MODULES, is_weight_matrix, row_le
 from dldoctor.rules.facts import Facts
 from dldoctor.rules.options import EfficiencyOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK, TRANSFORMERS
 from dldoctor.types import Severity
 
-COMPRESS = "000_1f10aef1d4e0be1f.txt"  # quantization (fewer bits) and pruning (fewer connections)
-COMPRESS_MD = "003_41e84abc9367f530.txt"  # same tips; tensor cores with FP16/AMP for large models
-MIXED = "001_5c1d87f773a50007.txt"  # FP16 / bfloat16 to speed up and cut memory; lottery-ticket pruning
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   ARCHITECTURE: quantization (fewer bits) and pruning (fewer connections)
+#   TRANSFORMERS: the same tips; tensor cores with FP16/AMP for large models
+#   HANDBOOK: FP16 / bfloat16 to speed up and cut memory; lottery-ticket pruning
 
 DYNAMIC_INT8 = frozenset({"Linear", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"})
 EMBEDDINGS = frozenset({"Embedding", "EmbeddingBag"})
@@ -41,7 +43,7 @@ def _fp32_share(facts: Facts) -> float:
 
 
 @rule(code="EFF001", name="linear-dominated-dynamic-int8", family="efficiency", severity=Severity.INFO,
-      needs=("report",), source=(COMPRESS, COMPRESS_MD))
+      needs=("report",), source=(ARCHITECTURE, TRANSFORMERS))
 def linear_dominated(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     """## What it does
     Reports an fp32 model of at least `efficiency.quantize-min-params` parameters in which
@@ -96,7 +98,7 @@ def linear_dominated(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
 
 
 @rule(code="EFF002", name="sparse-weights-stored-dense", family="efficiency", severity=Severity.INFO,
-      needs=("weights",), source=(COMPRESS, MIXED))
+      needs=("weights",), source=(ARCHITECTURE, HANDBOOK))
 def sparse_weights(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     """## What it does
     Reports a model in which at least `efficiency.min-sparsity` of the linear and convolution
@@ -150,7 +152,7 @@ def sparse_weights(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
 
 
 @rule(code="EFF003", name="fp32-model-could-run-half", family="efficiency", severity=Severity.INFO,
-      needs=("report",), source=(MIXED, COMPRESS_MD))
+      needs=("report",), source=(HANDBOOK, TRANSFORMERS))
 def fp32_could_run_half(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     """## What it does
     Reports a model of at least `efficiency.half-min-params` parameters stored entirely (90% or
@@ -187,7 +189,7 @@ def fp32_could_run_half(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
 
 
 @rule(code="EFF004", name="unfused-conv-bn", family="efficiency", severity=Severity.INFO,
-      needs=("graph",), source=(COMPRESS, COMPRESS_MD))
+      needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS))
 def unfused_conv_bn(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     """## What it does
     Reports, once per model, convolutions (or linear layers) whose only consumer is a BatchNorm,
@@ -233,7 +235,7 @@ def unfused_conv_bn(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
 
 
 @rule(code="EFF005", name="float64-parameters", family="efficiency", severity=Severity.WARNING,
-      needs=("report",), source=(MIXED, COMPRESS))
+      needs=("report",), source=(HANDBOOK, ARCHITECTURE))
 def float64_parameters(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     """## What it does
     Flags parameters stored in float64 (double precision).
@@ -270,7 +272,7 @@ def float64_parameters(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
 
 
 @rule(code="EFF006", name="embedding-dominated", family="efficiency", severity=Severity.INFO,
-      needs=("report",), source=(COMPRESS, COMPRESS_MD))
+      needs=("report",), source=(ARCHITECTURE, TRANSFORMERS))
 def embedding_dominated(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     """## What it does
     Reports a model of at least `efficiency.embedding-min-params` parameters in which embedding

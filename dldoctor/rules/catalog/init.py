@@ -17,11 +17,12 @@ from dldoctor.rules.catalog.output import HEAD_ACTIVATIONS, PASS, head_module, s
 from dldoctor.rules.facts import Facts, Graph, Node, WeightStat
 from dldoctor.rules.options import InitOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import TRAINING_TIPS, TRANSFORMERS
 from dldoctor.types import Severity
 
-INIT = "004_bf0f3e6a495159c8.txt"  # weight initialization: not all-zero/equal, not too small/large; Xavier vs He
-DEBUG = "001_5c1d87f773a50007.txt"  # debugging networks: look at weight and activation histograms
-EXPLODE = "003_41e84abc9367f530.txt"  # exploding gradients; compression: pruning removes connections
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   TRAINING_TIPS: weight initialization: not all-zero/equal, not too small/large; Xavier vs He
+#   TRANSFORMERS: exploding gradients; compression: pruning removes connections
 
 # Layers whose weight matrices are judged; parameter names that are weight matrices.
 WEIGHT_MODULES = frozenset({
@@ -103,7 +104,7 @@ def _fmt(x: float) -> str:
 
 
 @rule(code="INI001", name="constant-weights", family="init", severity=Severity.ERROR,
-      needs=("weights",), source=INIT)
+      needs=("weights",), source=TRAINING_TIPS)
 def constant_weights(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags hidden linear, convolution and recurrent layers whose weight matrix holds a single value
@@ -158,7 +159,7 @@ def constant_weights(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
 
 
 @rule(code="INI002", name="non-finite-weights", family="init", severity=Severity.ERROR,
-      needs=("weights",), source=(INIT, EXPLODE))
+      needs=("weights",), source=(TRAINING_TIPS, TRANSFORMERS))
 def non_finite_weights(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags parameters that contain NaN or infinite values.
@@ -197,7 +198,7 @@ def non_finite_weights(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
 
 
 @rule(code="INI003", name="exploding-weights", family="init", severity=Severity.WARNING,
-      needs=("weights",), source=(INIT, EXPLODE))
+      needs=("weights",), source=(TRAINING_TIPS, TRANSFORMERS))
 def exploding_weights(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags parameters whose largest magnitude exceeds `init.max-abs-weight`.
@@ -238,7 +239,7 @@ def exploding_weights(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
 
 
 @rule(code="INI004", name="dead-filters", family="init", severity=Severity.WARNING,
-      needs=("weights",), source=(INIT, EXPLODE))
+      needs=("weights",), source=(TRAINING_TIPS, TRANSFORMERS))
 def dead_filters(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags linear and convolution layers in which some (not all) output channels have all-zero
@@ -282,7 +283,7 @@ def dead_filters(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
 
 
 @rule(code="INI005", name="duplicate-filters", family="init", severity=Severity.WARNING,
-      needs=("weights",), source=INIT)
+      needs=("weights",), source=TRAINING_TIPS)
 def duplicate_filters(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags linear and convolution layers with output channels whose weights are exact copies of
@@ -336,7 +337,7 @@ def _looks_fresh(w: WeightStat) -> bool:
 
 
 @rule(code="INI006", name="xavier-init-before-relu", family="init", severity=Severity.WARNING,
-      needs=("weights", "graph"), source=INIT)
+      needs=("weights", "graph"), source=TRAINING_TIPS)
 def xavier_before_relu(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags freshly initialised linear and convolution layers that feed a ReLU directly (no
@@ -408,7 +409,7 @@ def xavier_before_relu(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
 
 
 @rule(code="INI007", name="weight-scale-off", family="init", severity=Severity.WARNING,
-      needs=("weights", "graph"), source=INIT)
+      needs=("weights", "graph"), source=TRAINING_TIPS)
 def weight_scale_off(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     """## What it does
     Flags hidden linear and convolution layers, with no normalization after them, whose weight

@@ -15,10 +15,12 @@ from typing import Iterator
 from dldoctor.rules.facts import Facts, Graph, Node
 from dldoctor.rules.options import OutputOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import CHOLLET, HANDBOOK
 from dldoctor.types import Severity
 
-CHOLLET = "002_7fdb9a301e8cb4cc.txt"  # last-layer / loss recipes for regression, binary and multiclass
-CUSTOM_LOSS = "001_5c1d87f773a50007.txt"  # unit-test custom layers and losses; loss functions per task
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   CHOLLET: last-layer / loss recipes for regression, binary and multiclass
+#   HANDBOOK: unit-test custom layers and losses; loss functions per task
 
 # -- what the output ends with -------------------------------------------------------------------
 
@@ -129,7 +131,7 @@ LOSS_NAMES = {
 
 
 @rule(code="OUT001", name="softmax-before-logits-loss", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=(CHOLLET, CUSTOM_LOSS))
+      needs=("graph", "loss"), source=(CHOLLET, HANDBOOK))
 def softmax_before_logits_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a model whose output already went through a softmax (or log-softmax) when the loss is
@@ -183,7 +185,7 @@ def softmax_before_logits_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hi
 
 
 @rule(code="OUT002", name="squashed-logits-into-logits-loss", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=(CHOLLET, CUSTOM_LOSS))
+      needs=("graph", "loss"), source=(CHOLLET, HANDBOOK))
 def squashed_logits(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a model whose output ends with a sigmoid or tanh (or a hard variant) when the loss is
@@ -273,7 +275,7 @@ def bce_without_probabilities(facts: Facts, opts: OutputOptions) -> Iterator[Hit
 
 
 @rule(code="OUT004", name="log-prob-loss-without-log-softmax", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=(CHOLLET, CUSTOM_LOSS))
+      needs=("graph", "loss"), source=(CHOLLET, HANDBOOK))
 def log_prob_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags `NLLLoss` or `KLDivLoss` on a model whose output is not a log-softmax (raw scores, or a
@@ -453,7 +455,7 @@ def softmax_with_bce(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
 
 
 @rule(code="OUT008", name="softmax-over-batch", family="output", severity=Severity.ERROR,
-      needs=("graph",), source=(CHOLLET, CUSTOM_LOSS))
+      needs=("graph",), source=(CHOLLET, HANDBOOK))
 def softmax_over_batch(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a softmax or log-softmax at the model output that normalises over dimension 0 of a

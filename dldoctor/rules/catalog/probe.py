@@ -18,13 +18,15 @@ from dldoctor.probe_types import ParamProbe, ProbeResult
 from dldoctor.rules.facts import Facts
 from dldoctor.rules.options import ProbeOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
 from dldoctor.types import Severity
 
-S000 = "000_1f10aef1d4e0be1f.txt"  # residual connections and ReLU against vanishing gradients; gradient clipping
-S001 = "001_5c1d87f773a50007.txt"  # gradient/activation histograms for debugging; dying ReLU; learning-rate schedules
-S002 = "002_7fdb9a301e8cb4cc.txt"  # feature-wise input normalization; tune the learning rate
-S003 = "003_41e84abc9367f530.txt"  # exploding gradients and clipping; warmup; activations against vanishing gradients
-S004 = "004_bf0f3e6a495159c8.txt"  # input normalization; initialization scale; batch norm allows higher learning rates
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   ARCHITECTURE: residual connections and ReLU against vanishing gradients; gradient clipping
+#   HANDBOOK: gradient/activation histograms for debugging; dying ReLU; learning-rate schedules
+#   CHOLLET: feature-wise input normalization; tune the learning rate
+#   TRANSFORMERS: exploding gradients and clipping; warmup; activations against vanishing gradients
+#   TRAINING_TIPS: input normalization; initialization scale; batch norm allows higher learning rates
 
 RELU_LIKE = frozenset({"ReLU", "ReLU6", "LeakyReLU", "RReLU", "F.relu", "F.relu6"})  # F.*: functional calls
 SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign"})
@@ -112,7 +114,7 @@ def _stopped(res: ProbeResult) -> bool:
 
 
 @rule(code="TRN001", name="vanishing-gradients", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S000, S003, S001))
+      needs=("probe",), source=(ARCHITECTURE, TRANSFORMERS, HANDBOOK))
 def vanishing_gradients(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Compares the gradient norm of every weight matrix with the one of the output layer over the
@@ -165,7 +167,7 @@ def vanishing_gradients(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN002", name="exploding-gradients", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S003, S000))
+      needs=("probe",), source=(TRANSFORMERS, ARCHITECTURE))
 def exploding_gradients(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Reports gradients far larger than the weights they update (‖g‖ / ‖w‖ in the thousands at the
@@ -237,7 +239,7 @@ def exploding_gradients(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN003", name="non-finite-values", family="probe", severity=Severity.ERROR,
-      needs=("probe",), source=(S003, S001))
+      needs=("probe",), source=(TRANSFORMERS, HANDBOOK))
 def non_finite_values(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Reports the first NaN or Inf the probe saw, in the loss, a layer's output, a gradient or a
@@ -286,7 +288,7 @@ def non_finite_values(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN004", name="dying-relu", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def dying_relu(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Finds ReLU layers where most units (channels of a conv map, features of a dense layer) output
@@ -335,7 +337,7 @@ def dying_relu(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN005", name="saturated-activations", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001, S003))
+      needs=("probe",), source=(HANDBOOK, TRANSFORMERS))
 def saturated_activations(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Finds sigmoid and tanh layers whose inputs mostly lie beyond ±5 (configurable) during the
@@ -383,7 +385,7 @@ def saturated_activations(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN006", name="stuck-parameters", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def stuck_parameters(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Lists trainable parameters (requires_grad=True) that never changed during the probe, and says
@@ -447,7 +449,7 @@ def stuck_parameters(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN007", name="loss-not-decreasing", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S002, S001))
+      needs=("probe",), source=(CHOLLET, HANDBOOK))
 def loss_not_decreasing(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     On the probe's fixed batch, checks that the loss fell by at least half (configurable) of its
@@ -497,7 +499,7 @@ def loss_not_decreasing(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN008", name="initial-loss-off", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S004,))
+      needs=("probe",), source=(TRAINING_TIPS,))
 def initial_loss_off(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Compares the loss at the first step with what an untrained head should give: ln C for
@@ -544,7 +546,7 @@ def initial_loss_off(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN009", name="learning-rate-too-high", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001, S003, S002))
+      needs=("probe",), source=(HANDBOOK, TRANSFORMERS, CHOLLET))
 def learning_rate_too_high(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Measures each step's update relative to the weights (‖Δw‖ / ‖w‖) and reports a median above
@@ -581,7 +583,7 @@ def learning_rate_too_high(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN010", name="learning-rate-too-low", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001, S002))
+      needs=("probe",), source=(HANDBOOK, CHOLLET))
 def learning_rate_too_low(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Reports a median update-to-weight ratio below 1e-6 (configurable) per step together with a
@@ -619,7 +621,7 @@ def learning_rate_too_low(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN011", name="head-range-mismatch", family="probe", severity=Severity.ERROR,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def head_range_mismatch(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     For regression losses (MSE, L1, Huber), compares the range the output activation can reach
@@ -663,7 +665,7 @@ def head_range_mismatch(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN012", name="loss-input-mismatch", family="probe", severity=Severity.ERROR,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def loss_input_mismatch(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Looks at what the model actually outputs and at what the loss expects: probabilities (rows in
@@ -721,7 +723,7 @@ def loss_input_mismatch(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN013", name="samples-mixed", family="probe", severity=Severity.ERROR,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def samples_mixed(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     In eval mode, changes every sample of a batch but the first and checks that the first
@@ -765,7 +767,7 @@ def samples_mixed(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN014", name="unnormalized-inputs", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S004, S002))
+      needs=("probe",), source=(TRAINING_TIPS, CHOLLET))
 def unnormalized_inputs(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     On the user's own batches (`--data`, or `dldoctor.watch`), checks the model's float input:
@@ -813,7 +815,7 @@ def unnormalized_inputs(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN015", name="input-ignored", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def input_ignored(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     Uses Integrated Gradients (captum) on a sample input to see which input features the output
@@ -853,7 +855,7 @@ def input_ignored(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRN016", name="border-dependence", family="probe", severity=Severity.WARNING,
-      needs=("probe",), source=(S001,))
+      needs=("probe",), source=(HANDBOOK,))
 def border_dependence(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
     For image models, measures how much of the Integrated Gradients attribution falls on the

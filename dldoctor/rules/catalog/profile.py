@@ -11,11 +11,13 @@ from typing import Iterator
 from dldoctor.rules.facts import Facts
 from dldoctor.rules.options import ProfileOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK, TRANSFORMERS
 from dldoctor.types import Severity
 
-S000 = "000_1f10aef1d4e0be1f.txt"  # efficiency: quantization, compression, choosing models for the hardware
-S001 = "001_5c1d87f773a50007.txt"  # mixed precision, batch size and memory, efficient architectures
-S003 = "003_41e84abc9367f530.txt"  # efficient inference; compression; hardware-aware choices
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   ARCHITECTURE: efficiency: quantization, compression, choosing models for the hardware
+#   HANDBOOK: mixed precision, batch size and memory, efficient architectures
+#   TRANSFORMERS: efficient inference; compression; hardware-aware choices
 
 _HOW = {
     "channels_last": "model = model.to(memory_format=torch.channels_last); x = x.to(memory_format=torch.channels_last)",
@@ -30,7 +32,7 @@ _HOW = {
 
 
 @rule(code="PRF001", name="measured-speedup", family="profile", severity=Severity.INFO, needs=("profile",),
-      source=(S001, S003))
+      source=(HANDBOOK, TRANSFORMERS))
 def measured_speedup(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
     """## What it does
     Reports each change `dldoctor profile` tried on the model (channels_last, bf16/fp16 autocast,
@@ -73,7 +75,7 @@ def measured_speedup(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
 
 
 @rule(code="PRF002", name="noisy-timings", family="profile", severity=Severity.WARNING, needs=("profile",),
-      source=(S003,))
+      source=(TRANSFORMERS,))
 def noisy_timings(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
     """## What it does
     Reports batch sizes whose timed runs spread more than 10% (coefficient of variation,
@@ -109,7 +111,7 @@ def noisy_timings(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
 
 
 @rule(code="PRF003", name="batching-pays", family="profile", severity=Severity.INFO, needs=("profile",),
-      source=(S001,))
+      source=(HANDBOOK,))
 def batching_pays(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
     """## What it does
     From the batch-size sweep, reports how much per-sample throughput grows from the smallest to the
@@ -150,7 +152,7 @@ def batching_pays(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
 
 
 @rule(code="PRF004", name="memory-bound-hotspots", family="profile", severity=Severity.INFO, needs=("profile",),
-      source=(S003, S000))
+      source=(TRANSFORMERS, ARCHITECTURE))
 def memory_bound_hotspots(facts: Facts, opts: ProfileOptions) -> Iterator[Hit]:
     """## What it does
     Adds up the time of the layers the profile labelled memory-bound (their arithmetic intensity,

@@ -19,11 +19,13 @@ from dldoctor.rules.catalog.output import source
 from dldoctor.rules.facts import Facts
 from dldoctor.rules.options import TransferOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import CHOLLET, TRAINING_TIPS, TRANSFORMERS
 from dldoctor.types import Severity
 
-FINETUNE = "002_7fdb9a301e8cb4cc.txt"  # feature extraction vs fine-tuning; unfreeze the top, specific layers
-BY_SIZE = "004_bf0f3e6a495159c8.txt"  # small/medium/large data: how much to freeze; leave the first layers alone
-PRETRAIN = "003_41e84abc9367f530.txt"  # pretrained models and fine-tuning; task-specific adapters
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   CHOLLET: feature extraction vs fine-tuning; unfreeze the top, specific layers
+#   TRAINING_TIPS: small/medium/large data: how much to freeze; leave the first layers alone
+#   TRANSFORMERS: pretrained models and fine-tuning; task-specific adapters
 
 LAYERS = WEIGHT_MODULES | {"Embedding", "EmbeddingBag"}
 BATCHNORMS = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"})
@@ -78,7 +80,7 @@ def _names(ls: list[Layer], k: int = 5) -> list[str]:
 
 
 @rule(code="TRF001", name="inverted-freezing", family="transfer", severity=Severity.WARNING,
-      needs=("training",), source=(FINETUNE, BY_SIZE))
+      needs=("training",), source=(CHOLLET, TRAINING_TIPS))
 def inverted_freezing(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
     """## What it does
     Flags a partly frozen model in which the early layers train while the later layers are
@@ -132,7 +134,7 @@ def inverted_freezing(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRF002", name="frozen-classifier-head", family="transfer", severity=Severity.WARNING,
-      needs=("training",), source=(FINETUNE, BY_SIZE))
+      needs=("training",), source=(CHOLLET, TRAINING_TIPS))
 def frozen_head(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
     """## What it does
     Flags a model whose output layer is frozen while other layers (not adapters) train.
@@ -188,7 +190,7 @@ def frozen_head(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
 
 
 @rule(code="TRF003", name="small-data-full-finetune", family="transfer", severity=Severity.INFO,
-      needs=("training",), source=(FINETUNE, BY_SIZE, PRETRAIN))
+      needs=("training",), source=(CHOLLET, TRAINING_TIPS, TRANSFORMERS))
 def small_data_full_finetune(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
     """## What it does
     Reports a model trained end to end (nothing frozen) on a dataset, given with
@@ -256,7 +258,7 @@ def _fed_by(facts: Facts, bn: Layer, main: list[Layer]) -> str | None:
 
 
 @rule(code="TRF004", name="trainable-batchnorm-in-frozen-backbone", family="transfer", severity=Severity.INFO,
-      needs=("training",), source=(BY_SIZE, FINETUNE))
+      needs=("training",), source=(TRAINING_TIPS, CHOLLET))
 def trainable_bn_in_frozen(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
     """## What it does
     Reports BatchNorm layers whose scale and shift train while the convolution (or linear layer)
@@ -309,7 +311,7 @@ def trainable_bn_in_frozen(facts: Facts, opts: TransferOptions) -> Iterator[Hit]
 
 
 @rule(code="TRF005", name="over-frozen-large-data", family="transfer", severity=Severity.INFO,
-      needs=("training",), source=(BY_SIZE, FINETUNE))
+      needs=("training",), source=(TRAINING_TIPS, CHOLLET))
 def over_frozen(facts: Facts, opts: TransferOptions) -> Iterator[Hit]:
     """## What it does
     Reports a model with at least `transfer.max-frozen-share` of its parameters frozen when the

@@ -10,8 +10,6 @@ from typing import Iterator
 
 from dldoctor.rules.catalog.arch import (
     RNNS,
-    S001,
-    S003,
     base,
     fwd,
     is_merge,
@@ -26,7 +24,13 @@ from dldoctor.rules.catalog.arch import (
 from dldoctor.rules.facts import Facts, Graph, Node
 from dldoctor.rules.options import TransformerOptions
 from dldoctor.rules.registry import Hit, rule
+from dldoctor.rules.seeds import HANDBOOK, TRANSFORMERS
 from dldoctor.types import Severity
+
+# Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
+#   TRANSFORMERS: self-attention and multi-head attention, positional encoding, layer norm before the
+#     residual (pre-LN), long sequences, tensor cores
+#   HANDBOOK: the Transformer section (attention, depth, normalization)
 
 _BMM = {"bmm", "baddbmm", "matmul"}
 _SCORE_OPS = {"add", "mul", "div", "sub", "masked_fill", "where", "_to_copy", "to", "clamp", "_softmax"}
@@ -141,7 +145,7 @@ def _loc(n: Node) -> str | None:
 
 
 @rule(code="TFM001", name="post-ln-deep-stack", family="transformer", severity=Severity.WARNING,
-      needs=("graph",), source=(S003, S001))
+      needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def post_ln_deep_stack(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Counts transformer blocks that normalise after the residual addition (post-LN:
@@ -211,7 +215,7 @@ def post_ln_deep_stack(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
 
 
 @rule(code="TFM002", name="attention-head-dim-out-of-range", family="transformer", severity=Severity.WARNING,
-      needs=("graph",), source=(S003, S001))
+      needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def attention_head_dim_out_of_range(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Checks the per-head width of each attention layer (embedding width divided by the
@@ -259,7 +263,7 @@ def attention_head_dim_out_of_range(facts: Facts, opts: TransformerOptions) -> I
 
 
 @rule(code="TFM003", name="head-dim-not-multiple-of-8", family="transformer", severity=Severity.INFO,
-      needs=("graph",), source=(S003,))
+      needs=("graph",), source=(TRANSFORMERS,))
 def head_dim_not_multiple_of_8(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Finds attention layers whose per-head width is not a multiple of
@@ -329,7 +333,7 @@ def _positional(g: Graph, n: Node) -> bool:
 
 
 @rule(code="TFM004", name="no-positional-information", family="transformer", severity=Severity.WARNING,
-      needs=("graph",), source=(S003, S001))
+      needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def no_positional_information(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Walks back from the first attention layer to the model input and fires when nothing on
@@ -385,7 +389,7 @@ def no_positional_information(facts: Facts, opts: TransformerOptions) -> Iterato
 
 
 @rule(code="TFM005", name="pre-ln-without-final-norm", family="transformer", severity=Severity.WARNING,
-      needs=("graph",), source=(S003, S001))
+      needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def pre_ln_without_final_norm(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Recognises a pre-LN stack (each block normalises inside its branch, `x = x + f(norm(x))`)
@@ -465,7 +469,7 @@ def pre_ln_without_final_norm(facts: Facts, opts: TransformerOptions) -> Iterato
 
 
 @rule(code="TFM006", name="transformer-without-normalization", family="transformer", severity=Severity.WARNING,
-      needs=("graph",), source=(S001, S003))
+      needs=("graph",), source=(HANDBOOK, TRANSFORMERS))
 def transformer_without_normalization(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Fires on a model with attention layers and residual blocks but no normalisation layer
@@ -516,7 +520,7 @@ def transformer_without_normalization(facts: Facts, opts: TransformerOptions) ->
 
 
 @rule(code="TFM007", name="attention-over-one-token", family="transformer", severity=Severity.WARNING,
-      needs=("graph",), source=(S003, S001))
+      needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def attention_over_one_token(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Finds attention layers whose queries and keys are sequences of length one while the other
@@ -573,7 +577,7 @@ def attention_over_one_token(facts: Facts, opts: TransformerOptions) -> Iterator
 
 
 @rule(code="TFM008", name="long-sequence-attention", family="transformer", severity=Severity.INFO,
-      needs=("graph",), source=(S003,))
+      needs=("graph",), source=(TRANSFORMERS,))
 def long_sequence_attention(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Finds full attention over more than `transformer.long-sequence` keys and estimates the
