@@ -28,7 +28,6 @@ from dldoctor.collect.onnx.common import (
     _KNOWN_DOMAINS,
     _MS,
     _STANDARD_DOMAINS,
-    _attrs,
     _declared_dims,
     _dom,
     _dtype_name,
@@ -38,7 +37,7 @@ from dldoctor.collect.onnx.common import (
     _vi_shape,
 )
 from dldoctor.collect.onnx.fold import _MAX_ROUNDS, _ROUNDS_BUDGET_S, _bad_reshapes, _fold_values, _with_folds
-from dldoctor.collect.onnx.macs import _CONTROL_FLOW, _IGNORE, _MAC_OPS
+from dldoctor.collect.onnx.macs import _node_macs
 from dldoctor.collect.onnx.memory import _memory
 from dldoctor.collect.onnx.params import _aliases, _collect_params
 from dldoctor.collect.onnx.receptive import _RFWalk
@@ -178,31 +177,14 @@ def inspect_onnx(model: onnx.ModelProto, report: Report, input_shapes: list[list
                     derived[o] = src
             weight_only.add(idx)
     for idx, n in order:
-        key = (_dom(n), n.op_type)
         ins = [view.shape(x) if x else None for x in n.input]
         outs = [view.shape(x) if x else None for x in n.output]
-        macs: int | None = 0
-        fn = _MAC_OPS.get(key)
-        if fn is not None:
-            try:
-                macs = fn(n, ins, outs, _attrs(n), view)
-            except (TypeError, ValueError, IndexError, ZeroDivisionError, KeyError):
-                macs = None
-            if macs is None:
-                uncounted[n.op_type] += 1
-                why_uncounted.setdefault(n.op_type, "shapes unknown after shape inference")
-                macs = 0
-        elif key in _IGNORE:
-            ignored[_IGNORE[key]][n.op_type] += 1
-        elif n.op_type in _CONTROL_FLOW and key[0] == "":
+        macs, left_out, why = _node_macs(n, ins, outs, view)
+        if left_out:
+            ignored[left_out][n.op_type] += 1
+        if why:
             uncounted[n.op_type] += 1
-            why_uncounted.setdefault(n.op_type, "control flow; the subgraphs are not walked")
-        else:
-            uncounted[n.op_type] += 1
-            why_uncounted.setdefault(
-                n.op_type,
-                f"unknown custom domain {key[0]!r}" if key[0] not in _KNOWN_DOMAINS else
-                f"no MAC formula for {(key[0] + '::') if key[0] else ''}{n.op_type}")
+            why_uncounted.setdefault(n.op_type, why)
         total += macs
         pcount = 0
         if idx not in weight_only or macs:

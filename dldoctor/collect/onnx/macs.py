@@ -5,6 +5,9 @@ QLinear variants, attention, Einsum, RNNs).  Elementwise, normalization, pooling
 data-movement ops are not multiply-accumulates and are not counted, the convention behind
 torchvision's published ``_ops``.  Any other op, or a MAC op whose shapes are unknown, is
 listed in ``uncounted_ops`` and the count is partial.
+
+A formula is registered for the ops it counts with ``@_on("Conv", "com.microsoft::FusedConv")``;
+``_IGNORE`` lists the ops left out, with the reason.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any, Callable
 
 import onnx
 
-from dldoctor.collect.onnx.common import _MS, _STD, _known, _prod
+from dldoctor.collect.onnx.common import _KNOWN_DOMAINS, _MS, _STD, _attrs, _dom, _known, _prod
 from dldoctor.collect.onnx.shapes import _View, _fused_matmul_out, _matmul_out
 
 
@@ -85,6 +88,46 @@ _CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
 
 
 # -- MAC formulas -------------------------------------------------------------
+# A formula takes (node, input shapes, output shapes, attributes, view) and returns the node's
+# MACs, or None when the shapes it needs are unknown.
+_Formula = Callable[[onnx.NodeProto, list[Any], list[Any], dict[str, Any], _View], int | None]
+_MAC_OPS: dict[tuple[str, str], _Formula] = {}
+
+# input slot of the second operand: the QLinear ops interleave scales and zero points
+_B_SLOT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3}
+
+
+def _on(*names: str) -> Callable[[_Formula], _Formula]:
+    """Register a MAC formula for ``names``: "Conv" (standard domain) or "com.microsoft::FusedConv"."""
+    def deco(fn: _Formula) -> _Formula:
+        for name in names:
+            dom, _, op = name.rpartition("::")
+            if (dom, op) in _MAC_OPS or (dom, op) in _IGNORE:
+                raise ValueError(f"{name} has a MAC formula already or is listed as not counted")
+            _MAC_OPS[(dom, op)] = fn
+        return fn
+
+    return deco
+
+
+def _node_macs(node: onnx.NodeProto, ins: list[Any], outs: list[Any], view: _View) -> tuple[int, str | None, str | None]:
+    """(MACs, why it is left out by convention, why it could not be counted) of one node."""
+    key = (_dom(node), node.op_type)
+    fn = _MAC_OPS.get(key)
+    if fn is not None:
+        try:
+            macs = fn(node, ins, outs, _attrs(node), view)
+        except (TypeError, ValueError, IndexError, ZeroDivisionError, KeyError):
+            macs = None
+        return (0, None, "shapes unknown after shape inference") if macs is None else (macs, None, None)
+    if key in _IGNORE:
+        return 0, _IGNORE[key], None
+    if node.op_type in _CONTROL_FLOW and key[0] == "":
+        return 0, None, "control flow; the subgraphs are not walked"
+    return 0, None, (f"unknown custom domain {key[0]!r}" if key[0] not in _KNOWN_DOMAINS else
+                     f"no MAC formula for {(key[0] + '::') if key[0] else ''}{node.op_type}")
+
+
 def _matmul_macs(a: Any, b: Any, out: Any) -> int | None:
     if _known(a) and a:
         k = a[-1]
@@ -94,17 +137,17 @@ def _matmul_macs(a: Any, b: Any, out: Any) -> int | None:
     return None
 
 
-def _mac_conv(xi: int, wi: int) -> Callable[..., int | None]:
-    def f(node: onnx.NodeProto, ins: list[Any], outs: list[Any], a: dict[str, Any], v: _View) -> int | None:
-        w = ins[wi] if wi < len(ins) else None
-        y = outs[0] if outs else None
-        if _known(w) and _known(y) and len(w) >= 2:
-            return _prod(y) * _prod(w[1:])  # out elems * Cin/group * prod(kernel)
-        return None
+@_on("Conv", "ConvInteger", "QLinearConv", "DeformConv", "CausalConvWithState", "com.microsoft::FusedConv")
+def _mac_conv(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
+    wi = _B_SLOT.get(node.op_type, 1)
+    w = ins[wi] if wi < len(ins) else None
+    y = outs[0] if outs else None
+    if _known(w) and _known(y) and len(w) >= 2:
+        return _prod(y) * _prod(w[1:])  # out elems * Cin/group * prod(kernel)
+    return None
 
-    return f
 
-
+@_on("ConvTranspose")
 def _mac_conv_transpose(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     x, w = ins[0], ins[1] if len(ins) > 1 else None
     if _known(x) and _known(w) and len(w) >= 2:
@@ -112,32 +155,32 @@ def _mac_conv_transpose(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return None
 
 
-def _mac_gemm(ai: int, bi: int) -> Callable[..., int | None]:
-    def f(node, ins, outs, a, v):  # noqa: ANN001
-        A, B = ins[ai], ins[bi] if bi < len(ins) else None
-        if not _known(A) or len(A) != 2:
-            return None
-        k = A[0] if a.get("transA", 0) else A[1]
-        m = A[1] if a.get("transA", 0) else A[0]
-        if _known(B) and len(B) == 2:
-            n = B[0] if a.get("transB", 0) else B[1]
-            return m * k * n
-        if _known(outs[0]) and len(outs[0]) == 2:
-            return _prod(outs[0]) * k
+@_on("Gemm", "com.microsoft::FusedGemm", "com.microsoft::QGemm")
+def _mac_gemm(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
+    bi = _B_SLOT.get(node.op_type, 1)
+    A, B = ins[0], ins[bi] if bi < len(ins) else None
+    if not _known(A) or len(A) != 2:
         return None
-
-    return f
-
-
-def _mac_matmul(ai: int, bi: int) -> Callable[..., int | None]:
-    def f(node, ins, outs, a, v):  # noqa: ANN001
-        A = ins[ai] if ai < len(ins) else None
-        B = ins[bi] if bi < len(ins) else None
-        return _matmul_macs(A, B, outs[0] if outs else None)
-
-    return f
+    k = A[0] if a.get("transA", 0) else A[1]
+    m = A[1] if a.get("transA", 0) else A[0]
+    if _known(B) and len(B) == 2:
+        n = B[0] if a.get("transB", 0) else B[1]
+        return m * k * n
+    if _known(outs[0]) and len(outs[0]) == 2:
+        return _prod(outs[0]) * k
+    return None
 
 
+@_on("MatMul", "MatMulInteger", "QLinearMatMul", "com.microsoft::DynamicQuantizeMatMul",
+     "com.microsoft::MatMulIntegerToFloat")
+def _mac_matmul(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
+    bi = _B_SLOT.get(node.op_type, 1)
+    A = ins[0] if ins else None
+    B = ins[bi] if bi < len(ins) else None
+    return _matmul_macs(A, B, outs[0] if outs else None)
+
+
+@_on("com.microsoft::FusedMatMul", "com.microsoft::TransposeMatMul")
 def _mac_fused_matmul(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     A, B = ins[0], ins[1] if len(ins) > 1 else None
     if not _known(A) or len(A) < 2:
@@ -151,6 +194,7 @@ def _mac_fused_matmul(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return None if out is None else _prod(out) * k
 
 
+@_on("com.microsoft::MatMulNBits")
 def _mac_nbits(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     A = ins[0]
     if _known(A) and A and "K" in a and "N" in a:
@@ -158,6 +202,7 @@ def _mac_nbits(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return None
 
 
+@_on("LSTM", "GRU", "RNN")
 def _mac_rnn(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     x, w = ins[0], ins[1] if len(ins) > 1 else None
     r = ins[2] if len(ins) > 2 else None
@@ -167,6 +212,7 @@ def _mac_rnn(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return None
 
 
+@_on("com.microsoft::Attention")
 def _mac_ms_attention(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     x, w = ins[0], ins[1] if len(ins) > 1 else None
     if not (_known(x) and len(x) == 3 and _known(w) and len(w) == 2):
@@ -180,6 +226,7 @@ def _mac_ms_attention(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return b * s * hin * total + b * s * t * qkv[0] + b * s * t * qkv[2]
 
 
+@_on("com.microsoft::MultiHeadAttention")
 def _mac_ms_mha(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     q = ins[0]
     k = ins[1] if len(ins) > 1 else None
@@ -213,6 +260,7 @@ def _mac_ms_mha(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return b * s * t * d + b * s * t * dv
 
 
+@_on("com.microsoft::GroupQueryAttention")
 def _mac_ms_gqa(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     q = ins[0]
     present = outs[1] if len(outs) > 1 else None
@@ -224,6 +272,7 @@ def _mac_ms_gqa(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return 2 * b * s * t * heads * h
 
 
+@_on("Attention")
 def _mac_onnx_attention(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     q = ins[0]
     k = ins[1] if len(ins) > 1 else None
@@ -255,6 +304,7 @@ def _mac_onnx_attention(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     return b * hq * s * t * dh + b * hq * s * t * dv
 
 
+@_on("Einsum")
 def _mac_einsum(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
     eq = str(a.get("equation", "")).replace(" ", "")
     if not eq or not all(_known(s) for s in ins):
@@ -281,33 +331,3 @@ def _mac_einsum(node, ins, outs, a, v) -> int | None:  # noqa: ANN001
         for lab, d in zip(labels, shp):
             sizes[lab] = max(sizes.get(lab, 1), d)
     return (len(terms) - 1) * _prod(sizes.values())
-
-
-_MAC_OPS: dict[tuple[str, str], Callable[..., int | None]] = {
-    (_STD, "Conv"): _mac_conv(0, 1),
-    (_STD, "ConvInteger"): _mac_conv(0, 1),
-    (_STD, "QLinearConv"): _mac_conv(0, 3),
-    (_STD, "DeformConv"): _mac_conv(0, 1),
-    (_STD, "CausalConvWithState"): _mac_conv(0, 1),
-    (_MS, "FusedConv"): _mac_conv(0, 1),
-    (_STD, "ConvTranspose"): _mac_conv_transpose,
-    (_STD, "Gemm"): _mac_gemm(0, 1),
-    (_MS, "FusedGemm"): _mac_gemm(0, 1),
-    (_MS, "QGemm"): _mac_gemm(0, 3),
-    (_STD, "MatMul"): _mac_matmul(0, 1),
-    (_STD, "MatMulInteger"): _mac_matmul(0, 1),
-    (_STD, "QLinearMatMul"): _mac_matmul(0, 3),
-    (_MS, "FusedMatMul"): _mac_fused_matmul,
-    (_MS, "TransposeMatMul"): _mac_fused_matmul,
-    (_MS, "DynamicQuantizeMatMul"): _mac_matmul(0, 1),
-    (_MS, "MatMulIntegerToFloat"): _mac_matmul(0, 1),
-    (_MS, "MatMulNBits"): _mac_nbits,
-    (_MS, "Attention"): _mac_ms_attention,
-    (_MS, "MultiHeadAttention"): _mac_ms_mha,
-    (_MS, "GroupQueryAttention"): _mac_ms_gqa,
-    (_STD, "Attention"): _mac_onnx_attention,
-    (_STD, "Einsum"): _mac_einsum,
-    (_STD, "LSTM"): _mac_rnn,
-    (_STD, "GRU"): _mac_rnn,
-    (_STD, "RNN"): _mac_rnn,
-}
