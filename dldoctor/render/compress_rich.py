@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dldoctor.render.numbers import nbytes
+from dldoctor.render.text import plain
 from dldoctor.transforms.types import CompressResult, Variant
 
 STYLE = {"recommended": "bold green", "kept": "green", "rejected": "yellow", "failed": "red", "original": "bold"}
@@ -15,17 +16,17 @@ def _row(v: Variant) -> list:
     f = v.fidelity
     fid = "" if v.name == "original" else (
         f"cos {f.cosine:.4f}" if f.cosine is not None else "n/a") + (f", top-1 {f.top1:.1%}" if f.top1 is not None else "")
-    return [Text(v.name + (" ◆" if v.pareto else ""), style=STYLE.get(v.status, "")),
-            Text(v.status, style=STYLE.get(v.status, "")),
+    return [plain(v.name + (" ◆" if v.pareto else ""), style=STYLE.get(v.status, "")),
+            plain(v.status, style=STYLE.get(v.status, "")),
             "n/a" if v.size_bytes is None else nbytes(v.size_bytes),
             "" if v.size_ratio is None else f"{v.size_ratio:.2f}×",
             "n/a" if v.p50 is None else f"{v.p50 * 1e3:.3g}",
             "" if v.speedup is None else f"{v.speedup:.2f}×", fid,
-            Text(v.reason or "", style="dim")]
+            plain(v.reason or "", style="dim")]
 
 
 def render_compress_rich(res: CompressResult, console: Console) -> None:
-    t = Table(title=f"variants, measured against the original in the same run ({res.device}, batch 1)",
+    t = Table(title=plain(f"variants, measured against the original in the same run ({res.device}, batch 1)"),
               header_style="bold", title_justify="left")
     for col, j in (("variant", "left"), ("status", "left"), ("size", "right"), ("smaller", "right"),
                    ("p50 ms", "right"), ("speedup", "right"), ("fidelity", "left"), ("why rejected / failed", "left")):
@@ -35,10 +36,10 @@ def render_compress_rich(res: CompressResult, console: Console) -> None:
     parts: list = [t]
     rec = next((v for v in res.variants if v.name == res.recommended), None)
     if rec is not None:
-        parts.append(Text(f"recommended ({'fastest' if res.optimize == 'latency' else 'smallest'} within the "
-                          f"{res.max_drop} fidelity budget): {rec.name} -> {rec.path}", style="bold green"))
+        parts.append(plain(f"recommended ({'fastest' if res.optimize == 'latency' else 'smallest'} within the "
+                           f"{res.max_drop} fidelity budget): {rec.name} -> {rec.path}", style="bold green"))
     parts.append(Text("◆ on the size / latency / fidelity Pareto front", style="dim"))
     for n in res.notes:
-        parts.append(Text(f"note: {n}", style="yellow"))
-    parts.append(Text(f"written to {res.out_dir} (the input was not touched)", style="dim"))
+        parts.append(plain(f"note: {n}", style="yellow"))
+    parts.append(plain(f"written to {res.out_dir} (the input was not touched)", style="dim"))
     console.print(Group(*parts))

@@ -5,7 +5,9 @@ import json
 from typing import Any
 
 from dldoctor.diff import Diff, LayerChange, MetricDelta
+from dldoctor.render.markdown import _cell, _code
 from dldoctor.render.numbers import nbytes, shape, si
+from dldoctor.render.text import markup, plain
 
 MAX_LAYERS = 40  # layer changes shown in rich/markdown; JSON keeps them all
 
@@ -74,19 +76,19 @@ def _title(diff: Diff) -> str:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|")
+    return _cell(text)
 
 
 def render_diff_rich(diff: Diff, console: Any, max_layers: int = MAX_LAYERS) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]dldoctor diff[/] {_title(diff)}")
+    console.print(f"[bold]dldoctor diff[/] {markup(_title(diff))}")
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col, just in (("", "left"), ("old", "right"), ("new", "right"), ("delta", "right"), ("change", "right")):
         t.add_column(col, justify=just)
     for m in diff.metrics:
         style = "red" if (m.delta or 0) > 0 else "green" if (m.delta or 0) < 0 else ""
-        t.add_row(m.label, _val(m, m.old) + _status(m.old_status), _val(m, m.new) + _status(m.new_status),
+        t.add_row(plain(m.label), _val(m, m.old) + _status(m.old_status), _val(m, m.new) + _status(m.new_status),
                   f"[{style}]{_val(m, m.delta, True)}[/]" if style else _val(m, m.delta, True), _pct(m))
     rf = diff.receptive_field
     t.add_row("receptive field", _rf_text(rf["old"]), _rf_text(rf["new"]), _rf_delta(rf), "")
@@ -98,7 +100,7 @@ def render_diff_rich(diff: Diff, console: Any, max_layers: int = MAX_LAYERS) -> 
             lt.add_column(col)
         mark = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]"}
         for c in diff.layers[:max_layers]:
-            lt.add_row(mark[c.change], c.path, *_layer_cells(c))
+            lt.add_row(mark[c.change], plain(c.path), *map(plain, _layer_cells(c)))
         console.print(lt)
         if len(diff.layers) > max_layers:
             console.print(f"  … {len(diff.layers) - max_layers} more (use --format json for all)")
@@ -107,23 +109,24 @@ def render_diff_rich(diff: Diff, console: Any, max_layers: int = MAX_LAYERS) -> 
     if diff.findings_compared:
         console.print(f"\n[bold]findings[/]: {len(diff.new_findings)} new, {len(diff.fixed_findings)} fixed")
         for f in diff.new_findings:
-            console.print(f"  [red]+ {f.code}[/] {f.severity} {f.location or ''}: {f.message}", highlight=False)
+            console.print(f"  [red]+ {markup(f.code)}[/] {markup(f.severity)} {markup(f.location or '')}: {markup(f.message)}",
+                          highlight=False)
         for f in diff.fixed_findings:
-            console.print(f"  [green]- {f.code}[/] {f.location or ''}: {f.message}", highlight=False)
+            console.print(f"  [green]- {markup(f.code)}[/] {markup(f.location or '')}: {markup(f.message)}", highlight=False)
     for n in diff.notes:
-        console.print(f"[yellow]note:[/] {n}", highlight=False)
+        console.print(f"[yellow]note:[/] {markup(n)}", highlight=False)
     if diff.budgets:
         console.print("\n[bold]budgets[/]")
         icon = {"ok": "[green]ok[/]", "exceeded": "[red]FAIL[/]", "unconfirmed": "[yellow]?[/]", "unavailable": "[yellow]?[/]"}
         for b in diff.budgets:
-            console.print(f"  {icon[b.verdict]} {b.message}", highlight=False)
+            console.print(f"  {icon[b.verdict]} {markup(b.message)}", highlight=False)
 
 
 def render_diff_markdown(diff: Diff, max_layers: int = MAX_LAYERS) -> str:
-    lines = [f"### dldoctor diff: {_title(diff)}", ""]
+    lines = [f"### dldoctor diff: {_md(_title(diff))}", ""]
     if diff.budgets:
         v = diff.violations
-        lines += [("**Budget exceeded:** " + "; ".join(b.message for b in v)) if v else "**Budgets:** all within limits", ""]
+        lines += [("**Budget exceeded:** " + "; ".join(_md(b.message) for b in v)) if v else "**Budgets:** all within limits", ""]
     lines += ["| | old | new | delta | change |", "|---|---:|---:|---:|---:|"]
     for m in diff.metrics:
         lines.append(f"| {_md(m.label)} | {_val(m, m.old)}{_status(m.old_status)} | {_val(m, m.new)}{_status(m.new_status)} "
@@ -136,8 +139,8 @@ def render_diff_markdown(diff: Diff, max_layers: int = MAX_LAYERS) -> str:
                   "| | layer | type | params | MACs | output |", "|---|---|---|---:|---:|---|"]
         sign = {"added": "+", "removed": "−", "changed": "~"}
         for c in diff.layers[:max_layers]:
-            cells = " | ".join(_layer_cells(c))
-            lines.append(f"| {sign[c.change]} | `{c.path}` | {cells} |")
+            cells = " | ".join(map(_md, _layer_cells(c)))
+            lines.append(f"| {sign[c.change]} | {_code(c.path)} | {cells} |")
         if len(diff.layers) > max_layers:
             lines.append(f"| | … {len(diff.layers) - max_layers} more | | | | |")
         lines += ["", "</details>", ""]
@@ -145,14 +148,16 @@ def render_diff_markdown(diff: Diff, max_layers: int = MAX_LAYERS) -> str:
         lines.append(f"**Findings:** {len(diff.new_findings)} new, {len(diff.fixed_findings)} fixed")
         lines.append("")
         for f in diff.new_findings:
-            lines.append(f"- new `{f.code}` ({f.severity}){' at `' + f.location + '`' if f.location else ''}: {f.message}")
+            where = f" at {_code(f.location, table=False)}" if f.location else ""
+            lines.append(f"- new {_code(f.code, table=False)} ({_md(f.severity)}){where}: {_md(f.message)}")
         for f in diff.fixed_findings:
-            lines.append(f"- fixed `{f.code}`{' at `' + f.location + '`' if f.location else ''}: {f.message}")
+            where = f" at {_code(f.location, table=False)}" if f.location else ""
+            lines.append(f"- fixed {_code(f.code, table=False)}{where}: {_md(f.message)}")
         lines.append("")
     for n in diff.notes:
-        lines.append(f"> note: {n}")
+        lines.append(f"> note: {_md(n)}")
     if diff.budgets:
         lines += ["", "| budget | verdict | |", "|---|---|---|"]
         for b in diff.budgets:
-            lines.append(f"| {b.budget} | {b.verdict} | {_md(b.message)} |")
+            lines.append(f"| {_md(b.budget)} | {_md(b.verdict)} | {_md(b.message)} |")
     return "\n".join(lines).rstrip() + "\n"

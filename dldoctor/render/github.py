@@ -4,13 +4,16 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+from dldoctor.errors import safe
 from dldoctor.types import Report
 
 COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
 
 
 def _data(s: str) -> str:
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow-command message: control characters made visible first (`safe`: a name's ESC, CR or LF never
+    reaches the log raw), then GitHub's own escapes for what is left (`%`, CR, LF)."""
+    return safe(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _prop(s: str) -> str:

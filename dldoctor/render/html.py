@@ -13,6 +13,8 @@ import html
 import math
 from typing import Any, Iterable, Sequence
 
+from dldoctor.errors import safe
+
 __all__ = ["render_probe_html"]
 
 NA = "not recorded"
@@ -90,7 +92,8 @@ footer{color:var(--muted);font-size:12px;margin-top:30px}
 
 
 def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
+    """Text for HTML: markup escaped, control characters shown as escapes (the page may be printed to a terminal)."""
+    return html.escape("" if x is None else safe(x), quote=True)
 
 
 def _d(x: Any) -> dict:

@@ -1,22 +1,34 @@
 """Markdown for pull-request comments: a totals line, then per model a summary table and its findings."""
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
+from dldoctor.errors import safe
 from dldoctor.render.numbers import nbytes, si
 from dldoctor.types import Report
 
 ICON = {"error": "🔴 error", "warning": "🟡 warning", "info": "🔵 info"}
 
 
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
 def _cell(text: object) -> str:
-    """One table cell: pipes escaped, newlines as <br>."""
-    s = "" if text is None else str(text)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+    """Text from a report as one table cell of plain text: control characters escaped (a newline shows as \\n),
+    and every character Markdown or HTML would read as markup (links, images, tags, emphasis, `|`) backslash-escaped."""
+    return _SPECIAL.sub(r"\\\1", "" if text is None else safe(text))
 
 
-def _code(text: str | None) -> str:
-    return f"`{text}`" if text else "-"
+def _code(text: object, table: bool = True) -> str:
+    """Text as a code span (nothing inside is markup): control characters escaped, pipes escaped inside a table,
+    and a fence longer than any run of backticks inside."""
+    if text is None or text == "":
+        return "-"
+    s = safe(text).replace("|", "\\|") if table else safe(text)
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def counts(reports: Iterable[Report]) -> dict[str, int]:
@@ -39,7 +51,7 @@ def render_markdown(reports: list[Report], failures: Iterable[str] = (), suppres
         lines += ["**Could not check:**", ""] + [f"- {_cell(x)}" for x in failures] + [""]
     for r in reports:
         rc = counts([r])
-        lines += [f"### `{_cell(r.model.path)}`", ""]
+        lines += [f"### {_code(r.model.path, table=False)}", ""]
         lines += ["| params | MACs | weights | inference memory | errors | warnings | infos |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]
         macs = si(r.flops.macs) if r.flops.macs is not None else r.flops.status
@@ -52,7 +64,7 @@ def render_markdown(reports: list[Report], failures: Iterable[str] = (), suppres
             lines += ["| severity | code | location | message | fix |", "|---|---|---|---|---|"]
             for f in r.findings:
                 lines.append(
-                    f"| {ICON.get(f.severity, f.severity)} | `{f.code}` {_cell(f.name)} | {_code(_cell(f.location) if f.location else None)} "
+                    f"| {ICON.get(f.severity, _cell(f.severity))} | {_code(f.code)} {_cell(f.name)} | {_code(f.location)} "
                     f"| {_cell(f.message)} | {_cell(f.fix) or '-'} |"
                 )
         else:

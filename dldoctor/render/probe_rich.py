@@ -10,6 +10,7 @@ from rich.text import Text
 
 from dldoctor.probe_types import ProbeResult
 from dldoctor.render.rich import diagnostics, findings_table
+from dldoctor.render.text import markup, plain
 from dldoctor.types import Report
 
 BAR = 8
@@ -52,16 +53,16 @@ def _summary(r: Report, p: ProbeResult) -> Panel:
     g = Table.grid(padding=(0, 2))
     g.add_column(style="bold")
     g.add_column()
-    g.add_row("model", f"{r.model.path}  [dim]({r.model.format})[/]")
-    g.add_row("run", f"{c.get('steps')} steps of {c.get('optimizer')} at lr {c.get('lr')}, loss {c.get('loss')}, "
-                     f"batch {c.get('batch_size')}, seed {c.get('seed')}, {c.get('device')}; data: {c.get('data')}")
+    g.add_row("model", f"{markup(r.model.path)}  [dim]({markup(r.model.format)})[/]")
+    g.add_row("run", plain(f"{c.get('steps')} steps of {c.get('optimizer')} at lr {c.get('lr')}, loss {c.get('loss')}, "
+                           f"batch {c.get('batch_size')}, seed {c.get('seed')}, {c.get('device')}; data: {c.get('data')}"))
     a, b, e = p.initial_loss, p.final_loss, p.expected_initial_loss
     loss = f"{'n/a' if a is None else f'{a:.4g}'} → {'n/a' if b is None else f'{b:.4g}'}"
     if e is not None:
         loss += f"  [dim](chance: {e:.3g})[/]"
     g.add_row("loss", loss)
     if p.error:
-        g.add_row("stopped", f"[red]{p.error}[/]")
+        g.add_row("stopped", plain(p.error, style="red"))
     ind = p.independence or {}
     if ind.get("checked"):
         g.add_row("samples", "[red]mixed across the batch[/]" if ind.get("mixed") else "independent (eval mode)")
@@ -69,10 +70,10 @@ def _summary(r: Report, p: ProbeResult) -> Panel:
     if att:
         if att.get("status") == "complete":
             cov = att.get("coverage")
-            g.add_row("attribution", f"{att.get('method')}: 90% of it on "
-                                     f"{'n/a' if cov is None else f'{cov:.0%}'} of the input")
+            g.add_row("attribution", plain(f"{att.get('method')}: 90% of it on "
+                                           f"{'n/a' if cov is None else f'{cov:.0%}'} of the input"))
         else:
-            g.add_row("attribution", f"[dim]unavailable: {att.get('reason')}[/]")
+            g.add_row("attribution", plain(f"unavailable: {att.get('reason')}", style="dim"))
     if p.seconds is not None:
         g.add_row("time", f"{p.seconds:.2f} s")
     return Panel(g, title="dldoctor probe", title_align="left")
@@ -99,7 +100,7 @@ def layer_table(p: ProbeResult, limit: int = 60) -> Table | None:
     for lp in p.layers[:limit]:
         w = weight.get(lp.path)
         upd = _last(w.update_ratio) if w else None
-        row = [lp.path, lp.type, _bar(_last(lp.zero_frac), "yellow"), _bar(_last(lp.dead_frac), "red")]
+        row = [plain(lp.path), plain(lp.type), _bar(_last(lp.zero_frac), "yellow"), _bar(_last(lp.dead_frac), "red")]
         if sat:
             row.append(_bar(_last(lp.saturated_frac), "magenta") if lp.type in ("Sigmoid", "Tanh") else Text(""))
         row += [_log_bar(_last(w.grad_norm)) if w else Text(""), Text("" if upd is None else f"{upd:.1e}")]

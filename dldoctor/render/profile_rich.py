@@ -9,6 +9,7 @@ from rich.text import Text
 from dldoctor.profile_types import ProfileResult
 from dldoctor.render.numbers import nbytes, si
 from dldoctor.render.rich import diagnostics, findings_table
+from dldoctor.render.text import markup, plain, safe
 from dldoctor.types import Report
 
 
@@ -21,9 +22,9 @@ def _summary(r: Report, p: ProfileResult) -> Panel:
     g.add_column(style="bold")
     g.add_column()
     c = p.config
-    g.add_row("model", f"{r.model.path}  [dim]({r.model.format})[/]")
-    g.add_row("device", f"{p.device_name or c.get('device')}  [dim]{c.get('dtype', '')}, threads {c.get('threads')}, "
-                        f"warmup {c.get('warmup')}, iters {c.get('iters')}[/]")
+    g.add_row("model", f"{markup(r.model.path)}  [dim]({markup(r.model.format)})[/]")
+    g.add_row("device", f"{markup(p.device_name or c.get('device'))}  [dim]{markup(c.get('dtype', ''))}, threads "
+                        f"{markup(c.get('threads'))}, warmup {markup(c.get('warmup'))}, iters {markup(c.get('iters'))}[/]")
     if p.best_batch_size is not None:
         g.add_row("best batch", f"{p.best_batch_size} (throughput within 5% of the best measured)")
     if p.achieved_flops_per_s is not None:
@@ -33,9 +34,9 @@ def _summary(r: Report, p: ProfileResult) -> Panel:
     if p.overhead is not None:
         g.add_row("profiler", f"a profiled run costs {p.overhead:.2f}× a plain one (breakdown only)")
     if p.error:
-        g.add_row("error", f"[red]{p.error}[/]")
+        g.add_row("error", plain(p.error, style="red"))
     for n in p.notes:
-        g.add_row("note", f"[yellow]{n}[/]")
+        g.add_row("note", plain(n, style="yellow"))
     return Panel(g, title="dldoctor profile", title_align="left")
 
 
@@ -47,7 +48,7 @@ def latency_table(p: ProfileResult) -> Table | None:
         t.add_column(col, justify="right", no_wrap=True)
     for s in p.latency:
         if s.error:
-            t.add_row(str(s.batch_size), Text(s.error, style="red"), "", "", "", "", "", "")
+            t.add_row(str(s.batch_size), plain(s.error, style="red"), "", "", "", "", "", "")
             continue
         cv = Text("n/a" if s.cv is None else f"{s.cv:.0%}", style="red" if s.noisy else "")
         t.add_row(str(s.batch_size), _ms(s.p50), _ms(s.p90), _ms(s.p99),
@@ -67,9 +68,12 @@ def breakdown_table(p: ProfileResult, which: str, top: int = 10) -> Table | None
         t.add_column(col, justify=j, overflow="fold")
     for o in rows:
         bar = "█" * round(o.share * 10)
-        t.add_row(o.name + (f" [dim]({o.provider})[/]" if o.provider else ""), f"{bar} {o.share:.0%}",
+        name = plain(o.name)
+        if o.provider:
+            name.append(f" ({safe(o.provider)})", style="dim")
+        t.add_row(name, f"{bar} {o.share:.0%}",
                   f"{o.time * 1e3:.3g}", str(o.calls or ""), "" if o.flops_per_s is None else si(o.flops_per_s),
-                  o.bound or "")
+                  plain(o.bound or ""))
     return t
 
 
@@ -81,12 +85,14 @@ def whatif_table(p: ProfileResult) -> Table | None:
                    ("verdict", "left")):
         t.add_column(col, justify=j, overflow="fold")
     for w in p.whatifs:
-        name = w.name + (f" [dim]{w.detail}[/]" if w.detail else "")
+        name = plain(w.name)
+        if w.detail:
+            name.append(f" {safe(w.detail)}", style="dim")
         if not w.applicable:
-            t.add_row(name, "", "", "", Text(f"not applicable: {w.reason}", style="dim"))
+            t.add_row(name, "", "", "", plain(f"not applicable: {w.reason}", style="dim"))
             continue
-        verdict = Text("recommended", style="green") if w.recommended else Text(f"tried: {w.reason or 'no gain'}",
-                                                                                style="dim")
+        verdict = Text("recommended", style="green") if w.recommended else plain(f"tried: {w.reason or 'no gain'}",
+                                                                                 style="dim")
         t.add_row(name, _ms(w.p50), "n/a" if w.speedup is None else f"{w.speedup:.2f}×",
                   "n/a" if w.rel_diff is None else f"{w.rel_diff:.1e}", verdict)
     return t

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dldoctor.render.numbers import nbytes, shape, si
+from dldoctor.render.text import markup, plain, safe
 from dldoctor.types import COMPLETE, ReceptiveField, Report
 
 _STATUS_STYLE = {"complete": "green", "partial": "yellow", "unavailable": "red"}
@@ -36,16 +37,16 @@ def summary(r: Report) -> Panel:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("model", f"{r.model.path}  [dim]({r.model.format})[/]")
+    t.add_row("model", f"{markup(r.model.path)}  [dim]({markup(r.model.format)})[/]")
     if r.inputs:
-        ins = "; ".join(f"{'×'.join(map(str, i.shape))} {i.dtype}" + (" [dim](assumed)[/]" if i.assumed else "") for i in r.inputs)
+        ins = "; ".join(f"{'×'.join(map(str, i.shape))} {markup(i.dtype)}" + (" [dim](assumed)[/]" if i.assumed else "") for i in r.inputs)
         t.add_row("input", ins)
     p = r.params
     ptxt = f"{p.total:,} ({si(p.total)})  trainable {p.trainable:,}  frozen {p.frozen:,}  buffers {p.buffers:,}"
     if p.shared:
         ptxt += f"  [dim]shared (counted once) {p.shared:,}[/]"
     t.add_row("parameters", ptxt)
-    t.add_row("weights", f"{nbytes(p.bytes + p.buffer_bytes)}  " + "  ".join(f"{k} {v:,}" for k, v in p.by_dtype.items()))
+    t.add_row("weights", f"{nbytes(p.bytes + p.buffer_bytes)}  " + "  ".join(f"{markup(k)} {v:,}" for k, v in p.by_dtype.items()))
     f = r.flops
     if f.macs is not None:
         ftxt = f"{si(f.macs, 'MACs')}  {si(f.flops, 'FLOPs')}  {_status(f.status)}"
@@ -54,7 +55,7 @@ def summary(r: Report) -> Panel:
     else:
         ftxt = _status(f.status)
     if f.reason:
-        ftxt += f"\n[dim]{f.reason}[/]"
+        ftxt += f"\n[dim]{markup(f.reason)}[/]"
     t.add_row("compute", ftxt)
     m = r.memory
     mtxt = f"inference peak {nbytes(m.inference_peak_bytes)}"
@@ -67,18 +68,18 @@ def summary(r: Report) -> Panel:
         if row.get("training_peak_bytes") is not None:
             mtxt += f", training step {nbytes(row['training_peak_bytes'])}"
     if m.reason:
-        mtxt += f"\n[dim]{m.reason}[/]"
+        mtxt += f"\n[dim]{markup(m.reason)}[/]"
     t.add_row("memory", mtxt)
     rf = r.receptive_field
     rtxt = _rf_text(rf) if rf.status != "unavailable" else _status(rf.status)
     if rf.status not in (COMPLETE, "unavailable"):
         rtxt += f"  {_status(rf.status)}"
     if rf.reason:
-        rtxt += f"\n[dim]{rf.reason}[/]"
+        rtxt += f"\n[dim]{markup(rf.reason)}[/]"
     t.add_row("receptive field", rtxt)
     if r.onnx:
-        t.add_row("onnx", f"opset {r.onnx.get('opset')}  ops " + ", ".join(f"{k}×{v}" for k, v in list(r.onnx.get("op_histogram", {}).items())[:8]))
-    return Panel(t, title=f"dldoctor · {r.model.name or r.model.path}", expand=False)
+        t.add_row("onnx", plain(f"opset {r.onnx.get('opset')}  ops " + ", ".join(f"{k}×{v}" for k, v in list(r.onnx.get("op_histogram", {}).items())[:8])))
+    return Panel(t, title=plain(f"dldoctor · {r.model.name or r.model.path}"), expand=False)
 
 
 def layer_table(r: Report, depth: int | None) -> Table | None:
@@ -95,13 +96,13 @@ def layer_table(r: Report, depth: int | None) -> Table | None:
     t.add_column("receptive field", overflow="fold")
     for lay in rows:
         t.add_row(
-            "  " * (lay.depth - 1) + lay.path,
-            lay.type,
-            shape(lay.output_shape),
+            plain("  " * (lay.depth - 1) + lay.path),
+            plain(lay.type),
+            plain(shape(lay.output_shape)),
             f"{lay.params:,}",
             si(lay.macs),
             f"{100 * lay.share:.1f}%",
-            _rf_text(lay.receptive_field),
+            plain(_rf_text(lay.receptive_field)),
         )
     return t
 
@@ -115,7 +116,7 @@ def tensor_table(r: Report, limit: int = 30) -> Table | None:
     t.add_column("dtype")
     t.add_column("bytes", justify="right")
     for x in r.tensors[:limit]:
-        t.add_row(x.name, "×".join(map(str, x.shape)) or "scalar", x.dtype, nbytes(x.nbytes))
+        t.add_row(plain(x.name), "×".join(map(str, x.shape)) or "scalar", plain(x.dtype), nbytes(x.nbytes))
     if len(r.tensors) > limit:
         t.add_row(f"... {len(r.tensors) - limit} more", "", "", "")
     return t
@@ -130,7 +131,7 @@ def diagnostics(r: Report) -> Text | None:
     lines = Text()
     for d in r.diagnostics:
         lines.append(f"{d.level}: ", style=SEVERITY_STYLE.get(d.level, "white"))
-        lines.append(d.message + "\n", style="dim" if d.where == "rules" else "")
+        lines.append(safe(d.message) + "\n", style="dim" if d.where == "rules" else "")
     return lines
 
 
@@ -146,11 +147,11 @@ def findings_table(r: Report, title: str | None = "findings") -> Table | None:
     t.add_column("fix", overflow="fold", ratio=2)
     for f in r.findings:
         style = SEVERITY_STYLE.get(f.severity, "white")
-        fix = Text(f.fix or "-")
+        fix = plain(f.fix or "-")
         if f.transform:
-            fix.append(f"\ntransform: {f.transform}", style="dim")
-        t.add_row(Text(f.severity, style=style), Text(f"{f.code}\n{f.name}", style=style), Text(f.location or "-"),
-                  Text(f.message), fix)
+            fix.append(f"\ntransform: {safe(f.transform)}", style="dim")
+        t.add_row(plain(f.severity, style=style), plain(f.code, style=style).append("\n").append(safe(f.name)),
+                  plain(f.location or "-"), plain(f.message), fix)
     return t
 
 
@@ -163,7 +164,7 @@ def render_check_rich(reports: list[Report], console: Console, summary: dict[str
     for r in reports:
         for f in r.findings:
             totals[f.severity] = totals.get(f.severity, 0) + 1
-        head = Text(r.model.path, style="bold")
+        head = plain(r.model.path, style="bold")
         n = len(r.findings)
         head.append(f"  {n} finding{'s' if n != 1 else ''}" if n else "  no findings", style="dim" if not n else "")
         console.print(head)
@@ -172,7 +173,7 @@ def render_check_rich(reports: list[Report], console: Console, summary: dict[str
             console.print(table)
         for d in r.diagnostics:
             if d.level == "warning" and d.where not in _rule_codes(r):
-                console.print(Text("warning: ", style=SEVERITY_STYLE["warning"]) + Text(d.message))
+                console.print(Text("warning: ", style=SEVERITY_STYLE["warning"]) + plain(d.message))
     s = summary or {}
     line = Text("\n")
     line.append(f"{totals['error']} errors", style="bold red" if totals["error"] else "green")

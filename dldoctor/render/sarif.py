@@ -26,7 +26,7 @@ def _artifact(path: str) -> dict[str, Any] | None:
     absolute = Path(path).resolve()
     try:
         rel = absolute.relative_to(Path.cwd().resolve())
-        return {"uri": quote(rel.as_posix()), "uriBaseId": "%SRCROOT%"}
+        return {"uri": quote(rel.as_posix(), errors="surrogateescape"), "uriBaseId": "%SRCROOT%"}  # any file name
     except ValueError:
         return {"uri": absolute.as_uri()}
 
