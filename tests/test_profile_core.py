@@ -160,6 +160,35 @@ def test_a_failing_batch_size_does_not_stop_the_sweep():
     assert [o.name for o in r.modules] == ["fc"] and r.modules[0].flops == 2 * 4 * 4 * 2
 
 
+
+class NotOnMeta(nn.Module):
+    """`.item()` has no value on the meta device: FLOPs are counted on the real one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * (1.0 if x.abs().sum().item() >= 0 else 2.0)
+
+
+@pytest.mark.parametrize("model", [nn.Sequential(nn.Linear(8, 4)), NotOnMeta()], ids=["meta", "real-device"])
+def test_flops_come_from_the_counting_pass_not_a_whole_inspect(model, monkeypatch):
+    """profile counts its FLOPs with collect.trace's pass (meta, else the real device), as inspect does,
+    without running the top-level inspector (collect/ sits below it)."""
+    import dldoctor.inspector
+
+    def whole_inspect(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("profile ran a whole inspect to count FLOPs")
+
+    monkeypatch.setattr(dldoctor.inspector, "inspect", whole_inspect)
+    monkeypatch.setattr(dldoctor.inspector, "inspect_loaded", whole_inspect)
+    r = measure_torch(model, lambda b: (torch.randn(b, 8),), batch_sizes=(3,), warmup=1, iters=2)
+    assert r.error is None
+    leaf = [o for o in r.modules if o.name in ("0", "fc")]
+    assert len(leaf) == 1 and leaf[0].flops == 2 * 3 * 8 * 4
+    assert r.total_flops == 2 * 3 * 8 * 4
+
 def test_min_time_raises_iters():
     r = measure_torch(nn.Linear(8, 8), lambda b: (torch.randn(b, 8),), warmup=1, iters=2, min_time=0.02,
                       breakdown=False)

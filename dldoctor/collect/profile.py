@@ -23,6 +23,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
 from dldoctor.collect.quiet import native_quiet
+from dldoctor.collect.trace import PassResult, run_pass
 from dldoctor.fileops import temp_dir
 from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult
 
@@ -492,19 +493,18 @@ def _nbytes(shapes: list[list[int]] | None, elem: int) -> int | None:
     return None if not shapes else sum(math.prod(s) for s in shapes) * elem
 
 
-def _module_bytes(model: torch.nn.Module, layers: dict, args: tuple, elem: int) -> dict[str, int]:
+def _module_bytes(model: torch.nn.Module, counted: PassResult, args: tuple, elem: int) -> dict[str, int]:
     """Estimated bytes one leaf moves per forward: its parameters and buffers, plus input and output
     activations, taken as the previous leaf's output (the model's inputs for the first leaf) and its
-    own output shape (from inspect, first call; times its calls), all at the run's element size."""
+    own output shape (from the counting pass, first call; times its calls), all at the run's element size."""
     leaves = _leaves(model)
-    order = [p for p in layers if p in leaves]
+    order = [p for p in counted.order if p and p in leaves]
     prev = sum(t.numel() * elem for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor))
     out: dict[str, int] = {}
     for path in order:
-        layer = layers[path]
         own = sum(t.numel() * t.element_size() for t in [*leaves[path].parameters(), *leaves[path].buffers()])
-        produced = _nbytes(layer.output_shape, elem)
-        out[path] = own + ((prev or 0) + (produced or 0)) * max(1, layer.calls)
+        produced = _nbytes(counted.output_shapes.get(path), elem)
+        out[path] = own + ((prev or 0) + (produced or 0)) * max(1, counted.module_calls.get(path, 0))
         prev = produced
     return out
 
@@ -516,23 +516,28 @@ def _bound(o: OpTime, nbytes: int | None, ridge: float | None) -> str | None:
     return "compute" if o.flops / nbytes >= ridge else "memory"
 
 
+def _count_macs(model: torch.nn.Module, args: tuple, device: str) -> PassResult:
+    """The forward pass `inspect` counts MACs with: on the meta device, or on `device` when the model
+    cannot run on meta (its parameters are not on meta already)."""
+    counted = run_pass(model, args, device="meta")
+    on_meta = any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
+    if counted.error is None or on_meta:
+        return counted
+    return run_pass(model, args, device=device)
+
+
 def _attach_flops(res: ProfileResult, model: torch.nn.Module, args: tuple, at: LatencyStats, device: Any,
                   tdtype: torch.dtype) -> None:
-    """FLOPs from `inspect` (2 × MACs, counted at the profiled batch size) on modules and the whole forward."""
-    from dldoctor.inspector import inspect
-
-    report = inspect(model, inputs=args, training=False, receptive_field=False,
-                     device="cuda" if _is_cuda(device) else "cpu")
-    macs = report.flops.macs if report.flops is not None else None
-    if macs:
-        res.total_flops = 2 * macs
+    """FLOPs from the counting pass (2 × MACs, at the profiled batch size) on modules and the whole forward."""
+    counted = _count_macs(model, args, "cuda" if _is_cuda(device) else "cpu")
+    if counted.macs:
+        res.total_flops = 2 * counted.macs
         res.achieved_flops_per_s = res.total_flops / at.p50
-    layers = {layer.path: layer for layer in report.layers}
-    nbytes = _module_bytes(model, layers, args, torch.tensor([], dtype=tdtype).element_size())
+    nbytes = _module_bytes(model, counted, args, torch.tensor([], dtype=tdtype).element_size())
     ridge = res.peak_flops_per_s / res.peak_bandwidth if res.peak_flops_per_s and res.peak_bandwidth else None
     for o in res.modules:
-        layer = layers.get(o.name)
-        o.flops = 2 * layer.macs if layer is not None and layer.macs else None
+        macs = counted.module_macs.get(o.name) if o.name and o.name in counted.order else None
+        o.flops = 2 * macs if macs else None
         o.flops_per_s = o.flops / o.time if o.flops and o.time > 0 else None
         o.bound = _bound(o, nbytes.get(o.name), ridge)
     if ridge:
