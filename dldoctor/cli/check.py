@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from dldoctor.cli.common import debug, emit, fail, handle_errors, write_atomic
+from dldoctor.cli.common import debug, emit, error_line, fail, handle_errors, write_atomic
 from dldoctor.cli.inspect import HASH_HELP, TRUST_HELP, expand
 
 CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.collect.inputs import parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.load.base import HASH_LIMIT, LoadOptions
+        from dldoctor.render.text import markup
         from dldoctor.rules.build import normalise_loss
 
         normalise_loss(loss)  # an unknown loss is a usage error before any model loads
@@ -165,25 +166,25 @@ def register(app: typer.Typer) -> None:
                           TextColumn("{task.description}"), console=err, transient=True) as progress:
                 task = progress.add_task("", total=len(sources))
                 for src in sources:
-                    progress.update(task, description=os.path.basename(src))
+                    progress.update(task, description=markup(os.path.basename(src)))
                     one(src)
                     progress.advance(task)
         else:
             for src in sources:
-                with err.status(f"checking {src}", spinner="dots"):
+                with err.status(f"checking {markup(src)}", spinner="dots"):
                     one(src)
 
         if write_baseline:
             text = render_baseline(reports, Path(write_baseline).resolve().parent)
             write_atomic(write_baseline, text)
             n = sum(len(r.findings) for r in reports)
-            err.print(f"wrote {n} finding{'s' if n != 1 else ''} to the baseline {write_baseline}")
+            err.print(f"wrote {n} finding{'s' if n != 1 else ''} to the baseline {markup(write_baseline)}")
         suppressed = sum(known.filter(r) for r in reports) if known is not None else 0
 
         stats = summary(reports, counts["unloaded"], counts["failed"], counts["rule_errors"], suppressed)
         emit(_render(fmt, reports, failures, stats, single=len(sources) == 1, output=output), output)
         for line in failures:
-            typer.echo(f"dldoctor: error: {line}", err=True)
+            error_line(line)
         if failures:
             raise typer.Exit(2)
         if write_baseline or exit_zero:

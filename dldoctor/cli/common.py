@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import typer
 
-from dldoctor.errors import DLDoctorError
+from dldoctor.errors import DLDoctorError, safe
 from dldoctor.fileops import in_progress, remove_in_progress, set_plain_mode
 
 FORMATS = ("rich", "json")
@@ -23,12 +23,18 @@ def debug() -> bool:
     return os.environ.get("DLDOCTOR_DEBUG", "") not in ("", "0")
 
 
+def error_line(message: str, hint: str | None = None, prefix: str = "error") -> None:
+    """`dldoctor: error: message` (and `  hint: ...`) on stderr, each exactly one line: whatever a file put into
+    the message (names with newlines, ESC sequences, bidi overrides) is shown escaped, never obeyed."""
+    text = f"dldoctor: {prefix}: {safe(message)}"
+    if hint:
+        text += f"\n  hint: {safe(hint)}"
+    typer.echo(text, err=True)
+
+
 def fail(message: str, hint: str | None = None, code: int = 2) -> None:
     """One line on stderr, a hint, and the exit code. Never a traceback unless DLDOCTOR_DEBUG=1."""
-    text = f"dldoctor: error: {message}"
-    if hint:
-        text += f"\n  hint: {hint}"
-    typer.echo(text, err=True)
+    error_line(message, hint)
     raise typer.Exit(code)
 
 
@@ -161,7 +167,7 @@ def emit_report_and_exit(rep: Any, fmt: str, output: str | None, config: Any, ht
     errors = [d.message for d in rep.diagnostics if d.level == "error"]
     if errors:
         for line in errors:
-            typer.echo(f"dldoctor: error: {line}", err=True)
+            error_line(line)
         raise typer.Exit(2)
     if any(config.fails(f.severity) for f in rep.findings):
         raise typer.Exit(1)

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.common import emit, error_line, fail, handle_errors
 from dldoctor.cli.inspect import TRUST_HELP
 
 DIFF_FORMATS = ("rich", "json", "markdown")
@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
 
         from dldoctor.diff import check_budgets, diff_reports, is_report_file, load_report_file, load_side
         from dldoctor.errors import InputSpecError
+        from dldoctor.render.text import markup
 
         err = Console(stderr=True, quiet=quiet)
         # Both sides are measured alike unless told otherwise: a model side takes the input and optimizer of a
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
             shapes, dt, lender = user_shapes, dtype, None
             if shapes is None and ref is not None and ref.inputs:
                 shapes, dt, lender = [list(i.shape) for i in ref.inputs], dtype or ref.inputs[0].dtype, ref_src
-            with err.status(f"inspecting {s}", spinner="dots"):
+            with err.status(f"inspecting {markup(s)}", spinner="dots"):
                 try:
                     rep = load_side(s, input_shapes=shapes, dtype=dt, **kw)
                 except InputSpecError:
@@ -151,15 +152,15 @@ def register(app: typer.Typer) -> None:
                 render_diff_rich(diff, Console())
 
         for b_ in diff.unchecked:
-            typer.echo(f"dldoctor: warning: {b_.message}", err=True)
+            error_line(b_.message, prefix="warning")
         # A model side whose forward pass failed is an error, as in `inspect`; a saved report's old errors are not.
         errors = [f"{label}: {m}" for label, src, side in (("OLD", old, diff.old), ("NEW", new, diff.new))
                   if src not in saved for m in side["errors"]]
         if errors:
             for line in errors:
-                typer.echo(f"dldoctor: error: {line}", err=True)
+                error_line(line)
             raise typer.Exit(2)
         if diff.violations:
             for v in diff.violations:
-                typer.echo(f"dldoctor: budget exceeded: {v.message}", err=True)
+                error_line(v.message, prefix="budget exceeded")
             raise typer.Exit(1)

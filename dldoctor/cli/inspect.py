@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import FORMATS, deadline, emit, fail, handle_errors
+from dldoctor.cli.common import FORMATS, deadline, emit, error_line, fail, handle_errors
 
 # Files a folder scan picks up; a file named on the command line is always tried, whatever its name.
 MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.errors import DLDoctorError
         from dldoctor.inspector import inspect
         from dldoctor.load.base import HASH_LIMIT, LoadOptions
+        from dldoctor.render.text import markup
 
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
         sizes = parse_shape(batch_sizes) if batch_sizes else None
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
         reports = []
         failed: list[str] = []
         for src in sources:
-            with err.status(f"inspecting {src}", spinner="dots"), deadline(timeout):
+            with err.status(f"inspecting {markup(src)}", spinner="dots"), deadline(timeout):
                 try:
                     if config is None:
                         rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
@@ -125,5 +126,5 @@ def register(app: typer.Typer) -> None:
                     render_rich(reports, Console(), depth if depth is not None else 3)
         if failed:
             for line in failed:
-                typer.echo(f"dldoctor: error: {line}", err=True)
+                error_line(line)
             raise typer.Exit(2)

@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
 
         from dldoctor.collect.inputs import parse_shape
         from dldoctor.load.base import LoadOptions
+        from dldoctor.render.text import markup
         from dldoctor.prober import probe
 
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"probing {model} ({steps} steps)", spinner="dots"), deadline(timeout):
+        with err.status(f"probing {markup(model)} ({steps} steps)", spinner="dots"), deadline(timeout):
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)

@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
 
         from dldoctor.collect.inputs import parse_shape
         from dldoctor.load.base import LoadOptions
+        from dldoctor.render.text import markup
         from dldoctor.profiler import profile
 
         try:
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"profiling {model}", spinner="dots"), deadline(timeout):
+        with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout):
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
                           whatifs=not no_whatifs)

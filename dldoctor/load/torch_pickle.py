@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
-from dldoctor.errors import LoadError, UnsafeModelError
+from dldoctor.errors import LoadError, UnsafeModelError, quote
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import SUPPORTED_HINT, describe_exc, first_line, stem
 from dldoctor.load.factory import cwd_on_path, import_module
@@ -405,7 +405,7 @@ def load_torch_pickle(path: str, opts: LoadOptions, legacy: bool, map_location: 
     notes: list[str] = []
     if offending and not opts.trust:
         raise UnsafeModelError(
-            f"{path}: refused to load: the pickle wants globals outside the safe allowlist: {', '.join(offending)}",
+            f"{path}: refused to load: the pickle wants globals outside the safe allowlist: {', '.join(map(quote, offending))}",
             hint=unsafe_hint(offending),
             globals_wanted=offending,
         )
@@ -504,7 +504,7 @@ def load_plain_pickle(path: str, opts: LoadOptions) -> Loaded:
     _objs, offending = _Allow(LoadOptions()).classify(wanted)
     if offending:
         raise UnsafeModelError(
-            f"{path}: refused to load: a plain Python pickle that wants globals outside the safe allowlist: {', '.join(offending)}",
+            f"{path}: refused to load: a plain Python pickle that wants globals outside the safe allowlist: {', '.join(map(quote, offending))}",
             hint="nothing was executed; dldoctor never unpickles files torch.save did not write. Re-save the model with torch.save",
             globals_wanted=offending,
         )
