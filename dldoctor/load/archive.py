@@ -7,20 +7,18 @@ data.pkl (scanned, never unpickled) or from the .pt2 weights config (JSON).
 """
 from __future__ import annotations
 
-import json
 import warnings
 import zipfile
 from typing import Any
 
 from dldoctor.errors import LoadError
 from dldoctor.load.base import Loaded, LoadOptions
-from dldoctor.load.common import ITEMSIZE, describe_exc, first_line, stem
-from dldoctor.load.pickle_scan import PickleScanError, list_tensors, scan
+from dldoctor.load.common import ITEMSIZE, check_zip, describe_exc, first_line, read_member, stem
+from dldoctor.load.limits import ResourceLimitError, load_json
+from dldoctor.load.pickle_scan import PickleLimitError, PickleScanError, list_tensors, scan
 from dldoctor.types import TensorInfo
 
 UNTRUSTED_NOTE = "TorchScript/torch.export archives can run code; pass --trust to load"
-
-_MAX_META = 256 * 1024 * 1024
 
 # torch._export.serde.schema.ScalarType
 _EXPORT_DTYPES = {
@@ -42,27 +40,37 @@ def _info(name: str, shape: list[int], dtype: str) -> TensorInfo:
     return TensorInfo(name=name, shape=shape, dtype=dtype, nbytes=_numel(shape) * ITEMSIZE.get(dtype, 0))
 
 
-def _torchscript_tensors(z: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> list[TensorInfo] | None:
+def _torchscript_tensors(z: zipfile.ZipFile, members: list[zipfile.ZipInfo], path: str) -> list[TensorInfo] | None:
     for info in members:
         parts = info.filename.split("/")
-        if parts[-1] == "data.pkl" and len(parts) <= 2 and info.file_size <= _MAX_META:
+        if parts[-1] == "data.pkl" and len(parts) <= 2:
             try:
-                root = scan(z.read(info)).root
+                root = scan(read_member(z, info, path)).root
                 return [_info(n, s, d) for n, s, d in list_tensors(root)]
+            except PickleLimitError as e:
+                raise e.refusal.at(path) from None
+            except ResourceLimitError as e:
+                if e.message.startswith(f"{path}: "):
+                    raise
+                raise e.at(path) from None
             except (PickleScanError, RecursionError):
                 return None
     return None
 
 
-def _export_tensors(z: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> list[TensorInfo] | None:
+def _export_tensors(z: zipfile.ZipFile, members: list[zipfile.ZipInfo], path: str) -> list[TensorInfo] | None:
     out: list[TensorInfo] = []
     found = False
     for info in members:
         base = info.filename.rsplit("/", 1)[-1]
-        if base not in ("model_weights_config.json", "model_constants_config.json") or info.file_size > _MAX_META:
+        if base not in ("model_weights_config.json", "model_constants_config.json"):
             continue
         try:
-            cfg = json.loads(z.read(info).decode("utf-8"))
+            cfg = load_json(read_member(z, info, path).decode("utf-8"), f"{info.filename}")
+        except ResourceLimitError as e:
+            if e.message.startswith(f"{path}: "):
+                raise
+            raise e.at(path) from None
         except (ValueError, UnicodeDecodeError):
             continue
         found = True
@@ -83,7 +91,9 @@ def _export_tensors(z: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> list[
 
 def load_archive(path: str, kind: str, members: list[zipfile.ZipInfo], opts: LoadOptions, map_location: str) -> Loaded:
     name = stem(path)
+    check_zip(path, members)  # torch's readers inflate members themselves, --trust or not
     if opts.trust:
+        _check_pickles(path, members)
         module = _trusted_load(path, kind, map_location)
         what = "TorchScript" if kind == "torchscript" else "torch.export"
         return Loaded(
@@ -97,13 +107,27 @@ def load_archive(path: str, kind: str, members: list[zipfile.ZipInfo], opts: Loa
     tensors = None
     try:
         with zipfile.ZipFile(path) as z:
-            tensors = _torchscript_tensors(z, members) if kind == "torchscript" else _export_tensors(z, members)
+            tensors = _torchscript_tensors(z, members, path) if kind == "torchscript" else _export_tensors(z, members, path)
     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError):
         tensors = None
     notes = [UNTRUSTED_NOTE]
     if tensors is None:
         notes.append("tensor names and shapes could not be read without loading")
     return Loaded(source=path, format=kind, archive=listing, tensors=tensors, notes=notes, name=name)
+
+
+def _check_pickles(path: str, members: list[zipfile.ZipInfo]) -> None:
+    """--trust runs the archive's code, but its pickles still go through the limits (a tuple a million deep
+    crashes torch's C++ unpickler as surely as its Python one)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in members:
+                if info.filename.endswith(".pkl"):
+                    scan(read_member(z, info, path))
+    except PickleLimitError as e:
+        raise e.refusal.at(path) from None
+    except (PickleScanError, zipfile.BadZipFile, OSError, RuntimeError, EOFError):
+        pass  # torch reports what it cannot read
 
 
 def _trusted_load(path: str, kind: str, map_location: str) -> Any:

@@ -113,3 +113,77 @@ def dtype_name(dtype) -> str:
     """torch.float32 -> 'float32'."""
     s = str(dtype)
     return s[6:] if s.startswith("torch.") else s
+
+
+# ---------------------------------------------------------------------------
+# zip members, inflated within LIMITS
+
+
+def zip_entries(path: str) -> int | None:
+    """Entries a zip's end-of-central-directory record declares (zip64 too), read before zipfile builds a
+    ZipInfo for each; None when the record cannot be found (zipfile then reports the damage)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            rec = zipfile._EndRecData(f)  # noqa: SLF001 - the one reader of this record; stable since Python 2
+        return int(rec[zipfile._ECD_ENTRIES_TOTAL]) if rec else None  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - a damaged record is zipfile's to report
+        return None
+
+
+def check_zip(path: str, members: list, limits=None) -> None:
+    """Refuse a zip with more entries than `limits.zip_members`, or a compressed member (over
+    `limits.ratio_floor` bytes inflated) that inflates more than `limits.member_ratio`-fold: torch's own
+    reader inflates members itself, so this runs before torch.load sees the file."""
+    import zipfile
+
+    from dldoctor.load.limits import LIMITS, over
+
+    limits = limits or LIMITS
+    if len(members) > limits.zip_members:
+        raise over("the zip archive has {n} entries", len(members), limits.zip_members).at(path)
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > limits.ratio_floor:
+            ratio = info.file_size / max(info.compress_size, 1)
+            if ratio > limits.member_ratio:
+                raise over(
+                    f"zip member '{info.filename}' inflates {{n}}-fold ({info.compress_size} bytes to {info.file_size})",
+                    round(ratio),
+                    limits.member_ratio,
+                ).at(path)
+
+
+def read_member(z, info, path: str, limits=None) -> bytes:
+    """One zip member, inflated in 1 MiB chunks and refused past `limits.member_bytes` (declared or actual)
+    or past `limits.member_ratio` times its compressed size."""
+    import zipfile
+
+    from dldoctor.load.limits import LIMITS, over
+
+    limits = limits or LIMITS
+    cap = limits.member_bytes
+    what = f"zip member '{info.filename}' inflates to {{n}} bytes"
+    if info.file_size > cap:
+        raise over(what, info.file_size, cap).at(path)
+    check_zip(path, [info], limits)
+    out = bytearray()
+    with z.open(info) as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > cap:
+                raise over(f"zip member '{info.filename}' inflates past {{n}} bytes", len(out), cap).at(path)
+            if (
+                info.compress_type != zipfile.ZIP_STORED
+                and len(out) > limits.ratio_floor
+                and len(out) > limits.member_ratio * max(info.compress_size, 1)
+            ):
+                raise over(
+                    f"zip member '{info.filename}' inflates {{n}}-fold",
+                    len(out) // max(info.compress_size, 1),
+                    limits.member_ratio,
+                ).at(path)
+    return bytes(out)

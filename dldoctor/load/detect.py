@@ -6,8 +6,9 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 
-from dldoctor.load.common import check_file
-from dldoctor.load.pickle_scan import PickleScanError, is_torch_legacy, scan
+from dldoctor.load.common import check_file, zip_entries
+from dldoctor.load.limits import LIMITS, over
+from dldoctor.load.pickle_scan import PickleLimitError, PickleScanError, is_torch_legacy, scan
 
 # What detect_format returns.
 TORCH_PICKLE = "torch-pickle"  # torch.save: zip with data.pkl, or the legacy pickle stream
@@ -119,6 +120,8 @@ def _plain_pickle(path: str, head: bytes, size: int) -> bool:
     try:
         with open(path, "rb") as f:
             scan(f)
+    except PickleLimitError:
+        return True  # a pickle past the limits: load_plain_pickle refuses it by name
     except PickleScanError:
         return False
     return True
@@ -133,6 +136,9 @@ def sniff(path: str) -> Sniff:
     if size == 0:
         return Sniff(UNKNOWN, "empty file")
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        entries = zip_entries(path)  # before zipfile builds a ZipInfo for each
+        if entries is not None and entries > LIMITS.zip_members:
+            raise over("the zip archive declares {n} entries", entries, LIMITS.zip_members).at(path)
         try:
             with zipfile.ZipFile(path) as z:
                 members = z.infolist()

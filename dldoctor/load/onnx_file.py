@@ -9,6 +9,7 @@ from typing import Any
 from dldoctor.errors import LoadError, UnsafeModelError
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import describe_exc, stem
+from dldoctor.load.limits import LIMITS, Limits, ResourceLimitError, Walk
 
 _EXT_HINT = (
     "keep external data files inside the model's folder and name them with relative paths; "
@@ -16,16 +17,18 @@ _EXT_HINT = (
 )
 
 
-def _graph_tensors(g: Any) -> Iterator[Any]:
+def _graph_tensors(g: Any, walk: Walk, depth: int = 0) -> Iterator[Any]:
+    walk.step(depth)
     yield from g.initializer
     for sp in g.sparse_initializer:
         yield sp.values
         yield sp.indices
     for node in g.node:
-        yield from _node_tensors(node)
+        yield from _node_tensors(node, walk, depth)
 
 
-def _node_tensors(node: Any) -> Iterator[Any]:
+def _node_tensors(node: Any, walk: Walk, depth: int) -> Iterator[Any]:
+    walk.step(depth)
     for a in node.attribute:
         if a.HasField("t"):
             yield a.t
@@ -37,22 +40,26 @@ def _node_tensors(node: Any) -> Iterator[Any]:
             yield sp.values
             yield sp.indices
         if a.HasField("g"):
-            yield from _graph_tensors(a.g)
+            yield from _graph_tensors(a.g, walk, depth + 1)
         for g in a.graphs:
-            yield from _graph_tensors(g)
+            yield from _graph_tensors(g, walk, depth + 1)
 
 
-def all_tensors(model: Any) -> Iterator[Any]:
-    """Every TensorProto in the model: initializers, attributes, subgraphs, functions, training info."""
-    yield from _graph_tensors(model.graph)
+def all_tensors(model: Any, limits: Limits = LIMITS) -> Iterator[Any]:
+    """Every TensorProto in the model: initializers, attributes, subgraphs, functions, training info.
+
+    Subgraphs (If/Loop/Scan bodies) nest at most `limits.onnx_depth` deep, and the walk visits at most
+    `limits.walk_nodes` graphs and nodes; past either, ResourceLimitError."""
+    walk = Walk("the ONNX graph", limits, max_depth=limits.onnx_depth)
+    yield from _graph_tensors(model.graph, walk)
     for fn in model.functions:
         for node in fn.node:
-            yield from _node_tensors(node)
+            yield from _node_tensors(node, walk, 1)
     for ti in model.training_info:
         if ti.HasField("initialization"):
-            yield from _graph_tensors(ti.initialization)
+            yield from _graph_tensors(ti.initialization, walk, 1)
         if ti.HasField("algorithm"):
-            yield from _graph_tensors(ti.algorithm)
+            yield from _graph_tensors(ti.algorithm, walk, 1)
 
 
 def _inside(root: str, full: str) -> bool:
@@ -167,7 +174,10 @@ def load_onnx(path: str, opts: LoadOptions) -> Loaded:
             hint="export the model again with torch.onnx.export",
         )
     notes: list[str] = []
-    found = check_external(path, model)
+    try:
+        found = check_external(path, model)
+    except ResourceLimitError as e:
+        raise e.at(path) from None
     if found:  # validated now, read only by what needs the values (see with_external_data)
         total = sum(length for _t, _f, _o, length in found)
         notes.append(f"external data: {len(found)} tensors, {total / 2**20:.1f} MiB from "

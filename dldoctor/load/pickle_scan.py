@@ -14,6 +14,8 @@ import pickletools
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from dldoctor.load.limits import LIMITS, Limits, ResourceLimitError, Walk, over
+
 DYNAMIC_GLOBAL = "<dynamic STACK_GLOBAL>"
 
 # torch.save's legacy (non-zip) format starts with this number pickled.
@@ -22,6 +24,14 @@ TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 class PickleScanError(ValueError):
     """The bytes are not a well-formed pickle (truncated, corrupt)."""
+
+
+class PickleLimitError(PickleScanError):
+    """The pickle is past one of LIMITS (too deep, too many opcodes); `.refusal` is the ResourceLimitError."""
+
+    def __init__(self, refusal: ResourceLimitError) -> None:
+        super().__init__(refusal.what)
+        self.refusal = refusal
 
 
 @dataclass(eq=False)
@@ -80,12 +90,15 @@ class ScanResult:
         return [f"{m}.{n}" if m else n for m, n in self.globals]
 
 
-def _pop_mark(stack: list) -> list:
+def _pop_mark(stack: list, depths: list) -> tuple[list, int]:
+    """Pop down to the last MARK: (the items above it, their deepest nesting)."""
     for i in range(len(stack) - 1, -1, -1):
         if stack[i] is _MARK:
             items = stack[i + 1 :]
+            d = max(depths[i + 1 :], default=0)
             del stack[i:]
-            return items
+            del depths[i:]
+            return items, d
     raise PickleScanError("MARK missing")
 
 
@@ -105,18 +118,27 @@ def _append(target: Any, values: list) -> None:
         target.list_items.extend(values)
 
 
-def scan(stream: bytes | bytearray | BinaryIO, max_ops: int = 50_000_000) -> ScanResult:
+def scan(stream: bytes | bytearray | BinaryIO, max_ops: int | None = None, limits: Limits = LIMITS) -> ScanResult:
     """Walk ONE pickle (protocols 0-5) from `stream` without executing it.
 
     With a file object, reading stops right after the STOP opcode, so a stream
     of several pickles (torch's legacy format) can be scanned one at a time.
+    Past `limits.pickle_ops` opcodes or `limits.pickle_depth` levels of nesting
+    it raises PickleLimitError: the nesting of every value is followed on a
+    stack beside the pickle's own (and in the memo), so a tuple a million deep
+    is refused before torch's unpickler ever hashes it.
     """
     if isinstance(stream, (bytes, bytearray, memoryview)):
         stream = io.BytesIO(bytes(stream))
+    max_ops = limits.pickle_ops if max_ops is None else max_ops
+    max_depth = limits.pickle_depth
     stack: list = []
+    depths: list[int] = []  # nesting of each stack item (0 for scalars)
     memo: dict = {}
+    memo_depth: dict = {}  # only for memoized containers
     seen: dict[tuple[str, str], None] = {}
     persid_kinds: set = set()
+    marks = 0  # MARKs open on the stack
 
     def persid(pid: Any) -> PersId:
         if isinstance(pid, tuple) and pid and isinstance(pid[0], (str, bytes)):
@@ -132,6 +154,34 @@ def scan(stream: bytes | bytearray | BinaryIO, max_ops: int = 50_000_000) -> Sca
         seen.setdefault((module, name), None)
         return Global(module, name)
 
+    def push(value: Any, depth: int = 0) -> None:
+        if depth > max_depth:
+            raise PickleLimitError(over("the pickle nests at least {n} levels deep", depth, max_depth))
+        stack.append(value)
+        depths.append(depth)
+
+    def pop() -> tuple[Any, int]:
+        if not stack:
+            raise PickleScanError("stack underflow")
+        if stack[-1] is _MARK:
+            raise PickleScanError("MARK where a value was expected")
+        return stack.pop(), depths.pop()
+
+    def grow(depth: int) -> None:
+        """The top of the stack took in a value `depth` deep (APPEND, SETITEM, BUILD)."""
+        if not stack or stack[-1] is _MARK:
+            raise PickleScanError("stack underflow")
+        if depth + 1 > depths[-1]:
+            if depth + 1 > max_depth:
+                raise PickleLimitError(over("the pickle nests at least {n} levels deep", depth + 1, max_depth))
+            depths[-1] = depth + 1
+
+    def take_mark() -> tuple[list, int]:
+        nonlocal marks
+        items, d = _pop_mark(stack, depths)
+        marks -= 1
+        return items, d
+
     root: Any = None
     stopped = False
     n = 0
@@ -139,125 +189,145 @@ def scan(stream: bytes | bytearray | BinaryIO, max_ops: int = 50_000_000) -> Sca
         for op, arg, _pos in pickletools.genops(stream):
             n += 1
             if n > max_ops:
-                raise PickleScanError("pickle too large to scan")
+                raise PickleLimitError(over("the pickle has more than {n} opcodes", max_ops, max_ops))
             name = op.name
             if name in _PUSH_ARG:
-                stack.append(arg)
+                push(arg)
             elif name in ("PROTO", "FRAME", "READONLY_BUFFER"):
                 pass
             elif name == "STOP":
                 root = stack.pop() if stack else None
                 stopped = True
             elif name == "NONE":
-                stack.append(None)
+                push(None)
             elif name == "NEWTRUE":
-                stack.append(True)
+                push(True)
             elif name == "NEWFALSE":
-                stack.append(False)
+                push(False)
             elif name == "NEXT_BUFFER":
-                stack.append(Unknown())
+                push(Unknown())
             elif name == "MARK":
+                marks += 1
+                if marks > max_depth:
+                    raise PickleLimitError(over("the pickle nests at least {n} levels deep (open MARKs)", marks, max_depth))
                 stack.append(_MARK)
+                depths.append(0)
             elif name == "POP":
                 if stack and stack[-1] is _MARK:
-                    stack.pop()
-                else:
-                    stack.pop()
+                    marks -= 1
+                if not stack:
+                    raise PickleScanError("stack underflow")
+                stack.pop()
+                depths.pop()
             elif name == "POP_MARK":
-                _pop_mark(stack)
+                take_mark()
             elif name == "DUP":
+                if not stack:
+                    raise PickleScanError("stack underflow")
+                if stack[-1] is _MARK:
+                    marks += 1
                 stack.append(stack[-1])
+                depths.append(depths[-1])
             elif name == "EMPTY_LIST":
-                stack.append([])
+                push([], 1)
             elif name == "EMPTY_TUPLE":
-                stack.append(())
+                push((), 1)
             elif name == "EMPTY_DICT":
-                stack.append(SymDict())
+                push(SymDict(), 1)
             elif name == "EMPTY_SET":
-                stack.append([])
+                push([], 1)
             elif name == "LIST":
-                stack.append(list(_pop_mark(stack)))
+                items, d = take_mark()
+                push(list(items), d + 1)
             elif name == "TUPLE":
-                stack.append(tuple(_pop_mark(stack)))
+                items, d = take_mark()
+                push(tuple(items), d + 1)
             elif name == "FROZENSET":
-                stack.append(list(_pop_mark(stack)))
+                items, d = take_mark()
+                push(list(items), d + 1)
             elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
                 k = int(name[-1])
                 items = stack[-k:]
                 if len(items) != k or any(x is _MARK for x in items):
                     raise PickleScanError("stack underflow")
+                d = max(depths[-k:])
                 del stack[-k:]
-                stack.append(tuple(items))
+                del depths[-k:]
+                push(tuple(items), d + 1)
             elif name == "DICT":
-                items = _pop_mark(stack)
-                stack.append(SymDict(list(zip(items[::2], items[1::2]))))
+                items, d = take_mark()
+                push(SymDict(list(zip(items[::2], items[1::2]))), d + 1)
             elif name == "APPEND":
-                v = stack.pop()
+                v, d = pop()
+                grow(d)
                 _append(stack[-1], [v])
-            elif name == "APPENDS":
-                items = _pop_mark(stack)
-                _append(stack[-1], items)
-            elif name == "ADDITEMS":
-                items = _pop_mark(stack)
+            elif name in ("APPENDS", "ADDITEMS"):
+                items, d = take_mark()
+                grow(d)
                 _append(stack[-1], items)
             elif name == "SETITEM":
-                v = stack.pop()
-                k = stack.pop()
+                v, dv = pop()
+                k, dk = pop()
+                grow(max(dk, dv))
                 _set_items(stack[-1], [(k, v)])
             elif name == "SETITEMS":
-                items = _pop_mark(stack)
+                items, d = take_mark()
+                grow(d)
                 _set_items(stack[-1], list(zip(items[::2], items[1::2])))
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 if arg not in memo:
                     raise PickleScanError(f"memo key {arg} missing")
-                stack.append(memo[arg])
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
+                push(memo[arg], memo_depth.get(arg, 0))
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if not stack or stack[-1] is _MARK:
+                    raise PickleScanError("nothing to memoize")
+                key = len(memo) if name == "MEMOIZE" else arg
+                memo[key] = stack[-1]
+                if depths[-1]:
+                    memo_depth[key] = depths[-1]
+                else:
+                    memo_depth.pop(key, None)
             elif name == "GLOBAL":
                 module, _, gname = str(arg).partition(" ")
-                stack.append(record(module, gname))
+                push(record(module, gname))
             elif name == "STACK_GLOBAL":
-                gname = stack.pop()
-                module = stack.pop()
+                gname, _ = pop()
+                module, _ = pop()
                 if isinstance(module, str) and isinstance(gname, str):
-                    stack.append(record(module, gname))
+                    push(record(module, gname))
                 else:
-                    stack.append(record("", DYNAMIC_GLOBAL))
+                    push(record("", DYNAMIC_GLOBAL))
             elif name in ("EXT1", "EXT2", "EXT4"):
-                stack.append(record("copyreg", f"<extension {arg}>"))
+                push(record("copyreg", f"<extension {arg}>"))
             elif name == "INST":
                 module, _, gname = str(arg).partition(" ")
-                args = _pop_mark(stack)
-                stack.append(Call(record(module, gname), tuple(args)))
+                args, d = take_mark()
+                push(Call(record(module, gname), tuple(args)), d + 1)
             elif name == "OBJ":
-                items = _pop_mark(stack)
+                items, d = take_mark()
                 if not items:
                     raise PickleScanError("OBJ without class")
-                stack.append(Call(items[0], tuple(items[1:])))
-            elif name == "REDUCE":
-                args = stack.pop()
-                func = stack.pop()
-                stack.append(Call(func, args))
-            elif name == "NEWOBJ":
-                args = stack.pop()
-                cls = stack.pop()
-                stack.append(Call(cls, args))
+                push(Call(items[0], tuple(items[1:])), d + 1)
+            elif name in ("REDUCE", "NEWOBJ"):
+                args, da = pop()
+                func, df = pop()
+                push(Call(func, args), max(da, df) + 1)
             elif name == "NEWOBJ_EX":
-                kwargs = stack.pop()
-                args = stack.pop()
-                cls = stack.pop()
-                stack.append(Call(cls, args, kwargs))
+                kwargs, dk = pop()
+                args, da = pop()
+                cls, dc = pop()
+                push(Call(cls, args, kwargs), max(dk, da, dc) + 1)
             elif name == "BUILD":
-                state = stack.pop()
+                state, d = pop()
+                grow(d)
                 inst = stack[-1]
                 if isinstance(inst, Call):
                     inst.state = state
             elif name == "PERSID":
-                stack.append(persid(arg))
+                push(persid(arg), 1)
             elif name == "BINPERSID":
-                stack.append(persid(stack.pop()))
+                pid, d = pop()
+                push(persid(pid), d + 1)
             else:  # an opcode this machine does not know: be loud, never guess
                 raise PickleScanError(f"unsupported opcode {name}")
     except PickleScanError:
@@ -363,19 +433,23 @@ def _tensor_meta(obj: Any, depth: int = 0) -> tuple[list[int], str] | None:
     return None
 
 
-def list_tensors(root: Any, max_depth: int = 200) -> list[tuple[str, list[int], str]]:
-    """(name, shape, dtype) of every tensor the scanned object would rebuild."""
+def list_tensors(root: Any, limits: Limits = LIMITS) -> list[tuple[str, list[int], str]]:
+    """(name, shape, dtype) of every tensor the scanned object would rebuild.
+
+    Each container is walked once (a pickle's memo shares objects freely), within
+    `limits.walk_nodes` and `limits.walk_depth`: past them, ResourceLimitError."""
     out: list[tuple[str, list[int], str]] = []
-    seen: set[int] = set()
+    walk_ = Walk("the pickle's object graph", limits)
 
     def join(prefix: str, key: str) -> str:
         return f"{prefix}.{key}" if prefix else key
 
     def walk(obj: Any, prefix: str, depth: int) -> None:
-        if depth > max_depth or id(obj) in seen:
-            return
         if isinstance(obj, (SymDict, Call, list, tuple)):
-            seen.add(id(obj))
+            if not walk_.enter(obj, depth):
+                return
+        else:
+            walk_.step(depth)
         meta = _tensor_meta(obj)
         if meta is not None:
             out.append((prefix or "tensor", meta[0], meta[1]))
@@ -413,7 +487,7 @@ _MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GETS = {"GET", "BINGET", "LONG_BINGET"}
 
 
-def strip_legacy_module_ids(data: bytes) -> bytes | None:
+def strip_legacy_module_ids(data: bytes, limits: Limits = LIMITS) -> bytes | None:
     """Rewrite a legacy torch.save stream so torch's weights-only unpickler can read it.
 
     The legacy format stores each module class as a persistent id
@@ -431,7 +505,11 @@ def strip_legacy_module_ids(data: bytes) -> bytes | None:
             for _op in pickletools.genops(f):
                 pass
         start = f.tell()
-        ops = list(pickletools.genops(f))
+        ops = []
+        for op in pickletools.genops(f):
+            ops.append(op)
+            if len(ops) > limits.legacy_rewrite_ops:
+                return None  # too large to rewrite in memory: refused as a legacy module that needs --trust
         end = f.tell()
     except (ValueError, EOFError, IndexError):
         return None

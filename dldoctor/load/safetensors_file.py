@@ -14,10 +14,10 @@ from typing import Any
 from dldoctor.errors import LoadError
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import stem
+from dldoctor.load.limits import LIMITS, Limits, ResourceLimitError, check_json_depth, load_json, over
 from dldoctor.load.statedict import ARCH_NOTE, load_into
 from dldoctor.types import TensorInfo
 
-MAX_HEADER = 100 * 1024 * 1024
 
 # safetensors dtype -> (torch spelling, bytes per element)
 DTYPES = {
@@ -59,28 +59,60 @@ def _bad(path: str, why: str) -> LoadError:
     )
 
 
-def read_header(path: str) -> tuple[list[Entry], dict[str, Any], int]:
-    """(entries, __metadata__, offset of the data section)."""
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def read_header(path: str, limits: Limits = LIMITS) -> tuple[list[Entry], dict[str, Any], int]:
+    """(entries, __metadata__, offset of the data section).
+
+    Everything the header says is checked against the file and LIMITS before it is used: header size,
+    tensor count (absolute and per data byte), nesting, duplicate names, known dtypes, shape x itemsize ==
+    the byte range, ranges inside the data section and not overlapping one another."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise _bad(path, "shorter than 8 bytes")
         (n,) = struct.unpack("<Q", head)
-        if n < 2 or n > MAX_HEADER or 8 + n > size:
+        if n < 2 or 8 + n > size:
             raise _bad(path, f"header length {n} does not fit a {size}-byte file")
+        if n > limits.safetensors_header_bytes:
+            raise over("the safetensors header is {n} bytes", n, limits.safetensors_header_bytes).at(path)
         raw = f.read(n)
+    data_size = size - 8 - n
+    # a cheap count before parsing: json.loads of 800k entries takes seconds and ~0.5 GB
+    _check_count(path, raw.count(b'"data_offsets"'), data_size, limits)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = _load_header(raw, limits)
+    except _Duplicate as e:
+        raise _bad(path, f"the header names {e.key!r} twice") from None
+    except ResourceLimitError as e:
+        raise e.at(path) from None
     except (UnicodeDecodeError, ValueError) as e:
         raise _bad(path, f"header is not JSON: {e}") from None
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")
     data_start = 8 + n
-    data_size = size - data_start
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict):
         raise _bad(path, "__metadata__ is not an object")
+    try:
+        check_json_depth(meta, "the safetensors __metadata__", limits)
+    except ResourceLimitError as e:
+        raise e.at(path) from None
+    _check_count(path, len(header), data_size, limits)
     entries: list[Entry] = []
     for name, e in header.items():
         if not isinstance(e, dict):
@@ -99,18 +131,37 @@ def read_header(path: str) -> tuple[list[Entry], dict[str, Any], int]:
         begin, end = offs
         if not 0 <= begin <= end <= data_size:
             raise _bad(path, f"tensor {name!r} bytes [{begin}, {end}) lie outside the {data_size}-byte data section")
+        if dt not in DTYPES:
+            raise _bad(path, f"tensor {name!r} has dtype {dt!r}, not one dldoctor knows (F32, BF16, I64, ...)")
         numel = 1
         for s in shape:
             numel *= s
-        known = dt in DTYPES
-        if known:
-            tname, itemsize = DTYPES[dt]
-            if numel * itemsize != end - begin:
-                raise _bad(path, f"tensor {name!r} is {end - begin} bytes but {dt}{shape} needs {numel * itemsize}")
-        else:
-            tname = dt
-        entries.append(Entry(str(name), tname, [int(s) for s in shape], begin, end, known))
+        tname, itemsize = DTYPES[dt]
+        if numel * itemsize != end - begin:
+            raise _bad(path, f"tensor {name!r} is {end - begin} bytes but {dt}{shape} needs {numel * itemsize}")
+        entries.append(Entry(str(name), tname, [int(s) for s in shape], begin, end, True))
+    spans = sorted((e.begin, e.end, e.name) for e in entries if e.end > e.begin)
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise _bad(path, f"tensors {n0!r} [{b0}, {e0}) and {n1!r} [{b1}, {e1}) overlap")
     return entries, meta, data_start
+
+
+def _check_count(path: str, count: int, data_size: int, limits: Limits) -> None:
+    if count > limits.safetensors_tensors:
+        raise over("the safetensors header lists {n} tensors", count, limits.safetensors_tensors).at(path)
+    allowed = limits.safetensors_free_tensors + data_size // limits.safetensors_bytes_per_tensor
+    if count > allowed:
+        raise over(
+            f"the safetensors header lists {{n}} tensors for {data_size} bytes of data "
+            f"({limits.safetensors_free_tensors} + one per {limits.safetensors_bytes_per_tensor} bytes)",
+            count,
+            allowed,
+        ).at(path)
+
+
+def _load_header(raw: bytes, limits: Limits) -> Any:
+    return load_json(raw.decode("utf-8"), "the safetensors header", limits, object_pairs_hook=_no_duplicates)
 
 
 def _read_tensors(path: str, entries: list[Entry], data_start: int) -> dict[str, Any]:

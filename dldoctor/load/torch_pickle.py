@@ -27,20 +27,22 @@ from typing import Any
 
 from dldoctor.errors import LoadError, UnsafeModelError, quote
 from dldoctor.load.base import Loaded, LoadOptions
-from dldoctor.load.common import SUPPORTED_HINT, describe_exc, first_line, stem
+from dldoctor.load.common import SUPPORTED_HINT, check_zip, describe_exc, first_line, read_member, stem
 from dldoctor.load.factory import cwd_on_path, import_module
-from dldoctor.load.pickle_scan import PickleScanError, scan, scan_torch_legacy, strip_legacy_module_ids
+from dldoctor.load.limits import ResourceLimitError
+from dldoctor.load.pickle_scan import PickleLimitError, PickleScanError, scan, scan_torch_legacy, strip_legacy_module_ids
 from dldoctor.load.statedict import (
     ARCH_NOTE,
     apply_arch,
+    check_views,
     find_weights,
     flatten_tensors,
     is_state_dict,
     is_tensor,
+    module_tensors,
     tensor_infos,
 )
 
-MAX_PKL_BYTES = 1 << 30
 MAX_LEGACY_BYTES = 8 << 30
 
 # Pure tensor maths, referenced by modules such as TransformerEncoderLayer(activation=F.relu).
@@ -126,10 +128,11 @@ def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool
                     legacy_modules = legacy_modules or "module" in res.persid_kinds
         else:
             with zipfile.ZipFile(path) as z:
+                # torch inflates members itself (data.pkl always, tensor records without mmap): bombs are
+                # refused before it sees the file, and data.pkl is read within LIMITS.member_bytes
+                check_zip(path, z.infolist())
                 for info in _zip_data_pkls(z, path):
-                    if info.file_size > MAX_PKL_BYTES:
-                        raise LoadError(f"{path}: data.pkl is {info.file_size} bytes, too large to check", hint="re-save the model")
-                    found.update(dict.fromkeys(scan(z.read(info)).globals))
+                    found.update(dict.fromkeys(scan(read_member(z, info, path)).globals))
             # torch's own scanner as a cross-check (it only knows protocol 2, so it may fail)
             try:
                 import torch
@@ -141,6 +144,8 @@ def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool
                             found[(mod, name)] = None
             except Exception:
                 pass
+    except PickleLimitError as e:
+        raise e.refusal.at(path) from None
     except PickleScanError as e:
         raise LoadError(
             f"{path}: not a model file dldoctor can read (truncated or corrupt torch.save file: {e})",
@@ -440,11 +445,24 @@ def _keys(d: Mapping, n: int = 8) -> str:
 
 
 def interpret(path: str, obj: Any, opts: LoadOptions, notes: list[str]) -> Loaded:
-    """Sort what torch.load returned into torch-module / state-dict / checkpoint."""
+    """Sort what torch.load returned into torch-module / state-dict / checkpoint.
+
+    Walks over the loaded object are bounded (visited set, node budget, depth limit), and every tensor
+    handed on is checked not to pose as far more than it stores (see statedict.check_views)."""
+    try:
+        return _interpret(path, obj, opts, notes)
+    except ResourceLimitError as e:
+        if e.message.startswith(f"{path}: "):
+            raise
+        raise e.at(path) from None
+
+
+def _interpret(path: str, obj: Any, opts: LoadOptions, notes: list[str]) -> Loaded:
     import torch
 
     name = stem(path)
     if isinstance(obj, torch.nn.Module):
+        check_views(module_tensors(obj), path)
         if opts.arch:
             notes.append("--arch ignored: the file holds a full module")
         return Loaded(source=path, format="torch-module", module=obj, notes=notes, name=name)
@@ -466,6 +484,7 @@ def interpret(path: str, obj: Any, opts: LoadOptions, notes: list[str]) -> Loade
                     f"{path}: no state_dict under a known key (model, state_dict, model_state_dict, net, module, ema); keys: {_keys(obj)}",
                     hint="save the weights under 'state_dict' or 'model', or extract them first",
                 )
+            check_views(flat.items(), path)
             notes.append(f"checkpoint without a state_dict under a known key; listing every tensor (keys: {_keys(obj)})")
             notes.append(ARCH_NOTE)
             return Loaded(source=path, format=fmt, tensors=tensor_infos(flat), notes=notes, name=name)
@@ -473,6 +492,7 @@ def interpret(path: str, obj: Any, opts: LoadOptions, notes: list[str]) -> Loade
         others = [str(k) for k in obj if k != key]
         notes.append(f"checkpoint: model weights under '{key}'" + (f"; other keys: {', '.join(others[:8])}" if others else ""))
         if isinstance(value, torch.nn.Module):
+            check_views(module_tensors(value), path)
             if opts.arch:
                 notes.append("--arch ignored: the checkpoint holds a full module")
             return Loaded(source=path, format=fmt, module=value, notes=notes, name=name)
@@ -480,6 +500,7 @@ def interpret(path: str, obj: Any, opts: LoadOptions, notes: list[str]) -> Loade
     elif is_tensor(obj):
         if opts.arch:
             raise LoadError(f"{path}: holds a single tensor, not a state_dict", hint="save model.state_dict() instead")
+        check_views([("tensor", obj)], path)
         notes.append("the file holds a single tensor, not a model")
         return Loaded(source=path, format="state-dict", tensors=tensor_infos({"tensor": obj}), notes=notes, name=name)
     else:
@@ -487,6 +508,7 @@ def interpret(path: str, obj: Any, opts: LoadOptions, notes: list[str]) -> Loade
             f"{path}: holds a {type(obj).__name__}, not a model, state_dict or checkpoint",
             hint="save the model, model.state_dict(), or a dict with the state_dict under 'model' or 'state_dict'",
         )
+    check_views(sd.items(), path)
     if opts.arch:
         module, more = apply_arch(sd, opts.arch, path)
         return Loaded(source=path, format=fmt, module=module, notes=notes + more, name=name)
@@ -499,6 +521,8 @@ def load_plain_pickle(path: str, opts: LoadOptions) -> Loaded:
     try:
         with open(path, "rb") as f:
             wanted = scan(f).globals
+    except PickleLimitError as e:
+        raise e.refusal.at(path) from None
     except PickleScanError as e:
         raise LoadError(f"{path}: not a model file dldoctor can read ({e})", hint=SUPPORTED_HINT) from None
     _objs, offending = _Allow(LoadOptions()).classify(wanted)
