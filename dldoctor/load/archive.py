@@ -11,7 +11,7 @@ import warnings
 import zipfile
 from typing import Any
 
-from dldoctor.errors import LoadError
+from dldoctor.errors import LoadError, quote
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import ITEMSIZE, check_zip, describe_exc, first_line, read_member, stem
 from dldoctor.load.limits import ResourceLimitError, load_json
@@ -66,7 +66,7 @@ def _export_tensors(z: zipfile.ZipFile, members: list[zipfile.ZipInfo], path: st
         if base not in ("model_weights_config.json", "model_constants_config.json"):
             continue
         try:
-            cfg = load_json(read_member(z, info, path).decode("utf-8"), f"{info.filename}")
+            cfg = load_json(read_member(z, info, path).decode("utf-8"), f"zip member {quote(info.filename)}")
         except ResourceLimitError as e:
             if e.message.startswith(f"{path}: "):
                 raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from dldoctor.errors import LoadError
+from dldoctor.errors import LoadError, quote
 
 SUPPORTED_HINT = (
     "dldoctor reads torch.save files (.pt/.pth/.bin: full module, state_dict or checkpoint), "
@@ -148,9 +148,10 @@ def check_zip(path: str, members: list, limits=None) -> None:
             ratio = info.file_size / max(info.compress_size, 1)
             if ratio > limits.member_ratio:
                 raise over(
-                    f"zip member '{info.filename}' inflates {{n}}-fold ({info.compress_size} bytes to {info.file_size})",
+                    f"zip member {{m}} inflates {{n}}-fold ({info.compress_size} bytes to {info.file_size})",
                     round(ratio),
                     limits.member_ratio,
+                    m=quote(info.filename),
                 ).at(path)
 
 
@@ -163,9 +164,9 @@ def read_member(z, info, path: str, limits=None) -> bytes:
 
     limits = limits or LIMITS
     cap = limits.member_bytes
-    what = f"zip member '{info.filename}' inflates to {{n}} bytes"
+    m = quote(info.filename)
     if info.file_size > cap:
-        raise over(what, info.file_size, cap).at(path)
+        raise over("zip member {m} inflates to {n} bytes", info.file_size, cap, m=m).at(path)
     check_zip(path, [info], limits)
     out = bytearray()
     with z.open(info) as f:
@@ -175,15 +176,16 @@ def read_member(z, info, path: str, limits=None) -> bytes:
                 break
             out += chunk
             if len(out) > cap:
-                raise over(f"zip member '{info.filename}' inflates past {{n}} bytes", len(out), cap).at(path)
+                raise over("zip member {m} inflates past {n} bytes", len(out), cap, m=m).at(path)
             if (
                 info.compress_type != zipfile.ZIP_STORED
                 and len(out) > limits.ratio_floor
                 and len(out) > limits.member_ratio * max(info.compress_size, 1)
             ):
                 raise over(
-                    f"zip member '{info.filename}' inflates {{n}}-fold",
+                    "zip member {m} inflates {n}-fold",
                     len(out) // max(info.compress_size, 1),
                     limits.member_ratio,
+                    m=m,
                 ).at(path)
     return bytes(out)

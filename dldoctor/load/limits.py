@@ -99,9 +99,11 @@ class ResourceLimitError(LoadError):
         return ResourceLimitError(self.what, path, self.hint)
 
 
-def over(what: str, measured: int, limit: int) -> ResourceLimitError:
-    """`what` with '{n}' for the measured value: over('the pickle nests {n} levels deep', 1000001, 1000)."""
-    return ResourceLimitError(f"{what.format(n=measured)} (limit {limit})")
+def over(what: str, measured: int, limit: int, **names: str) -> ResourceLimitError:
+    """`what` with '{n}' for the measured value: over('the pickle nests {n} levels deep', 1000001, 1000).
+    File-derived text goes in `names` (quoted, never parsed as a template): over('member {m} ...', n, lim,
+    m=quote(filename))."""
+    return ResourceLimitError(f"{what.format(n=measured, **names)} (limit {limit})")
 
 
 class Walk:
@@ -120,9 +122,9 @@ class Walk:
     def step(self, depth: int) -> None:
         self.nodes += 1
         if self.nodes > self.max_nodes:
-            raise over(f"{self.what} has more than {{n}} nodes", self.max_nodes, self.max_nodes)
+            raise over("{w} has more than {n} nodes", self.max_nodes, self.max_nodes, w=self.what)
         if depth > self.max_depth:
-            raise over(f"{self.what} nests {{n}} levels deep", depth, self.max_depth)
+            raise over("{w} nests {n} levels deep", depth, self.max_depth, w=self.what)
 
     def enter(self, obj: object, depth: int) -> bool:
         self.step(depth)
@@ -144,14 +146,14 @@ def load_json(raw: bytes | str, what: str, limits: Limits = LIMITS, **kwargs):
     try:
         return json.loads(raw, **kwargs)
     except RecursionError:
-        raise over(f"{what} nests more than {{n}} levels deep", sys.getrecursionlimit(), limits.json_depth) from None
+        raise over("{w} nests more than {n} levels deep", sys.getrecursionlimit(), limits.json_depth, w=what) from None
 
 
 def check_json_depth(obj: object, what: str, limits: Limits = LIMITS) -> None:
     """Refuse a parsed JSON value nested deeper than `limits.json_depth` (walked iteratively)."""
     depth = _depth(obj, limits.json_depth)
     if depth > limits.json_depth:
-        raise over(f"{what} nests {{n}} levels deep", depth, limits.json_depth)
+        raise over("{w} nests at least {n} levels deep", depth, limits.json_depth, w=what)
 
 
 def _depth(obj: object, cap: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dldoctor.errors import LoadError
+from dldoctor.errors import LoadError, quote
 from dldoctor.load.common import CHECKPOINT_KEYS, describe_exc, dtype_name
 from dldoctor.load.limits import LIMITS, Limits, ResourceLimitError, Walk
 from dldoctor.types import TensorInfo
@@ -113,7 +113,7 @@ def check_views(named: Any, path: str, limits: Limits = LIMITS) -> None:
         extra = (numel - stored) * int(t.element_size())
         if extra > limits.expanded_view_bytes:
             raise ResourceLimitError(
-                f"tensor '{name}' is an expanded view of {stored} stored elements posing as {numel} "
+                f"tensor {quote(name)} is an expanded view of {stored} stored elements posing as {numel} "
                 f"({extra} bytes more than it stores; limit {limits.expanded_view_bytes})",
                 path,
             )
