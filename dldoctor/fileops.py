@@ -1,11 +1,15 @@
-"""File helpers shared by every writer: the mode a finished file gets, and what to remove on a hard exit."""
+"""File helpers shared by every writer: which output paths are refused, the mode a finished file gets, and what
+to remove on a hard exit."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from dldoctor.errors import DLDoctorError
 
 
 def set_plain_mode(tmp: str, target: str) -> None:
@@ -48,3 +52,98 @@ def temp_dir(prefix: str = "dldoctor-") -> Iterator[str]:
     """A temporary folder, removed on the way out and on a hard exit."""
     with tempfile.TemporaryDirectory(prefix=prefix) as d, in_progress(d):
         yield d
+
+
+class OutputPathError(DLDoctorError):
+    """An output path (-o, --write-baseline) that dldoctor refuses before any work starts."""
+
+
+_OMIT_HINT = "omit -o to print the report to stdout, or give the path of a regular file"
+
+
+def _kind_of(mode: int) -> str:
+    return ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _writable(folder: str) -> str | None:
+    """None when a file can be created in `folder` (tried: a read-only mount, a folder of /proc or a permission
+    that root ignores all show up only when one tries), else the reason."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dldoctor-probe-", dir=folder)
+    except OSError as e:
+        return e.strerror or str(e)
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return None
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), kind: str = "file",
+                      flag: str = "-o") -> None:
+    """Refuse an output path before any work starts, with one line and a hint (OutputPathError, exit 2).
+
+    Refused: a path that is (by any name, symbolic or hard link) one of `inputs`, the files the run reads (model
+    files, --code files, --config...; entries that are not existing paths, such as factory specs, are ignored);
+    something other than a regular file (a device such as /dev/null, a FIFO, a socket, a folder); a path whose
+    folder is missing or where no file can be created. A link is followed: the file it leads to is what
+    `write_atomic` replaces. `kind` "folder" is compress's output folder: created if missing (its parent must
+    exist), refused when it is a file or the folder that holds an input."""
+    text = os.fspath(out)
+    shown = f"{flag} {text}"
+    if not text.strip():
+        raise OutputPathError(f"{flag}: empty path", "give the path of the file to write")
+    given = [os.fspath(i) for i in inputs if i is not None and os.path.exists(os.fspath(i))]
+    for inp in given:
+        if _same(text, inp):
+            raise OutputPathError(f"{shown}: that is {inp}, which this run reads; dldoctor never writes over its inputs",
+                                  "choose a new file name" if kind == "file" else "choose a new folder")
+    real = os.path.realpath(text)
+    if any(p == d or p.startswith(d + os.sep) for p in (os.path.abspath(text), real) for d in ("/dev", "/proc")):
+        # /dev/stdout, /dev/fd/N, /proc/self/fd/N: a stream, not a file to replace (a rename would put a regular
+        # file where the link was, or over whatever file the stream happens to be)
+        raise OutputPathError(f"{shown}: is a device or a stream; dldoctor writes reports to regular files only",
+                              _OMIT_HINT)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputPathError(f"{shown}: cannot use this path ({e.strerror or e})", "choose another path") from None
+    if kind == "folder":
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            what = "a file" if stat.S_ISREG(st.st_mode) else _kind_of(st.st_mode)
+            raise OutputPathError(f"{shown}: is {what}, not a folder; compress writes its variants into a folder",
+                                  "give a new or existing folder")
+        for inp in given:
+            if os.path.isfile(inp) and _same(os.path.dirname(os.path.abspath(inp)), real):
+                raise OutputPathError(f"{shown}: would write beside or over the input {inp}", "choose a new folder")
+        if st is not None:
+            why = _writable(real)
+            if why:
+                raise OutputPathError(f"{shown}: cannot write in this folder ({why})", "choose a folder you can write to")
+            return
+    elif st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputPathError(f"{shown}: is a folder", "give a file name, e.g. -o report.json")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputPathError(f"{shown}: is {_kind_of(st.st_mode)}; dldoctor writes reports to regular files only",
+                                  _OMIT_HINT)
+    parent = os.path.dirname(real)
+    if not os.path.isdir(parent):
+        what = "does not exist" if not os.path.lexists(parent) else "is not a folder"
+        raise OutputPathError(f"{shown}: the folder {parent} {what}",
+                              "create the folder first, or choose a path in an existing one")
+    why = _writable(parent)
+    if why:
+        raise OutputPathError(f"{shown}: cannot write in the folder {parent} ({why})",
+                              "choose a folder you can write to, or omit -o to print to stdout")

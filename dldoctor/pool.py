@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable
 
 
-def _worker(conn: Connection, config: Any, kwargs: dict, threads: int) -> None:
+def _worker(conn: Connection, config: Any, kwargs: dict, threads: int, max_input_bytes: int | None = None) -> None:
     import torch  # imported before "ready": a file's timeout never pays for the import
 
     # N workers with torch's default of one thread per core would oversubscribe the cores N times
@@ -23,6 +23,7 @@ def _worker(conn: Connection, config: Any, kwargs: dict, threads: int) -> None:
     torch.set_num_threads(threads)
 
     from dldoctor.checker import check_model
+    from dldoctor.collect.inputs import DEFAULT_MAX_INPUT_BYTES, input_budget
     from dldoctor.errors import DLDoctorError
 
     conn.send(("ready",))
@@ -34,7 +35,8 @@ def _worker(conn: Connection, config: Any, kwargs: dict, threads: int) -> None:
         if src is None:
             return
         try:
-            res = check_model(src, config, **kwargs)
+            with input_budget(DEFAULT_MAX_INPUT_BYTES if max_input_bytes is None else max_input_bytes):
+                res = check_model(src, config, **kwargs)
             out = ("ok", src, res.report.to_dict(), list(res.rules.errors))
         except DLDoctorError as e:
             out = ("load-error", src, str(e), None)
@@ -45,9 +47,9 @@ def _worker(conn: Connection, config: Any, kwargs: dict, threads: int) -> None:
 
 
 class _Slot:
-    def __init__(self, ctx: Any, config: Any, kwargs: dict, threads: int) -> None:
+    def __init__(self, ctx: Any, config: Any, kwargs: dict, threads: int, max_input_bytes: int | None = None) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, config, kwargs, threads), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, config, kwargs, threads, max_input_bytes), daemon=True)
         self.proc.start()
         child.close()
         self.src: str | None = None
@@ -79,14 +81,15 @@ class _Slot:
 
 
 def check_many(sources: Iterable[str], config: Any, kwargs: dict, jobs: int, timeout: float | None,
-               on_result: Callable[[tuple], None]) -> None:
+               on_result: Callable[[tuple], None], max_input_bytes: int | None = None) -> None:
     """Check `sources` in `jobs` worker processes; call `on_result(result)` in the parent for each file:
-    ("ok", src, report_dict, rule_errors) | ("load-error" | "internal-error" | "timeout" | "crash", src, message, _)."""
+    ("ok", src, report_dict, rule_errors) | ("load-error" | "internal-error" | "timeout" | "crash", src, message, _).
+    `max_input_bytes` is the workers' --max-input-bytes (default 1 GiB)."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
     todo = list(sources)
     n = max(1, min(jobs, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // n)
-    slots = [_Slot(ctx, config, kwargs, threads) for _ in range(n)]
+    slots = [_Slot(ctx, config, kwargs, threads, max_input_bytes) for _ in range(n)]
     try:
         for s in slots:
             s.ready()
@@ -114,7 +117,7 @@ def check_many(sources: Iterable[str], config: Any, kwargs: dict, jobs: int, tim
                 on_result(result)
                 if result[0] in ("crash", "timeout"):
                     s.kill()
-                    fresh = _Slot(ctx, config, kwargs, threads)
+                    fresh = _Slot(ctx, config, kwargs, threads, max_input_bytes)
                     slots[slots.index(s)] = fresh
                     s = fresh
                     s.ready()

@@ -9,7 +9,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from dldoctor.cli.common import debug, emit, error_line, fail, handle_errors, write_atomic
+from dldoctor.cli.common import (debug, emit, error_line, fail, handle_errors, max_input_bytes_option,
+                                 parse_max_input_bytes, write_atomic)
 from dldoctor.cli.inspect import HASH_HELP, TRUST_HELP, expand
 
 CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
@@ -74,10 +75,21 @@ def register(app: typer.Typer) -> None:
         jobs: int = typer.Option(1, "--jobs", "-j", help="Check files in this many worker processes (each imports torch once)."),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only."),
         profile: bool = typer.Option(False, "--profile", help="Also measure each model's latency (at budget.latency-batch-size on budget.latency-device) so the latency budget (BUD010) and the PRF rules can run."),
+        max_input_bytes: str = max_input_bytes_option(),
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
         if fmt not in CHECK_FORMATS:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(CHECK_FORMATS)}")
+        budget = parse_max_input_bytes(max_input_bytes)
+        problems: list[str] = []  # folders a scan could not list: one error line each
+        sources = expand(models, problems)
+        from dldoctor.fileops import check_output_path
+
+        given = [*sources, *(code or ()), config_file]
+        if output is not None:
+            check_output_path(output, [*given, baseline, write_baseline])
+        if write_baseline is not None:  # --baseline may name the same file: the old findings are read first, then replaced
+            check_output_path(write_baseline, given, flag="--write-baseline")
         config = load_cli_config(config_file, select, extend_select, ignore, fail_on)
         from dldoctor.baseline import load_baseline, render_baseline
 
@@ -87,11 +99,10 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        sources = expand(models)
 
         # The one torch import of the run.
         from dldoctor.checker import check_model
-        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.load.base import HASH_LIMIT, LoadOptions
         from dldoctor.render.text import markup
@@ -102,7 +113,7 @@ def register(app: typer.Typer) -> None:
         opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device,
                            hash_limit=None if hash_all else HASH_LIMIT)
         reports: list[Any] = []
-        failures: list[str] = []  # one line each on stderr; any of them makes the exit code 2
+        failures: list[str] = list(problems)  # one line each on stderr; any of them makes the exit code 2
         counts = {"unloaded": 0, "failed": 0, "rule_errors": 0}
 
         def file_report(src: str, rep: Any, rule_errors: list) -> None:
@@ -120,8 +131,9 @@ def register(app: typer.Typer) -> None:
 
         def one(src: str) -> None:
             try:
-                res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
-                                  dataset_size=dataset_size, load_options=opts, profile=profile)
+                with input_budget(budget):
+                    res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
+                                      dataset_size=dataset_size, load_options=opts, profile=profile)
             except DLDoctorError as e:
                 file_failure(src, str(e))
                 return
@@ -156,7 +168,7 @@ def register(app: typer.Typer) -> None:
             kwargs = dict(input_shapes=shapes, dtype=dtype, device=device, loss=loss, dataset_size=dataset_size,
                           load_options=opts, profile=profile)
             with err.status(f"checking {len(sources)} file(s) in {jobs} worker(s)", spinner="dots"):
-                check_many(sources, config, kwargs, jobs, timeout, absorb)
+                check_many(sources, config, kwargs, jobs, timeout, absorb, max_input_bytes=budget)
             order = {s: i for i, s in enumerate(sources)}
             reports.sort(key=lambda r: order.get(r.model.path, len(order)))
         elif len(sources) > 1 and not quiet:

@@ -117,8 +117,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write next to the target, then rename: a reader never sees half a file."""
-    target = Path(path)
+    """Write next to the target, then rename: a reader never sees half a file. A link is followed (the file it
+    leads to is replaced, the link stays). Commands check the path first with `fileops.check_output_path`."""
+    target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     try:
@@ -171,3 +172,28 @@ def emit_report_and_exit(rep: Any, fmt: str, output: str | None, config: Any, ht
         raise typer.Exit(2)
     if any(config.fails(f.severity) for f in rep.findings):
         raise typer.Exit(1)
+
+
+# -- options shared by several commands (declared once) ----------------------------------------------------------
+
+MAX_INPUT_BYTES_HELP = ("Refuse synthetic example inputs (from --input-shape, a guess, or an ONNX graph's declared "
+                        "dimensions) that would take more memory than this, before allocating them: 1GiB, 500MB, "
+                        "2e9. Checked wherever real input tensors are made: inspect, check, probe, profile (each "
+                        "batch size of the sweep) and compress.")
+
+
+def max_input_bytes_option() -> Any:
+    return typer.Option("1GiB", "--max-input-bytes", help=MAX_INPUT_BYTES_HELP)
+
+
+def parse_max_input_bytes(text: str) -> int:
+    """'2GiB' -> 2147483648; a usage error (one line, exit 2) for anything that is not a positive size."""
+    from dldoctor.config import parse_quantity
+
+    try:
+        n = parse_quantity(str(text), is_bytes=True)
+    except ValueError as e:
+        fail(f"--max-input-bytes: {e}", "e.g. --max-input-bytes 2GiB or --max-input-bytes 500MB")
+    if not 1 <= n < 2**63:
+        fail(f"--max-input-bytes {text}: need a positive size below 8 EiB", "e.g. --max-input-bytes 2GiB")
+    return int(n)

@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit, fail, handle_errors
+from dldoctor.cli.common import deadline, emit, fail, handle_errors, max_input_bytes_option, parse_max_input_bytes
 from dldoctor.cli.inspect import TRUST_HELP
 
 
@@ -32,17 +32,23 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("rich", "--format", "-f", help="rich or json (the JSON report is always written beside the variants)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
+        max_input_bytes: str = max_input_bytes_option(),
     ) -> None:
         """Make compressed variants (int8, fp16/bf16, pruned, folded), measure size, latency and output fidelity of
         each against the original in the same run, reject what is bigger, slower or outside the budget, and save
         the best. Exit 0 when a variant was produced, 1 when none could be, 2 on bad input."""
         if fmt not in ("rich", "json"):
             fail(f"unknown format {fmt!r}", "use rich or json")
+        budget = parse_max_input_bytes(max_input_bytes)
+        from dldoctor.fileops import check_output_path
+        from dldoctor.transforms.runner import compress, default_out_dir
+
+        # the folder is checked before anything loads: the one named with -o, or the default beside the input
+        check_output_path(out_dir or default_out_dir(model), [model, *(code or ())], kind="folder")
         from rich.console import Console
 
-        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.load.base import LoadOptions
-        from dldoctor.transforms.runner import compress
 
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
         opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch)
@@ -52,7 +58,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("compress"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True) as bar, deadline(timeout):
+                      TextColumn("{task.description}"), console=err, transient=True) as bar, deadline(timeout), input_budget(budget):
             task = bar.add_task("loading", total=None)
 
             def progress(text: str, done: int, total: int) -> None:

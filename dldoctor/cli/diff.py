@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
         """
         if fmt not in DIFF_FORMATS:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(DIFF_FORMATS)}")
+        if output is not None:
+            from dldoctor.fileops import check_output_path
+
+            check_output_path(output, [old, new, *(code or ()), config_file])
         from dldoctor.config import load_config
 
         # a flag overrides the growth budget of [tool.dldoctor.budget]; the file's applies otherwise

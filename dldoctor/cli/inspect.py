@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import FORMATS, deadline, emit, error_line, fail, handle_errors
+from dldoctor.cli.common import (FORMATS, deadline, emit, error_line, fail, handle_errors, max_input_bytes_option,
+                                 parse_max_input_bytes)
 
 # Files a folder scan picks up; a file named on the command line is always tried, whatever its name.
 MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
@@ -20,21 +20,35 @@ HASH_HELP = ("Compute the sha256 of model files of any size (by default files ov
              "reads every byte, about 10 s for a 14 GB checkpoint).")
 
 
-def expand(sources: list[str]) -> list[str]:
-    """Folders become the model files inside them (sorted, recursive); everything else passes through."""
+def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
+    """Folders become the model files inside them (sorted, recursive, hidden entries skipped); everything else
+    passes through. An entry named like a model that is not a regular file (a FIFO, a socket, a device, a link to
+    nothing) is kept: loading it gives one error line for that entry, and the other files are still read. A
+    folder named like a model is searched like any other folder. A folder that cannot be listed is one line in
+    `problems` (when given) instead of being passed over in silence."""
     out: list[str] = []
     for s in sources:
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(
-                str(f) for f in p.rglob("*")
-                if f.is_file() and f.suffix.lower() in MODEL_SUFFIXES and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
-            if not found:
-                fail(f"{s}: no model files in this folder", f"dldoctor looks for {', '.join(sorted(MODEL_SUFFIXES))}")
-            out.extend(found)
-        else:
+        if not os.path.isdir(s):
             out.append(s)
+            continue
+        found: list[str] = []
+        unlisted: list[str] = []
+
+        def note(e: OSError) -> None:
+            unlisted.append(f"{e.filename or s}: cannot list this folder ({e.strerror or e})")
+
+        for folder, dirs, files in os.walk(s, onerror=note):  # links to folders are not followed
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
+                    found.append(os.path.normpath(os.path.join(folder, name)))
+        if not found:
+            if unlisted:
+                fail(unlisted[0], "check the folder's permissions")
+            fail(f"{s}: no model files in this folder", f"dldoctor looks for {', '.join(sorted(MODEL_SUFFIXES))}")
+        if problems is not None:
+            problems.extend(unlisted)
+        out.extend(sorted(found))
     return out
 
 
@@ -62,10 +76,18 @@ def register(app: typer.Typer) -> None:
         batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed)."),
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file for the rules (default: the nearest pyproject.toml / dldoctor.toml)."),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
+        max_input_bytes: str = max_input_bytes_option(),
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
         if fmt not in FORMATS:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+        budget = parse_max_input_bytes(max_input_bytes)
+        problems: list[str] = []  # folders a scan could not list: one error line each
+        sources = expand(models, problems)
+        if output is not None:
+            from dldoctor.fileops import check_output_path
+
+            check_output_path(output, [*sources, *(code or ()), config_file])
         config = None
         if not no_rules:
             from dldoctor.cli.check import load_cli_config
@@ -74,7 +96,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from dldoctor.checker import check_model
-        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.inspector import inspect
         from dldoctor.load.base import HASH_LIMIT, LoadOptions
@@ -87,11 +109,10 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        sources = expand(models)
         reports = []
-        failed: list[str] = []
+        failed: list[str] = list(problems)
         for src in sources:
-            with err.status(f"inspecting {markup(src)}", spinner="dots"), deadline(timeout):
+            with err.status(f"inspecting {markup(src)}", spinner="dots"), deadline(timeout), input_budget(budget):
                 try:
                     if config is None:
                         rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,

@@ -5,7 +5,8 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.common import (deadline, emit_report_and_exit, fail, handle_errors, max_input_bytes_option,
+                                 parse_max_input_bytes)
 from dldoctor.cli.inspect import TRUST_HELP
 
 PROBE_FORMATS = ("rich", "json", "html")
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (default: the nearest pyproject.toml / dldoctor.toml)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
+        max_input_bytes: str = max_input_bytes_option(),
     ) -> None:
         """Train a deep copy for a few dozen steps and diagnose vanishing/exploding gradients, dead units,
         saturation, NaN, stuck weights, a loss that cannot fall, learning-rate and loss/head mistakes.
@@ -49,12 +51,17 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(PROBE_FORMATS)}")
         if device not in ("cpu", "cuda"):
             fail(f"unknown device {device!r}", "the probe trains for real: use cpu or cuda")
+        budget = parse_max_input_bytes(max_input_bytes)
+        if output is not None:
+            from dldoctor.fileops import check_output_path
+
+            check_output_path(output, [model, *(code or ()), config_file])
         from dldoctor.cli.check import load_cli_config
 
         config = load_cli_config(config_file, select, None, ignore, fail_on)
         from rich.console import Console
 
-        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.load.base import LoadOptions
         from dldoctor.render.text import markup
         from dldoctor.prober import probe
@@ -65,7 +72,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"probing {markup(model)} ({steps} steps)", spinner="dots"), deadline(timeout):
+        with err.status(f"probing {markup(model)} ({steps} steps)", spinner="dots"), deadline(timeout), input_budget(budget):
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)

@@ -5,7 +5,8 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.common import (deadline, emit_report_and_exit, fail, handle_errors, max_input_bytes_option,
+                                 parse_max_input_bytes)
 from dldoctor.cli.inspect import TRUST_HELP
 
 PROFILE_FORMATS = ("rich", "json", "html")
@@ -35,6 +36,7 @@ def register(app: typer.Typer) -> None:
         config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (budgets such as max-latency-ms)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
+        max_input_bytes: str = max_input_bytes_option(),
     ) -> None:
         """Measure latency (p50/p90/p99), throughput per batch size, memory, the per-op and per-module time,
         achieved FLOP/s against the measured peak, and try changes for real (channels_last, bf16, inference_mode,
@@ -44,12 +46,17 @@ def register(app: typer.Typer) -> None:
         """
         if fmt not in PROFILE_FORMATS:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(PROFILE_FORMATS)}")
+        budget = parse_max_input_bytes(max_input_bytes)
+        if output is not None:
+            from dldoctor.fileops import check_output_path
+
+            check_output_path(output, [model, *(code or ()), config_file])
         from dldoctor.cli.check import load_cli_config
 
         config = load_cli_config(config_file, None, None, None, fail_on)
         from rich.console import Console
 
-        from dldoctor.collect.inputs import parse_shape
+        from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.load.base import LoadOptions
         from dldoctor.render.text import markup
         from dldoctor.profiler import profile
@@ -65,7 +72,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         if trust:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
-        with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout):
+        with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout), input_budget(budget):
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
                           whatifs=not no_whatifs)

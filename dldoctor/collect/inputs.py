@@ -1,10 +1,69 @@
 """Example inputs: the user's shapes, or a sensible guess from the first layer, marked assumed."""
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterable, Iterator
+
 import torch
 
-from dldoctor.errors import InputSpecError
+from dldoctor.errors import DLDoctorError, InputSpecError
 from dldoctor.types import InputInfo
+
+# Synthetic inputs are real tensors: a shape the user typed, or one an ONNX graph declares (1x3x30000x30000 is 10 GB
+# of float32), is checked against this budget before anything is allocated. `dldoctor ... --max-input-bytes`
+# sets it for one run (`input_budget`); None switches the check off.
+DEFAULT_MAX_INPUT_BYTES = 1 << 30
+_MAX_INPUT_BYTES: ContextVar[int | None] = ContextVar("dldoctor_max_input_bytes", default=DEFAULT_MAX_INPUT_BYTES)
+
+
+class InputBudgetError(DLDoctorError):
+    """Synthetic inputs that would take more memory than --max-input-bytes allows (nothing was allocated).
+    Not an InputSpecError: the inspector turns those into a warning and goes on, and this must stop the run."""
+
+
+@contextmanager
+def input_budget(max_bytes: int | None) -> Iterator[None]:
+    """Inputs made inside this block may take at most `max_bytes` together (None: no limit)."""
+    token = _MAX_INPUT_BYTES.set(max_bytes)
+    try:
+        yield
+    finally:
+        _MAX_INPUT_BYTES.reset(token)
+
+
+def max_input_bytes() -> int | None:
+    return _MAX_INPUT_BYTES.get()
+
+
+def _human(n: int) -> str:
+    for div, suf in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= div:
+            return f"{n / div:.3g} {suf}"
+    return f"{n} B"
+
+
+def check_input_bytes(inputs: Iterable[tuple[str, list[int], str, int]]) -> None:
+    """Raise InputBudgetError before allocating inputs, given as (name, shape, dtype name, bytes per element), that
+    would take more than the budget together. The line names the largest input, its shape and bytes, and the flag."""
+    limit = _MAX_INPUT_BYTES.get()
+    if limit is None:
+        return
+    rows = [(name, list(shape), dt, math.prod(max(int(d), 0) for d in shape) * int(size))
+            for name, shape, dt, size in inputs]
+    total = sum(r[3] for r in rows)
+    if total <= limit:
+        return
+    name, shape, dt, n = max(rows, key=lambda r: r[3])
+    dims = "x".join(str(d) for d in shape) or "scalar"
+    also = f"; {len(rows)} inputs together {_human(total)}" if len(rows) > 1 else ""
+    raise InputBudgetError(
+        f"{name} of shape {dims} ({dt}) would take {_human(n)} ({n:,} bytes){also}, over the --max-input-bytes "
+        f"budget of {_human(limit)}; nothing was allocated",
+        f"give a smaller --input-shape, or raise the budget if the machine has the memory "
+        f"(e.g. --max-input-bytes {max(2, math.ceil(total * 1.25 / 2**30))}GiB)",
+    )
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -96,6 +155,8 @@ def make_inputs(
             dt = parse_dtype(dtype)
         specs = [(s, dt)]
         assumed = True
+    check_input_bytes((f"input {i + 1}" if len(specs) > 1 else "the input", shape, str(dt).replace("torch.", ""),
+                       torch.empty((), dtype=dt).element_size()) for i, (shape, dt) in enumerate(specs))
     gen = torch.Generator().manual_seed(seed)
     tensors = []
     infos = []

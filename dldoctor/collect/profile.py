@@ -582,16 +582,22 @@ def _ort_dim(d: Any, i: int, b: int) -> int:
 
 def _graph_feeds(sess: Any, b: int) -> dict[str, np.ndarray]:
     """Inputs built from the graph's declared shapes and element types (seeded, no global RNG)."""
+    from dldoctor.collect.inputs import check_input_bytes
+
     rng = np.random.default_rng(0)
-    feeds = {}
+    specs = []
     for inp in sess.get_inputs():
         shape = [_ort_dim(d, i, b) for i, d in enumerate(inp.shape)]
         kind = inp.type[len("tensor("):-1] if inp.type.startswith("tensor(") else inp.type
         dt = _ORT_DTYPES.get(kind)
         if dt is None:
             raise ValueError(f"input {inp.name!r} has type {inp.type}, which dldoctor cannot build; pass make_input")
-        feeds[inp.name] = (rng.standard_normal(shape).astype(dt) if np.issubdtype(dt, np.floating)
-                           else np.zeros(shape, dtype=dt))
+        specs.append((inp.name, shape, kind, dt))
+    check_input_bytes((f"input {name!r}", shape, kind, np.dtype(dt).itemsize) for name, shape, kind, dt in specs)
+    feeds = {}
+    for name, shape, kind, dt in specs:
+        feeds[name] = (rng.standard_normal(shape).astype(dt) if np.issubdtype(dt, np.floating)
+                       else np.zeros(shape, dtype=dt))
     return feeds
 
 

@@ -12,7 +12,7 @@ import os
 
 from dldoctor.errors import LoadError
 from dldoctor.load.base import Loaded, LoadOptions
-from dldoctor.load.common import SUPPORTED_HINT, sha256_file, stem
+from dldoctor.load.common import SUPPORTED_HINT, first_line, sha256_file, stem
 from dldoctor.load.detect import (
     ONNX,
     PICKLE,
@@ -70,6 +70,17 @@ def load(source: str, opts: LoadOptions | None = None) -> Loaded:
 
         return load_factory(source, opts)
 
+    try:
+        return _load_file(source, opts)
+    except OSError as e:
+        # a read that fails (EIO from a failing disk or network mount, a file removed or made unreadable mid-scan):
+        # one line for this file; a folder scan goes on with the others
+        why = e.strerror or first_line(e) or type(e).__name__
+        raise LoadError(f"{source}: cannot read the file ({why})",
+                        hint="check the disk or mount it lives on, and the file's permissions") from None
+
+
+def _load_file(source: str, opts: LoadOptions) -> Loaded:
     path = source
     found = sniff(path)  # raises LoadError for missing files and folders
     size = os.path.getsize(path)

@@ -246,8 +246,8 @@ def _import_code(spec: str) -> Any:
             if name in sys.modules:
                 return sys.modules[name]
         parent = os.path.dirname(path)
-        if parent not in sys.path:
-            sys.path.insert(0, parent)
+        if parent not in sys.path:  # appended, never first: the file's neighbours must not shadow installed packages
+            sys.path.append(parent)
         mspec = importlib.util.spec_from_file_location(name, path)
         if mspec is None or mspec.loader is None:
             raise LoadError(f"{what}: cannot import this file", hint="give a .py file")
