@@ -94,10 +94,11 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
 
     Refused: a path that is (by any name, symbolic or hard link) one of `inputs`, the files the run reads (model
     files, --code files, --config...; entries that are not existing paths, such as factory specs, are ignored);
-    something other than a regular file (a device such as /dev/null, a FIFO, a socket, a folder); a path whose
-    folder is missing or where no file can be created. A link is followed: the file it leads to is what
-    `write_atomic` replaces. `kind` "folder" is compress's output folder: created if missing (its parent must
-    exist), refused when it is a file or the folder that holds an input."""
+    something other than a regular file (a device such as /dev/null, a FIFO, a socket, a folder); a path under
+    a file, or in a folder where no file can be created (missing folders are made when the output is written;
+    the nearest existing one is tried). A link is followed: the file it leads to is what `write_atomic`
+    replaces. `kind` "folder" is compress's output folder: created if missing, refused when it is a file or the
+    folder that holds an input."""
     text = os.fspath(out)
     shown = f"{flag} {text}"
     if not text.strip():
@@ -115,7 +116,7 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
                               _OMIT_HINT)
     try:
         st = os.stat(real)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         st = None
     except OSError as e:
         raise OutputPathError(f"{shown}: cannot use this path ({e.strerror or e})", "choose another path") from None
@@ -138,11 +139,14 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
         if not stat.S_ISREG(st.st_mode):
             raise OutputPathError(f"{shown}: is {_kind_of(st.st_mode)}; dldoctor writes reports to regular files only",
                                   _OMIT_HINT)
+    # missing folders are created when the output is written (after the work, so a refused or failed run leaves
+    # none behind): the nearest one that exists must be a folder that can take a new entry
     parent = os.path.dirname(real)
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        what = "does not exist" if not os.path.lexists(parent) else "is not a folder"
-        raise OutputPathError(f"{shown}: the folder {parent} {what}",
-                              "create the folder first, or choose a path in an existing one")
+        raise OutputPathError(f"{shown}: {parent} is a file, not a folder",
+                              "choose a path in a folder (or a new folder under one)")
     why = _writable(parent)
     if why:
         raise OutputPathError(f"{shown}: cannot write in the folder {parent} ({why})",

@@ -96,8 +96,8 @@ def test_bad_output_paths_are_refused_before_any_work(cmd, tmp_path):
     sock.bind(str(sock_path))
     cases = {
         tmp_path / "folder": "is a folder",
-        tmp_path / "missing" / "report.json": "does not exist",
-        tmp_path / "plain" / "report.json": "",
+        tmp_path / "plain" / "report.json": "is a file, not a folder",
+        tmp_path / "plain" / "sub" / "report.json": "is a file, not a folder",
         fifo: "FIFO",
         sock_path: "socket",
         "": "empty",
@@ -118,7 +118,6 @@ def test_bad_output_paths_are_refused_before_any_work(cmd, tmp_path):
     finally:
         sock.close()
     assert os.path.isdir(tmp_path / "folder") and not os.listdir(tmp_path / "folder")
-    assert not (tmp_path / "missing").exists()
     assert (tmp_path / "plain").read_text() == "x"
     no_temp_files(tmp_path)
 
@@ -143,7 +142,7 @@ def test_compress_output_folder_checks(model, tmp_path):
     refused(invoke("compress", model, "-o", model.parent), "beside or over the input")
     (tmp_path / "taken").write_text("x")
     refused(invoke("compress", model, "-o", tmp_path / "taken"), "is a file, not a folder")
-    refused(invoke("compress", model, "-o", tmp_path / "no" / "such" / "dir"), "does not exist")
+    refused(invoke("compress", model, "-o", tmp_path / "taken" / "sub"), "is a file, not a folder")
     # the default folder beside the input is checked too
     (tmp_path / "model_pt.dldoctor-compressed").write_text("x")
     refused(invoke("compress", model), "model_pt.dldoctor-compressed", "not a folder")
@@ -164,6 +163,14 @@ def test_write_baseline_and_report_outputs(model, tmp_path):
     code.write_text("X = 1\n")
     refused(invoke("inspect", model, "--code", code, "-o", code), "never writes over")
     assert code.read_text() == "X = 1\n" and sha(model) == before
+
+
+def test_missing_folders_are_made_only_when_the_output_is_written(model, tmp_path):
+    out = tmp_path / "ci" / "reports" / "r.json"
+    check_output_path(out, [model])
+    assert not (tmp_path / "ci").exists()  # the check makes nothing
+    r = invoke("inspect", model, "-f", "json", "-o", out)
+    assert r.exit_code == 0 and out.read_text().lstrip().startswith("{"), r.output
 
 
 def test_a_link_is_written_through(model, tmp_path):
