@@ -18,14 +18,14 @@ from typer.testing import CliRunner
 from dldoctor.cli import app
 from dldoctor.config import Config, apply_overrides, load_config, parse_quantity
 from dldoctor.errors import ConfigError
-from dldoctor.rules import docs
+from dldoctor.rules import docs, seeds
 from dldoctor.rules.engine import run_rules, select_rules
 from dldoctor.rules.facts import Facts
 from dldoctor.rules.registry import SECTIONS, Hit, RuleDefinitionError, all_rules, rule, unregister
 from dldoctor.types import ModelInfo, ParamStats, Report, Severity
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = "000_1f10aef1d4e0be1f.txt"
+SEED = seeds.ARCHITECTURE
 DOC = """## What it does
 Test rule.
 
@@ -558,6 +558,20 @@ def test_docs_check_detects_stale(tmp_path, monkeypatch):
     diffs = docs.stale(tmp_path, pages)
     assert any("README.md" in d for d in diffs) and any("ZZZ999" in d for d in diffs)
     assert docs.main(["--check", "--out", str(tmp_path)]) == 1
+
+
+def test_catalog_families_share_helpers_not_each_other():
+    """Vocabulary and graph walks shared by rule families live in dldoctor.rules.helpers; no family
+    module (and no helper) imports a family module, so there is no import cycle between families."""
+    import ast
+
+    rules_dir = REPO / "dldoctor" / "rules"
+    for f in sorted([*(rules_dir / "catalog").glob("*.py"), *(rules_dir / "helpers").glob("*.py")]):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        bad = [m for m in mods if m.startswith("dldoctor.rules.catalog")]
+        assert not bad, f"{f.relative_to(REPO)} imports {bad}: move what it needs to dldoctor/rules/helpers"
 
 
 def test_toy_rules_are_not_left_registered():

@@ -1,15 +1,46 @@
 """Architecture rules (ARC): shapes of the layer graph that the seeds advise against.
 
 Every rule reads the traced graph (`Facts.graph`, see collect/graph.py) and, for the
-receptive field, the report. The helpers at the top classify nodes and walk the graph;
-`transformer.py` uses them too.
+receptive field, the report. Node classes and graph walks come from dldoctor/rules/helpers/graph.py;
+the measures at the top (depth, plain runs, what lies up- or downstream) are this family's own.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable, Iterator
 
-from dldoctor.rules.facts import Facts, Graph, Node, walk
+from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.rules.helpers.graph import (
+    AFFINE,
+    CONVS,
+    DROPOUTS,
+    HARDSIGMOID,
+    PADDERS,
+    RECTIFIERS,
+    SIGMOID,
+    SOFTMAX_OPS,
+    TANH,
+    act_name,
+    back,
+    base,
+    fwd,
+    has_attention,
+    in_shape,
+    is_act,
+    is_affine,
+    is_batchnorm,
+    is_conv,
+    is_merge,
+    is_norm,
+    is_pass,
+    is_upsample,
+    is_weighted,
+    kernel,
+    output_ids,
+    shape_of,
+    tup,
+    widths,
+)
 from dldoctor.rules.options import ArchOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
@@ -21,144 +52,13 @@ from dldoctor.types import Severity
 #   CHOLLET: conv/pool design, dropout rates, dropout only on dense layers
 #   TRAINING_TIPS: batch norm, dropout 20-50 %
 
-# -- node classes ---------------------------------------------------------------------
+# Hidden activations that saturate (ARC013; hard-sigmoid/hard-tanh, linear in their middle, are left out).
+SATURATING = SIGMOID | TANH
+# What makes a wide expansion after a narrow layer an SE-style gate rather than a bottleneck (ARC012);
+# nn.Softmax2d has never counted as one and still does not.
+GATES = SIGMOID | HARDSIGMOID | SOFTMAX_OPS | {"Softmax"}
 
-CONVS = {"Conv1d", "Conv2d", "Conv3d", "LazyConv1d", "LazyConv2d", "LazyConv3d"}
-TCONVS = {"ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-          "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"}
-LINEARS = {"Linear", "LazyLinear", "NonDynamicallyQuantizableLinear"}
-AFFINE = CONVS | TCONVS | LINEARS  # layers that are one linear map of their input
-RNNS = {"RNN", "LSTM", "GRU"}
-WEIGHTED = AFFINE | RNNS | {"Bilinear", "MultiheadAttention"}
-
-DROPOUTS = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
-# Nodes that pass a tensor on unchanged in value (views, copies, dropout, identity).
-PASS = DROPOUTS | {
-    "Identity", "Flatten", "Unflatten", "StochasticDepth",
-    "view", "_unsafe_view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "contiguous",
-    "clone", "squeeze", "unsqueeze", "alias", "detach", "expand", "_to_copy", "to", "dropout", "native_dropout",
-    "feature_dropout", "alpha_dropout", "lift_fresh", "lift_fresh_copy", "_reshape_alias", "as_strided",
-    "movedim", "swapaxes", "squeeze_", "unsqueeze_", "view_as", "reshape_as", "expand_as",
-}
-
-ACT_MODULES = {
-    "ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
-    "Hardswish", "Hardsigmoid", "Hardtanh", "Sigmoid", "Tanh", "Softplus", "Softsign", "LogSigmoid",
-    "Tanhshrink", "Threshold", "GLU", "Hardshrink", "Softshrink",
-}
-ACT_OPS = {
-    "relu", "relu6", "leaky_relu", "prelu", "_prelu_kernel", "rrelu", "elu", "celu", "selu", "gelu", "silu",
-    "mish", "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "softshrink", "hardshrink",
-    "log_sigmoid_forward", "threshold", "glu",
-}
-SATURATING = {"Sigmoid", "Tanh", "sigmoid", "tanh"}
-# Rectifier-like activations: applying one after another adds nothing (unlike tanh(softplus(x)) in Mish).
-RECTIFIERS = {"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
-              "Hardswish", "relu", "relu6", "leaky_relu", "prelu", "_prelu_kernel", "rrelu", "elu", "celu", "selu",
-              "gelu", "silu", "mish", "hardswish"}
-GATES = {"Sigmoid", "Hardsigmoid", "sigmoid", "hardsigmoid", "Softmax", "_softmax", "softmax"}
-MERGES = {"add", "cat", "concat", "stack", "sub"}  # ops that join two feature tensors
-UPSAMPLERS = TCONVS | {"Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "PixelShuffle"}
-PADDERS = {"ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d",
-           "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d",
-           "ReplicationPad3d", "CircularPad1d", "CircularPad2d", "CircularPad3d",
-           "constant_pad_nd", "pad", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
-           "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular"}
-
-
-def base(t: str) -> str:
-    """Op name without the in-place underscore: relu_ -> relu, add_ -> add (dunder names kept)."""
-    return t[:-1] if t.endswith("_") and not t.endswith("__") and len(t) > 1 else t
-
-
-def is_act(n: Node) -> bool:
-    return (n.kind == "module" and n.type in ACT_MODULES) or (n.kind == "op" and base(n.type) in ACT_OPS)
-
-
-def act_name(n: Node) -> str:
-    return n.type if n.kind == "module" else base(n.type)
-
-
-def is_norm(n: Node) -> bool:
-    """A feature normalisation layer (batch, layer, group, instance, RMS, local response), module or op."""
-    t = n.type.lower()
-    if n.kind == "module":
-        return "norm" in t
-    if n.kind == "op":
-        return "norm" in t and not any(w in t for w in ("vector_norm", "linalg", "frobenius", "renorm", "norm_except"))
-    return False
-
-
-def is_batchnorm(n: Node) -> bool:
-    return n.kind == "module" and ("BatchNorm" in n.type or n.type.startswith("InstanceNorm"))
-
-
-def is_pass(n: Node) -> bool:
-    return n.type in PASS or (n.kind == "op" and base(n.type) in PASS)
-
-
-def is_affine(n: Node) -> bool:
-    return n.kind == "module" and n.type in AFFINE
-
-
-def is_conv(n: Node) -> bool:
-    return n.kind == "module" and n.type in CONVS
-
-
-def is_weighted(n: Node) -> bool:
-    return n.kind == "module" and n.type in WEIGHTED
-
-
-def is_merge(n: Node) -> bool:
-    """An op that joins two different feature tensors (a residual add, a concatenation)."""
-    return n.kind == "op" and base(n.type) in MERGES and len(set(n.inputs)) >= 2
-
-
-def is_upsample(n: Node) -> bool:
-    if n.kind == "module":
-        return n.type in UPSAMPLERS
-    t = base(n.type)
-    return n.kind == "op" and (t.startswith("upsample") or t.startswith("_upsample") or t == "pixel_shuffle")
-
-
-def tup(v: Any, n: int = 1) -> tuple[int, ...]:
-    """An int-or-tuple attribute as a tuple."""
-    if isinstance(v, (list, tuple)):
-        return tuple(int(x) for x in v)
-    if isinstance(v, (int, float)):
-        return (int(v),) * n
-    return ()
-
-
-def kernel(n: Node) -> tuple[int, ...]:
-    return tup(n.attrs.get("kernel_size"))
-
-
-def widths(n: Node) -> tuple[int | None, int | None]:
-    """(input width, output width) of a Linear or conv: features or channels."""
-    a = n.attrs
-    if n.type in LINEARS:
-        return a.get("in_features"), a.get("out_features")
-    return a.get("in_channels"), a.get("out_channels")
-
-
-def shape_of(g: Graph, i: int) -> list[int] | None:
-    return g.nodes[i].output_shape if 0 <= i < len(g.nodes) else None
-
-
-def in_shape(g: Graph, n: Node) -> list[int] | None:
-    """Shape of a node's first tensor input."""
-    return shape_of(g, n.inputs[0]) if n.inputs else None
-
-
-def fwd(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
-    """The consumers of n's output, looking through pass-through nodes."""
-    return walk(g.succ(n), g.succ, through)
-
-
-def back(g: Graph, n: Node, through: Any = is_pass) -> list[Node]:
-    """The producers of n's inputs, looking through pass-through nodes."""
-    return walk(g.pred(n), g.pred, through)
+# -- graph measures --------------------------------------------------------------------
 
 
 def reads_input(g: Graph, n: Node) -> bool:
@@ -190,16 +90,6 @@ def depths(g: Graph) -> tuple[dict[int, int], dict[int, int]]:
 def net_depth(g: Graph) -> int:
     longest, _ = depths(g)
     return max(longest.values(), default=0)
-
-
-def output_ids(g: Graph) -> list[int]:
-    return list(g.outputs) or ([g.nodes[-1].id] if g.nodes else [])
-
-
-def has_attention(g: Graph) -> bool:
-    from dldoctor.rules.catalog.transformer import attention_sites
-
-    return bool(attention_sites(g))
 
 
 def spatial(shape: list[int] | None, nd: int) -> list[int]:

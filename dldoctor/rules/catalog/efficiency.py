@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Iterator
 
 from dldoctor.render.numbers import nbytes, si
-from dldoctor.rules.catalog.init import WEIGHT_MODULES, is_weight_matrix, row_len
 from dldoctor.rules.facts import Facts
+from dldoctor.rules.helpers.graph import BATCHNORMS, EMBEDDINGS, PLAIN_CONVS, RNN_CELLS, RNNS
+from dldoctor.rules.helpers.weights import WEIGHT_MODULES, is_weight_matrix, row_len
 from dldoctor.rules.options import EfficiencyOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK, TRANSFORMERS
@@ -21,10 +22,12 @@ from dldoctor.types import Severity
 #   TRANSFORMERS: the same tips; tensor cores with FP16/AMP for large models
 #   HANDBOOK: FP16 / bfloat16 to speed up and cut memory; lottery-ticket pruning
 
-DYNAMIC_INT8 = frozenset({"Linear", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"})
-EMBEDDINGS = frozenset({"Embedding", "EmbeddingBag"})
-BATCHNORMS = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d"})
-FUSABLE = frozenset({"Conv1d", "Conv2d", "Conv3d", "Linear"})
+# What torch.ao.quantization.quantize_dynamic turns into int8 (EFF001).
+DYNAMIC_INT8 = RNNS | RNN_CELLS | {"Linear"}
+# What fuse_modules folds into one layer (EFF004): a plain conv or Linear and the BatchNorm1d-3d right
+# after it (a SyncBatchNorm must be turned back into a BatchNorm first, so it is not counted).
+FUSABLE = PLAIN_CONVS | {"Linear"}
+FUSABLE_NORMS = BATCHNORMS - {"SyncBatchNorm"}
 BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
@@ -223,7 +226,8 @@ def unfused_conv_bn(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
     pairs = []
     for n in g.modules(*FUSABLE):
         after = g.succ(n)
-        if len(after) == 1 and after[0].kind == "module" and after[0].type in BATCHNORMS and after[0].inputs == [n.id]:
+        if (len(after) == 1 and after[0].kind == "module" and after[0].type in FUSABLE_NORMS
+                and after[0].inputs == [n.id]):
             pairs.append((n.target, after[0].target))
     if not pairs:
         return

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-from dldoctor.rules.catalog.output import HEAD_ACTIVATIONS, PASS, head_module, source
 from dldoctor.rules.facts import Facts, Graph, Node, WeightStat
+from dldoctor.rules.helpers.graph import NORMS, RELU, VALUE_PASS
+from dldoctor.rules.helpers.weights import head_paths, is_constant, is_weight_matrix, row_len
 from dldoctor.rules.options import InitOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import TRAINING_TIPS, TRANSFORMERS
@@ -24,44 +25,18 @@ from dldoctor.types import Severity
 #   TRAINING_TIPS: weight initialization: not all-zero/equal, not too small/large; Xavier vs He
 #   TRANSFORMERS: exploding gradients; compression: pruning removes connections
 
-# Layers whose weight matrices are judged; parameter names that are weight matrices.
-WEIGHT_MODULES = frozenset({
-    "Linear", "LazyLinear", "Bilinear", "NonDynamicallyQuantizableLinear",
-    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "LazyConv1d", "LazyConv2d", "LazyConv3d",
-    "MultiheadAttention", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
-})
-NORMS = frozenset({
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm", "RMSNorm",
-    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm",
-    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-    "native_layer_norm", "native_group_norm", "layer_norm", "batch_norm", "group_norm", "_fused_rms_norm",
-})
 # Consumers that make an all-zero layer a deliberate "starts as identity / no-op" branch
 # (zero-init residual ends, LoRA's B, adaLN-Zero modulation).
 RESIDUAL_JOIN = frozenset({"add", "add_", "sub", "mul", "mul_", "addcmul", "chunk", "split", "split_with_sizes",
                            "unbind", "cat"})
-# Activations through which scale passes unchanged (positive homogeneity) or which are saturating.
-HOMOGENEOUS = frozenset({"ReLU", "relu", "relu_", "LeakyReLU", "leaky_relu", "leaky_relu_", "PReLU",
-                         "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
-                         "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
-                         "max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "_adaptive_avg_pool2d", "mean"})
-RELUS = frozenset({"ReLU", "relu", "relu_"})
+# Layers and ops through which a signal's scale passes unchanged (positive homogeneity: ReLUs, pooling, mean).
+HOMOGENEOUS = RELU | {
+    "LeakyReLU", "leaky_relu", "leaky_relu_", "PReLU",
+    "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+    "max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "_adaptive_avg_pool2d", "mean",
+}
 MAX_LISTED = 10
-
-
-def is_weight_matrix(w: WeightStat) -> bool:
-    leaf = w.name.rsplit(".", 1)[-1]
-    return (w.module_type in WEIGHT_MODULES and len(w.shape) >= 2 and w.numel > 1
-            and (leaf.startswith("weight") or leaf.endswith("proj_weight")))
-
-
-def row_len(w: WeightStat) -> int:
-    return w.numel // w.shape[0] if w.shape and w.shape[0] else 0
-
-
-def is_constant(w: WeightStat) -> bool:
-    return w.nan == 0 and w.inf == 0 and w.std == 0.0
 
 
 def module_nodes(graph: Graph | None) -> dict[str, Node]:
@@ -72,24 +47,8 @@ def module_nodes(graph: Graph | None) -> dict[str, Node]:
     return out
 
 
-def consumers(graph: Graph, n: Node, through: frozenset[str] = PASS) -> list[Node]:
+def consumers(graph: Graph, n: Node, through: frozenset[str] = VALUE_PASS) -> list[Node]:
     return graph.skip(graph.succ(n), tuple(through))
-
-
-def head_paths(facts: Facts) -> set[str]:
-    """Module paths of the layers that produce the model output(s) (through activations and views).
-
-    Without a graph, the last weight matrix's module stands in for the head."""
-    g = facts.graph
-    if g is not None:
-        heads = set()
-        for i in g.outputs:
-            h = head_module(g, g.node(i))
-            if h is not None:
-                heads.add(h.target)
-        return heads
-    mats = [w for w in facts.weights or [] if is_weight_matrix(w)]
-    return {mats[-1].module} if mats else set()
 
 
 def _listing(items: list[tuple[str, object]]) -> dict[str, object]:
@@ -384,7 +343,7 @@ def xavier_before_relu(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
         if w.module_type not in ("Linear", "Conv1d", "Conv2d", "Conv3d") or not _looks_fresh(w):
             continue
         n = nodes.get(w.module)
-        if n is None or not any(c.type in RELUS for c in consumers(g, n)):
+        if n is None or not any(c.type in RELU for c in consumers(g, n)):
             continue
         xavier = math.sqrt(2.0 / (w.fan_in + w.fan_out))
         if abs(w.std / xavier - 1) > tol:
@@ -464,7 +423,7 @@ def weight_scale_off(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
         n = nodes.get(w.module)
         if n is None:
             continue
-        after = consumers(g, n, PASS | HOMOGENEOUS)
+        after = consumers(g, n, VALUE_PASS | HOMOGENEOUS)
         if any(c.type in NORMS for c in after):
             continue
         scale = w.std * math.sqrt(w.fan_in)
@@ -492,7 +451,3 @@ def weight_scale_off(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
                             "limits": [opts.min_scale, opts.max_scale],
                             "per_layer": _listing([(w.module, round(s, 4)) for w, s in found])},
                   fix=fix)
-
-
-# Re-exported for the transfer family.
-__all__ = ["WEIGHT_MODULES", "NORMS", "HEAD_ACTIVATIONS", "head_paths", "is_weight_matrix", "source"]

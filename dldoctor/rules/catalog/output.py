@@ -4,15 +4,25 @@ PyTorch's classification losses differ from the Keras recipes in the seeds: `nn.
 and `nn.BCEWithLogitsLoss` take raw scores (logits) and apply the softmax / sigmoid themselves,
 `nn.NLLLoss` and `nn.KLDivLoss` take log-probabilities, and only `nn.BCELoss` takes probabilities.
 These rules read what the traced forward pass ends with (through views, dropout and other
-shape-only steps) and compare it with the loss named by `--loss`.
-
-The graph helpers at the bottom are shared with the init and transfer families.
+shape-only steps: `source` and `VALUE_PASS` in dldoctor/rules/helpers/graph.py, shared with the
+init and transfer families) and compare it with the loss named by `--loss`.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
 from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.rules.helpers.graph import (
+    HARD_BOUNDED,
+    HARDSIGMOID,
+    HEAD_ACTIVATIONS,
+    LOG_SOFTMAX,
+    RELU,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+    output_sources,
+)
 from dldoctor.rules.options import OutputOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import CHOLLET, HANDBOOK
@@ -24,49 +34,11 @@ from dldoctor.types import Severity
 
 # -- what the output ends with -------------------------------------------------------------------
 
-# Steps that change neither the values' meaning nor their range.
-PASS_OPS = frozenset({
-    "view", "_unsafe_view", "reshape", "flatten", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_",
-    "permute", "transpose", "transpose_", "t", "contiguous", "clone", "expand", "alias", "detach",
-    "_to_copy", "to", "lift_fresh", "select", "slice", "dropout", "native_dropout", "feature_dropout",
-})
-PASS_MODULES = frozenset({
-    "Flatten", "Unflatten", "Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d",
-    "AlphaDropout", "FeatureAlphaDropout",
-})
-PASS = PASS_OPS | PASS_MODULES
-
-SOFTMAX = frozenset({"Softmax", "Softmax2d", "softmax", "_softmax"})
-LOG_SOFTMAX = frozenset({"LogSoftmax", "log_softmax", "_log_softmax"})
 LOG_PROBS = LOG_SOFTMAX | {"log", "log_", "LogSigmoid", "log_sigmoid_forward", "log_sigmoid"}
-SIGMOID = frozenset({"Sigmoid", "sigmoid", "sigmoid_"})
-TANH = frozenset({"Tanh", "tanh", "tanh_"})
-HARD_BOUNDED = frozenset({"Hardsigmoid", "hardsigmoid", "hardsigmoid_", "Hardtanh", "hardtanh", "hardtanh_", "ReLU6"})
-RELU = frozenset({"ReLU", "relu", "relu_"})
 # Outputs in [0, 1] that BCELoss accepts.
-PROBABILITIES = SOFTMAX | SIGMOID | {"Hardsigmoid", "hardsigmoid", "hardsigmoid_", "clamp", "clamp_"}
+PROBABILITIES = SOFTMAX | SIGMOID | HARDSIGMOID | {"clamp", "clamp_"}
 # Activations that confine a regression output to a range.
 CLAMPING = RELU | SIGMOID | TANH | HARD_BOUNDED | SOFTMAX
-# Output activations a head may pass through on its way to the model output.
-HEAD_ACTIVATIONS = SOFTMAX | LOG_SOFTMAX | SIGMOID | TANH | HARD_BOUNDED | RELU
-
-
-def source(graph: Graph, node: Node) -> Node:
-    """The step that last changed the values of `node`'s tensor (walking back through views and dropout)."""
-    seen = set()
-    while node.type in PASS and len(node.inputs) == 1 and node.inputs[0] >= 0 and node.id not in seen:
-        seen.add(node.id)
-        node = graph.node(node.inputs[0])
-    return node
-
-
-def output_sources(graph: Graph) -> list[tuple[Node, Node]]:
-    """(output node, the step that produced its values) for each model output."""
-    out = []
-    for i in graph.outputs:
-        n = graph.node(i)
-        out.append((n, source(graph, n)))
-    return out
 
 
 def ends_with(graph: Graph, kinds: frozenset[str]) -> tuple[Node, Node] | None:
@@ -96,21 +68,6 @@ def softmax_dim(n: Node) -> int | None:
     if d is None or not rank:
         return d
     return d % rank
-
-
-def head_module(graph: Graph, out: Node) -> Node | None:
-    """The module whose output reaches the model output through activations and views only."""
-    n = out
-    seen = set()
-    while n.id not in seen:
-        seen.add(n.id)
-        if n.kind == "module" and n.type not in PASS_MODULES and n.type not in HEAD_ACTIVATIONS:
-            return n
-        if (n.type in PASS or n.type in HEAD_ACTIVATIONS) and len(n.inputs) == 1 and n.inputs[0] >= 0:
-            n = graph.node(n.inputs[0])
-            continue
-        return None
-    return None
 
 
 def _loc(n: Node) -> str:

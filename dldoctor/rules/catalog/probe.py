@@ -16,6 +16,7 @@ from typing import Iterator
 
 from dldoctor.probe_types import ParamProbe, ProbeResult
 from dldoctor.rules.facts import Facts
+from dldoctor.rules.helpers.graph import EMBEDDINGS, RELU_MODULES, SATURATING_MODULES
 from dldoctor.rules.options import ProbeOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
@@ -28,8 +29,7 @@ from dldoctor.types import Severity
 #   TRANSFORMERS: exploding gradients and clipping; warmup; activations against vanishing gradients
 #   TRAINING_TIPS: input normalization; initialization scale; batch norm allows higher learning rates
 
-RELU_LIKE = frozenset({"ReLU", "ReLU6", "LeakyReLU", "RReLU", "F.relu", "F.relu6"})  # F.*: functional calls
-SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign"})
+RELU_LIKE = RELU_MODULES | {"F.relu", "F.relu6"}  # F.*: functional ReLUs the probe records as layers
 BOUNDED_HEADS = {"ReLU": (0.0, math.inf), "ReLU6": (0.0, 6.0), "Softplus": (0.0, math.inf),
                  "Sigmoid": (0.0, 1.0), "Hardsigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0), "Softmax": (0.0, 1.0)}
 MAX_LISTED = 12
@@ -53,7 +53,7 @@ def weight_params(res: ProbeResult) -> list[ParamProbe]:
     order = {lp.path: lp.order for lp in res.layers}
     ws = [p for p in res.params if len(p.shape) >= 2 and p.name.rsplit(".", 1)[-1].startswith("weight")
           or (len(p.shape) >= 2 and p.name.endswith("proj_weight"))]
-    ws = [p for p in ws if p.module_type not in ("Embedding", "EmbeddingBag")]
+    ws = [p for p in ws if p.module_type not in EMBEDDINGS]
     return sorted(ws, key=lambda p: (order.get(p.module, 10**9), res.params.index(p)))
 
 
@@ -367,7 +367,7 @@ def saturated_activations(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     res = _probe(facts)
     sat = []
     for lp in res.layers:
-        if lp.type not in SATURATING:
+        if lp.type not in SATURATING_MODULES:
             continue
         s = _median(lp.saturated_frac)
         if s is not None and s > opts.saturated_share:

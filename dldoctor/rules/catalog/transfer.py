@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from dldoctor.render.numbers import si
-from dldoctor.rules.catalog.init import WEIGHT_MODULES, head_paths
-from dldoctor.rules.catalog.output import source
 from dldoctor.rules.facts import Facts
+from dldoctor.rules.helpers.graph import BATCHNORMS, EMBEDDINGS, source
+from dldoctor.rules.helpers.weights import WEIGHT_MODULES, head_paths
 from dldoctor.rules.options import TransferOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import CHOLLET, TRAINING_TIPS, TRANSFORMERS
@@ -27,8 +27,7 @@ from dldoctor.types import Severity
 #   TRAINING_TIPS: small/medium/large data: how much to freeze; leave the first layers alone
 #   TRANSFORMERS: pretrained models and fine-tuning; task-specific adapters
 
-LAYERS = WEIGHT_MODULES | {"Embedding", "EmbeddingBag"}
-BATCHNORMS = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"})
+LAYERS = WEIGHT_MODULES | EMBEDDINGS  # the layers whose frozen state counts
 ADAPTER = re.compile(r"lora|adapter|prompt|prefix|ia3", re.I)
 
 

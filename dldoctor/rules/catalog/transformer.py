@@ -1,27 +1,27 @@
 """Transformer rules (TFM): attention blocks, their normalisation and their inputs.
 
 An attention site is an `nn.MultiheadAttention` call, a scaled-dot-product-attention op,
-or a softmax between two batched matrix products (hand-written attention, as in Swin).
+or a softmax between two batched matrix products (hand-written attention, as in Swin); the
+architecture rules look for them too, so `attention_sites` lives in dldoctor/rules/helpers/graph.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
-from dldoctor.rules.catalog.arch import (
+from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.rules.helpers.graph import (
     RNNS,
+    attention_sites,
     base,
     fwd,
     is_merge,
     is_norm,
-    is_pass,
     is_weighted,
     kernel,
     output_ids,
     shape_of,
     tup,
 )
-from dldoctor.rules.facts import Facts, Graph, Node
 from dldoctor.rules.options import TransformerOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import HANDBOOK, TRANSFORMERS
@@ -31,90 +31,6 @@ from dldoctor.types import Severity
 #   TRANSFORMERS: self-attention and multi-head attention, positional encoding, layer norm before the
 #     residual (pre-LN), long sequences, tensor cores
 #   HANDBOOK: the Transformer section (attention, depth, normalization)
-
-_BMM = {"bmm", "baddbmm", "matmul"}
-_SCORE_OPS = {"add", "mul", "div", "sub", "masked_fill", "where", "_to_copy", "to", "clamp", "_softmax"}
-_HEADS = ("num_heads", "n_heads", "nhead", "heads", "num_attention_heads")
-
-
-@dataclass
-class Site:
-    node: Node
-    q_len: int | None
-    k_len: int | None
-    head_dim: int | None
-    heads: int | None
-    embed: int | None
-
-
-def _back_ops(g: Graph, n: Node, steps: int = 24) -> list[Node]:
-    """Ops feeding n through a few score-shaping ops (scale, bias, mask), nearest first."""
-    out, todo, seen = [], list(g.pred(n)), set()
-    while todo and len(seen) < steps:
-        m = todo.pop(0)
-        if m.id in seen or m.kind != "op":
-            continue
-        seen.add(m.id)
-        out.append(m)
-        if is_pass(m) or base(m.type) in _SCORE_OPS:
-            todo.extend(g.pred(m))
-    return out
-
-
-def _container_heads(g: Graph, n: Node) -> int | None:
-    path = n.parent
-    while path is not None:
-        attrs = (g.containers.get(path) or {}).get("attrs") or {}
-        for k in _HEADS:
-            if isinstance(attrs.get(k), int) and attrs[k] > 0:
-                return attrs[k]
-        if path == "":
-            break
-        path = path.rsplit(".", 1)[0] if "." in path else ""
-    return None
-
-
-def attention_sites(g: Graph) -> list[Site]:
-    sites: list[Site] = []
-    for n in g.nodes:
-        if n.kind == "module" and n.type == "MultiheadAttention":
-            a = n.attrs
-            bf = bool(a.get("batch_first"))
-            q = shape_of(g, n.inputs[0]) if n.inputs else None
-            k = shape_of(g, n.inputs[1]) if len(n.inputs) > 1 else q
-
-            def length(s: list[int] | None) -> int | None:
-                if not s:
-                    return None
-                if len(s) == 2:
-                    return s[0]
-                return s[1] if bf else s[0]
-
-            sites.append(Site(n, length(q), length(k), a.get("head_dim"), a.get("num_heads"), a.get("embed_dim")))
-        elif n.kind == "op" and "scaled_dot_product" in n.type:
-            q = shape_of(g, n.inputs[0]) if n.inputs else None
-            k = shape_of(g, n.inputs[1]) if len(n.inputs) > 1 else None
-            if not q or len(q) < 2:
-                continue
-            heads = q[-3] if len(q) >= 4 else _container_heads(g, n)
-            sites.append(Site(n, q[-2], k[-2] if k else None, q[-1], heads,
-                              q[-1] * heads if heads else None))
-        elif n.kind == "op" and base(n.type) in ("_softmax", "softmax"):
-            score = next((m for m in _back_ops(g, n) if base(m.type) in _BMM), None)
-            if score is None:
-                continue
-            if not any(base(m.type) in _BMM for m in fwd(g, n, lambda m: is_pass(m) or m.kind == "op"
-                                                         and base(m.type) in ("_to_copy", "to", "dropout"))):
-                continue
-            q = shape_of(g, score.inputs[0]) if score.inputs else None
-            k = n.output_shape
-            heads = _container_heads(g, n)
-            if heads is None and q and len(q) >= 4:
-                heads = q[-3]
-            hd = q[-1] if q else None
-            sites.append(Site(n, q[-2] if q and len(q) >= 2 else None, k[-1] if k else None, hd, heads,
-                              hd * heads if hd and heads else None))
-    return sites
 
 
 def residual_adds(g: Graph) -> list[Node]:
