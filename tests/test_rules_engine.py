@@ -610,6 +610,23 @@ def test_facts_missing_for_one_reason_are_named_together(toy):
     assert skip.reason == "needs weights and graph: an ONNX graph, not a PyTorch module"
 
 
+def test_missing_fact_reasons_come_from_one_table(toy):
+    """The collector and the engine give a missing fact the same reason: rules/facts.py MISSING_REASONS."""
+    from dldoctor.rules.build import build_facts
+    from dldoctor.rules.facts import FACT_NAMES, MISSING_REASONS
+
+    assert set(MISSING_REASONS) == set(FACT_NAMES) - {"report"}
+    toy("EFF907", "toy-needs-loss-and-probe", always_info, needs=("loss", "probe"))
+    rules = [r for r in all_rules() if r.code == "EFF907"]
+    built = build_facts(facts_with().report, None)  # what `dldoctor check` collects
+    bare = facts_with()  # facts built by hand: the engine falls back to the table
+    for facts in (built, bare):
+        (skip,) = run_rules(facts, Config(), None, rules).skipped
+        assert skip.reason == (f"needs loss: {MISSING_REASONS['loss']}; "
+                               f"needs probe: {MISSING_REASONS['probe']}"), skip.reason
+    assert all(built.missing[n] == MISSING_REASONS[n] for n in ("loss", "onnx", "probe", "profile"))
+
+
 def test_skipped_codes_are_listed_as_ranges():
     from dldoctor.checker import code_ranges
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dldoctor.rules.facts import Facts, TrainingInfo
+from dldoctor.rules.facts import MISSING_REASONS, Facts, TrainingInfo
 from dldoctor.types import Report
 
 LOSSES = {
@@ -36,20 +36,21 @@ def build_facts(
     dataset_size: int | None = None,
     baseline: Report | None = None,
 ) -> Facts:
-    """Facts for the rules: a fact that cannot be collected stays None with the reason in `missing`."""
+    """Facts for the rules: a fact that cannot be collected stays None with the reason in `missing`
+    (MISSING_REASONS' sentence, or a more specific one when this knows why)."""
     facts = Facts(report=report, loss=normalise_loss(loss), onnx=report.onnx)
     if hasattr(facts, "baseline"):
         facts.baseline = baseline
     if facts.loss is None:
-        facts.missing["loss"] = "the loss is unknown: pass --loss (ce, bce, bce_logits, nll, mse, l1, ...)"
+        facts.missing["loss"] = MISSING_REASONS["loss"]
     facts.probe = report.probe
     if facts.probe is None:
-        facts.missing["probe"] = "no training probe was run (dldoctor probe)"
+        facts.missing["probe"] = MISSING_REASONS["probe"]
     facts.profile = report.profile
     if facts.profile is None:
-        facts.missing["profile"] = "no profile was run (dldoctor profile, or dldoctor check --profile)"
+        facts.missing["profile"] = MISSING_REASONS["profile"]
     if report.onnx is None:
-        facts.missing["onnx"] = "not an ONNX model"
+        facts.missing["onnx"] = MISSING_REASONS["onnx"]
     if module is None:
         if report.model.format == "onnx":
             why = "an ONNX graph, not a PyTorch module"

@@ -25,18 +25,6 @@ from dldoctor.types import Finding, Severity
 
 SEVERITY_ORDER = {Severity.ERROR.value: 0, Severity.WARNING.value: 1, Severity.INFO.value: 2}
 
-# Why a fact is absent when the collector did not say.
-DEFAULT_MISSING = {
-    "graph": "no traced graph (no architecture or no example input)",
-    "weights": "no weights to look at",
-    "loss": "the loss is unknown: pass --loss",
-    "training": "no training information (no module)",
-    "onnx": "not an ONNX model",
-    "probe": "no training probe was run (dldoctor probe)",
-    "profile": "no profile was run (dldoctor profile)",
-    "baseline": "no baseline report (set budget.baseline-report)",
-}
-
 _PREFIX = re.compile(r"^[A-Z]{1,3}[0-9]{0,3}$")
 
 
@@ -152,7 +140,7 @@ def run_rules(facts: Facts, config: Config, path: str | None = None, rules: list
         if missing:
             by_reason: dict[str, list[str]] = {}  # facts missing for one reason are named together
             for n in missing:
-                by_reason.setdefault(facts.missing.get(n) or DEFAULT_MISSING.get(n, "not collected"), []).append(n)
+                by_reason.setdefault(facts.why_missing(n), []).append(n)
             why = "; ".join(f"needs {' and '.join(names)}: {reason}" for reason, names in by_reason.items())
             result.skipped.append(SkippedRule(r.code, r.name, why))
             continue

@@ -14,6 +14,21 @@ from dldoctor.types import Report
 # Names a rule may list in `needs`.
 FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile", "baseline")
 
+# Why a fact is missing, one table for the collector and the engine: the collector (rules/build.py)
+# writes one of these into `Facts.missing`, or a more specific reason when it knows one (the forward
+# pass failed, a state_dict holds no module, ...); the engine names it when it skips a rule.
+MISSING_REASONS = {
+    "graph": "no traced graph (no architecture or no example input)",
+    "weights": "no weights to look at",
+    "loss": "the loss is unknown: pass --loss (ce, bce, bce_logits, nll, mse, l1, ...)",
+    "training": "no training information (no module)",
+    "onnx": "not an ONNX model",
+    "probe": "no training probe was run (dldoctor probe)",
+    "profile": "no profile was run (dldoctor profile, or dldoctor check --profile)",
+    "baseline": "no baseline report was given: set `budget.baseline-report` to a JSON report saved with "
+                "`dldoctor inspect MODEL -f json -o baseline.json`",
+}
+
 
 @dataclass
 class Node:
@@ -149,3 +164,7 @@ class Facts:
         if name == "report":
             return True
         return getattr(self, name, None) is not None
+
+    def why_missing(self, name: str) -> str:
+        """Why fact `name` is missing: the collector's own words, else MISSING_REASONS' (facts built by hand)."""
+        return self.missing.get(name) or MISSING_REASONS.get(name, "not collected")

@@ -87,10 +87,7 @@ def _relative(facts: Facts, keys: tuple[str, ...], max_growth: float | None, opt
     base = facts.baseline
     allowed = f"{max_growth:+.1%}"
     if base is None:
-        why = facts.missing.get("baseline") or (
-            "no baseline report was given: set `budget.baseline-report` to a JSON report saved with "
-            "`dldoctor inspect MODEL -f json -o baseline.json`"
-        )
+        why = facts.why_missing("baseline")
         yield Hit(f"`budget.{option}` ({allowed}) could not be checked: {why}",
                   evidence={"max_growth": max_growth}, severity=Severity.INFO)
         return
