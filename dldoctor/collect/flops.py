@@ -216,13 +216,5 @@ def mac_formula(func: Any) -> Formula | None:
     return MAC_FORMULAS.get(func.overloadpacket)
 
 
-def macs_of(func: Any, args: tuple, kwargs: dict, out: Any) -> int | None:
-    """MACs of one ATen call, or None when the op has no formula."""
-    f = mac_formula(func)
-    if f is None:
-        return None
-    return f(args, kwargs, out) // 2
-
-
 def numel(shape: Any) -> int:
     return int(prod(shape))

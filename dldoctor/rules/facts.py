@@ -155,8 +155,8 @@ class Facts:
     loss: str | None = None  # "ce", "bce", "bce_logits", "nll", "mse", "l1", ... from --loss
     training: TrainingInfo | None = None
     onnx: dict[str, Any] | None = None
-    probe: Any = None  # filled by `dldoctor probe` (later issue)
-    profile: Any = None  # filled by `dldoctor profile` (later issue)
+    probe: Any = None  # a ProbeResult, from `dldoctor probe` / dldoctor.watch (dldoctor/probe_types.py)
+    profile: Any = None  # a ProfileResult, from `dldoctor profile` or `check --profile` (dldoctor/profile_types.py)
     baseline: Report | None = None  # the saved report that relative budgets compare against (budget.baseline-report)
     missing: dict[str, str] = field(default_factory=dict)  # fact name -> why it is missing
 

@@ -57,10 +57,6 @@ class Rule:
     sections: dict[str, str]
 
     @property
-    def options_type(self) -> type:
-        return FAMILY_OPTIONS[self.family]
-
-    @property
     def summary(self) -> str:
         return self.sections["What it does"].strip().split("\n\n")[0].replace("\n", " ")
 

@@ -2,12 +2,12 @@
 
 Every rule reads the traced graph (`Facts.graph`, see collect/graph.py) and, for the
 receptive field, the report. Node classes and graph walks come from dldoctor/rules/helpers/graph.py;
-the measures at the top (depth, plain runs, what lies up- or downstream) are this family's own.
+the graph measures here (depth, plain runs, what lies up- or downstream) are this family's own.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from dldoctor.rules.facts import Facts, Graph, Node
 from dldoctor.rules.helpers.graph import (
@@ -97,12 +97,6 @@ def spatial(shape: list[int] | None, nd: int) -> list[int]:
     if not shape or nd <= 0 or len(shape) < nd + 1:
         return []
     return list(shape[-nd:])
-
-
-def first(items: Iterable[Any]) -> Any:
-    for x in items:
-        return x
-    return None
 
 
 def plural(n: int, word: str) -> str:

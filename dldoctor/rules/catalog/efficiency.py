@@ -28,7 +28,6 @@ DYNAMIC_INT8 = RNNS | RNN_CELLS | {"Linear"}
 # after it (a SyncBatchNorm must be turned back into a BatchNorm first, so it is not counted).
 FUSABLE = PLAIN_CONVS | {"Linear"}
 FUSABLE_NORMS = BATCHNORMS - {"SyncBatchNorm"}
-BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
 def _leaf_params(facts: Facts, types: frozenset[str]) -> dict[str, int]:
