@@ -461,3 +461,34 @@ def test_moderately_nested_metadata_is_refused_at_the_json_depth_limit(tmp_path)
     p = write_safetensors(tmp_path / "deep.safetensors", b'{"__metadata__": {"k": ' + deep + b"}}")
     with pytest.raises(ResourceLimitError, match=r"__metadata__ nests at least 65 levels deep \(limit 64\)"):
         load(str(p))
+
+
+# ---------------------------------------------------------------------------
+# ONNX
+
+
+def _nested_if(depth: int):
+    from onnx import TensorProto, helper
+
+    def graph(d: int):
+        c = helper.make_tensor(f"c{d}", TensorProto.FLOAT, [1], [float(d)])
+        nodes = [helper.make_node("Constant", [], [f"y{d}"], value=c)]
+        if d < depth:
+            nodes = [helper.make_node("If", ["cond"], [f"y{d}"], then_branch=graph(d + 1), else_branch=graph(d + 1))]
+        return helper.make_graph(nodes, f"g{d}", [], [helper.make_tensor_value_info(f"y{d}", TensorProto.FLOAT, [1])])
+
+    g = graph(0)
+    g.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    return helper.make_model(g)
+
+
+def test_onnx_walks_have_a_depth_limit_and_a_node_budget():
+    pytest.importorskip("onnx")
+    from dldoctor.load.onnx_file import all_tensors
+
+    model = _nested_if(4)
+    assert len(list(all_tensors(model))) == 2**4  # each branch walked: a protobuf is a tree
+    with pytest.raises(ResourceLimitError, match=r"the ONNX graph nests 3 levels deep \(limit 2\)"):
+        list(all_tensors(model, Limits(onnx_depth=2)))
+    with pytest.raises(ResourceLimitError, match=r"the ONNX graph has more than 10 nodes \(limit 10\)"):
+        list(all_tensors(model, Limits(walk_nodes=10)))
