@@ -363,7 +363,7 @@ def dropout_on_conv_features(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Finds element-wise dropout (`nn.Dropout`) applied to a convolutional feature map between
     two convolutions of the feature extractor. Dropout on a flattened vector before a dense
-    layer, or before the last 1×1 conv that acts as a classifier, is left alone.
+    layer, or in front of the network's last convolution (often a 1×1 classifier), is left alone.
 
     ## Why is this bad?
     Neighbouring pixels of a feature map are strongly correlated, so zeroing single pixels
@@ -376,12 +376,14 @@ def dropout_on_conv_features(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     ```python
     nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Dropout(0.3),
                   nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                  nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
     ```
 
     ## Use instead
     ```python
     nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.1),
+                  nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
                   nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(32, 10))
     ```

@@ -274,7 +274,7 @@ def trainable_bn_in_frozen(facts: Facts, opts: TransferOptions) -> Iterator[Hit]
     ## Example
     ```python
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3),
-                          nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5))
+                          nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
     for m in model:
         if isinstance(m, nn.Conv2d):
             m.requires_grad_(False)  # convs frozen, BatchNorm layers still train
