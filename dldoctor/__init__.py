@@ -8,14 +8,14 @@ from typing import Any
 
 from dldoctor._version import __version__
 from dldoctor.load.base import LoadOptions
-from dldoctor.types import Finding, LayerInfo, Report, Severity
+from dldoctor.report.types import Finding, LayerInfo, Report, Severity
 
 __all__ = ["__version__", "inspect", "check", "probe", "watch", "profile", "LoadOptions", "Report", "Finding", "LayerInfo", "Severity"]
 
 
 def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
     """Inspect a torch module, a model file or a `pkg.mod:factory` spec; return a Report."""
-    from dldoctor.inspector import inspect as _inspect
+    from dldoctor.api.inspect import inspect as _inspect
 
     return _inspect(model_or_path, inputs=inputs, **options)
 
@@ -23,11 +23,11 @@ def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
 def check(model_or_path: Any, config: Any = None, inputs: Any = None, **options: Any) -> Report:
     """Inspect and judge a model with the rules; the Report's `findings` are filled.
 
-    `config` is a `dldoctor.config.Config`, a path to a pyproject.toml / dldoctor.toml, or None
+    `config` is a `dldoctor.rules.config.Config`, a path to a pyproject.toml / dldoctor.toml, or None
     for the defaults (every rule). Options as for `inspect`, plus `loss` and `dataset_size`.
     """
-    from dldoctor.checker import check_model
-    from dldoctor.config import Config, load_config
+    from dldoctor.api.judge import check_model
+    from dldoctor.rules.config import Config, load_config
 
     if config is not None and not isinstance(config, Config):
         config = load_config(".", config)
@@ -37,16 +37,16 @@ def check(model_or_path: Any, config: Any = None, inputs: Any = None, **options:
 def probe(model_or_path: Any, **options: Any) -> Report:
     """Run the training probe on a deep copy of a module, file or factory spec; the Report's `probe` and
     `findings` are filled. Options: loss, optimizer, lr, steps, batch_size, seed, device, data, inputs,
-    input_shapes, dtype, load_options, config, attribution (see `dldoctor.prober.probe`)."""
-    from dldoctor.prober import probe as _probe
+    input_shapes, dtype, load_options, config, attribution (see `dldoctor.api.probe.probe`)."""
+    from dldoctor.api.probe import probe as _probe
 
     return _probe(model_or_path, **options)
 
 
 def watch(model: Any, optimizer: Any, every: int = 100, **options: Any) -> Any:
     """Record the probe's statistics every `every`-th optimizer step of your own training loop
-    (a context manager; see `dldoctor.prober.watch`)."""
-    from dldoctor.prober import watch as _watch
+    (a context manager; see `dldoctor.api.probe.watch`)."""
+    from dldoctor.api.probe import watch as _watch
 
     return _watch(model, optimizer, every=every, **options)
 
@@ -54,7 +54,7 @@ def watch(model: Any, optimizer: Any, every: int = 100, **options: Any) -> Any:
 def profile(model_or_path: Any, **options: Any) -> Report:
     """Measure a module, file or factory spec (latency, throughput, memory, breakdown, what-ifs); the Report's
     `profile` and `findings` are filled. Options: device, batch_sizes, dtype, threads, warmup, iters, input_shapes,
-    input_dtype, load_options, config, whatifs, breakdown (see `dldoctor.profiler.profile`)."""
-    from dldoctor.profiler import profile as _profile
+    input_dtype, load_options, config, whatifs, breakdown (see `dldoctor.api.profile.profile`)."""
+    from dldoctor.api.profile import profile as _profile
 
     return _profile(model_or_path, **options)

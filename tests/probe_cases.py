@@ -494,10 +494,10 @@ STATIC_ALSO: dict[str, tuple[str, ...]] = {
 
 def probe_findings(res: Any) -> dict[str, list]:
     """{code: [(hit, severity), ...]} of the probe-family rules on one ProbeResult (defaults for options)."""
-    from dldoctor.rules.build import build_facts
+    from dldoctor.collect.facts import build_facts
     from dldoctor.rules.options import ProbeOptions
     from dldoctor.rules.registry import all_rules
-    from dldoctor.types import ModelInfo, Report
+    from dldoctor.report.types import ModelInfo, Report
 
     rep = Report(model=ModelInfo(path="<probe case>", format="module"))
     rep.probe = res

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult, WhatIf
+from dldoctor.report.profile_types import LatencyStats, OpTime, ProfileResult, WhatIf
 from tests.probe_cases import mlp
 
 

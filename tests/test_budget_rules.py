@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 
 from dldoctor.rules import seeds
-from dldoctor.rules.facts import FACT_NAMES, Facts
+from dldoctor.report.facts import FACT_NAMES, Facts
 from dldoctor.rules.options import BudgetOptions
 from dldoctor.rules.registry import REGISTRY, all_rules
-from dldoctor.types import (
+from dldoctor.report.types import (
     COMPLETE,
     PARTIAL,
     UNAVAILABLE,
@@ -204,7 +204,7 @@ def test_figures_and_diff_import_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, dldoctor.figures, dldoctor.diff; assert 'torch' not in sys.modules"
+    code = "import sys, dldoctor.report.figures, dldoctor.api.diff; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -100,7 +100,7 @@ def test_docs_ci_yaml_and_toml_parse():
         doc = yaml.safe_load(block)
         assert doc is not None
     (toml_block,) = re.findall(r"```toml\n(.*?)```", text, re.S)
-    from dldoctor.config import parse_config
+    from dldoctor.rules.config import parse_config
 
     cfg = parse_config(tomllib.loads(toml_block)["tool"]["dldoctor"], "pyproject.toml", "tool.dldoctor.")
     assert cfg.budget.max_macs_growth == pytest.approx(0.05) and cfg.budget.baseline_report == "baseline/net.json"

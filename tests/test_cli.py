@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dldoctor.cli import app
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dldoctor.cli import app
-from dldoctor.transforms.runner import _fidelity_drop, _judge, parse_drop
-from dldoctor.transforms.types import Fidelity, Variant
+from dldoctor.api.compress import _fidelity_drop, _judge, parse_drop
+from dldoctor.report.compress_types import Fidelity, Variant
 
 runner = CliRunner()
 FAST = ["--iters", "8", "-q"]
@@ -127,8 +127,8 @@ def test_verdicts():
 
 
 def test_pareto_front():
-    from dldoctor.transforms.runner import _pareto
-    from dldoctor.transforms.types import CompressResult
+    from dldoctor.api.compress import _pareto
+    from dldoctor.report.compress_types import CompressResult
 
     orig = Variant(name="original", transform="none", format="pytorch", size_bytes=1000, p50=0.010, status="original")
     small = Variant(name="small", transform="a", format="onnx", size_bytes=250, p50=0.012, status="kept",
@@ -146,7 +146,7 @@ def test_every_transform_a_finding_names_is_known():
     import re
     from pathlib import Path
 
-    from dldoctor.transforms.runner import ALL, FROM_FINDINGS
+    from dldoctor.api.compress import ALL, FROM_FINDINGS
 
     catalog = Path(__file__).parent.parent / "dldoctor" / "rules" / "catalog"
     named = set()
@@ -196,8 +196,8 @@ def test_eval_metric_judges_torch_and_onnx_variants(mlp_file, tmp_path):
 
 
 def test_recommendation_breaks_timing_ties_by_size():
-    from dldoctor.transforms.runner import _recommend
-    from dldoctor.transforms.types import CompressResult
+    from dldoctor.api.compress import _recommend
+    from dldoctor.report.compress_types import CompressResult
 
     a = Variant(name="a", transform="a", format="onnx", size_bytes=300, p50=0.00630, status="kept")
     b = Variant(name="b", transform="b", format="onnx", size_bytes=100, p50=0.00640, status="kept")  # 1.6% slower

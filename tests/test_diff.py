@@ -9,11 +9,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dldoctor.cli import app
-from dldoctor.diff import check_budgets, diff_reports, load_report_file, parse_growth
+from dldoctor.api.diff import check_budgets, diff_reports, load_report_file, parse_growth
 from dldoctor.errors import LoadError
-from dldoctor.figures import Figure, growth_verdict
-from dldoctor.render.diff import render_diff_markdown
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, FlopStats, Finding, LayerInfo, ModelInfo, ParamStats, Report
+from dldoctor.report.figures import Figure, growth_verdict
+from dldoctor.render.rich.diff import render_diff_markdown
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, FlopStats, Finding, LayerInfo, ModelInfo, ParamStats, Report
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dldoctor.collect.onnx import inspect_onnx
 from dldoctor.errors import InputSpecError
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, ModelInfo, Report
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, ModelInfo, Report
 
 F = TensorProto.FLOAT
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import dldoctor
 from dldoctor.cli import app
 from dldoctor.collect.probe import run_probe
-from dldoctor.probe_types import ProbeResult
+from dldoctor.report.probe_types import ProbeResult
 from tests.probe_cases import FAULTS, HEALTHY, by_name, mlp, probe_findings
 
 runner = CliRunner()

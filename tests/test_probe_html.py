@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dldoctor.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
-from dldoctor.render.html import MAX_HIST_LAYERS, render_probe_html
-from dldoctor.types import Diagnostic, Finding, ModelInfo, Report
+from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
+from dldoctor.render.html.kit import MAX_HIST_LAYERS, render_probe_html
+from dldoctor.report.types import Diagnostic, Finding, ModelInfo, Report
 
 STEPS = 10
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from dldoctor.collect import profile as prof
 from dldoctor.collect.profile import latency_stats, measure_onnx, measure_torch, peak_bandwidth, peak_flops, time_fn
-from dldoctor.profile_types import LatencyStats
+from dldoctor.report.profile_types import LatencyStats
 
 FAST = {"warmup": 2, "iters": 10}
 
@@ -176,13 +176,13 @@ class NotOnMeta(nn.Module):
 def test_flops_come_from_the_counting_pass_not_a_whole_inspect(model, monkeypatch):
     """profile counts its FLOPs with collect.trace's pass (meta, else the real device), as inspect does,
     without running the top-level inspector (collect/ sits below it)."""
-    import dldoctor.inspector
+    import dldoctor.api.inspect
 
     def whole_inspect(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("profile ran a whole inspect to count FLOPs")
 
-    monkeypatch.setattr(dldoctor.inspector, "inspect", whole_inspect)
-    monkeypatch.setattr(dldoctor.inspector, "inspect_loaded", whole_inspect)
+    monkeypatch.setattr(dldoctor.api.inspect, "inspect", whole_inspect)
+    monkeypatch.setattr(dldoctor.api.inspect, "inspect_loaded", whole_inspect)
     r = measure_torch(model, lambda b: (torch.randn(b, 8),), batch_sizes=(3,), warmup=1, iters=2)
     assert r.error is None
     leaf = [o for o in r.modules if o.name in ("0", "fc")]

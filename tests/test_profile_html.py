@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult, WhatIf
-from dldoctor.render.profile_html import render_profile_html
-from dldoctor.types import Finding, ModelInfo, Report
+from dldoctor.report.profile_types import LatencyStats, OpTime, ProfileResult, WhatIf
+from dldoctor.render.html.profile import render_profile_html
+from dldoctor.report.types import Finding, ModelInfo, Report
 from tests.test_probe_html import _check_page, _chromium, assert_a_real_page, screenshot
 
 OPS = ("aten::convolution", "aten::addmm", "aten::batch_norm", "aten::relu_", "aten::max_pool2d", "aten::add_")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dldoctor.collect.receptive import RFResult, receptive_field
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE
 
 
 def rf(model: nn.Module, shape: tuple[int, ...], **kw) -> RFResult:

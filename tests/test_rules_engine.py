@@ -16,13 +16,13 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dldoctor.cli import app
-from dldoctor.config import Config, apply_overrides, load_config, parse_quantity
+from dldoctor.rules.config import Config, apply_overrides, load_config, parse_quantity
 from dldoctor.errors import ConfigError
 from dldoctor.rules import docs, seeds
 from dldoctor.rules.engine import run_rules, select_rules
-from dldoctor.rules.facts import Facts
+from dldoctor.report.facts import Facts
 from dldoctor.rules.registry import SECTIONS, Hit, RuleDefinitionError, all_rules, rule, unregister
-from dldoctor.types import ModelInfo, ParamStats, Report, Severity
+from dldoctor.report.types import ModelInfo, ParamStats, Report, Severity
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = seeds.ARCHITECTURE
@@ -414,8 +414,8 @@ def test_baseline_round_trip(toy, model_file, in_tmp):
 
 
 def test_baseline_ignores_numbers_and_moves(model_file, tmp_path):
-    from dldoctor.baseline import Baseline, entry, message_hash
-    from dldoctor.types import Finding
+    from dldoctor.api.baseline import Baseline, entry, message_hash
+    from dldoctor.report.types import Finding
 
     assert message_hash("676 parameters, 1.5x over") == message_hash("700 parameters, 2.25x over")
     assert message_hash("676 parameters") != message_hash("676 buffers")
@@ -612,8 +612,8 @@ def test_facts_missing_for_one_reason_are_named_together(toy):
 
 def test_missing_fact_reasons_come_from_one_table(toy):
     """The collector and the engine give a missing fact the same reason: rules/facts.py MISSING_REASONS."""
-    from dldoctor.rules.build import build_facts
-    from dldoctor.rules.facts import FACT_NAMES, MISSING_REASONS
+    from dldoctor.collect.facts import build_facts
+    from dldoctor.report.facts import FACT_NAMES, MISSING_REASONS
 
     assert set(MISSING_REASONS) == set(FACT_NAMES) - {"report"}
     toy("EFF907", "toy-needs-loss-and-probe", always_info, needs=("loss", "probe"))
@@ -628,7 +628,7 @@ def test_missing_fact_reasons_come_from_one_table(toy):
 
 
 def test_skipped_codes_are_listed_as_ranges():
-    from dldoctor.checker import code_ranges
+    from dldoctor.api.judge import code_ranges
 
     assert code_ranges([f"TRN{i:03d}" for i in range(16, 0, -1)]) == "TRN001-TRN016"
     assert code_ranges(["ARC006", "ARC005", "ARC008", "BUD010", "TRN002", "TRN003", "TRN004"]) == \

@@ -290,7 +290,7 @@ def test_safe_and_quote() -> None:
 def test_markdown_and_github_escape_names() -> None:
     from dldoctor.render.github import render_github
     from dldoctor.render.markdown import render_markdown
-    from dldoctor.types import Finding, ModelInfo, Report
+    from dldoctor.report.types import Finding, ModelInfo, Report
 
     loc = "x|`y`<img src=z>\x1b[31m\n::error::forged"
     rep = Report(model=ModelInfo(path="m`|[a](b).pt", format="onnx"),
@@ -317,8 +317,8 @@ def test_markdown_and_github_escape_names() -> None:
 def test_rich_findings_and_panels_show_markup_literally() -> None:
     from rich.console import Console
 
-    from dldoctor.render.rich import render_check_rich, render_rich
-    from dldoctor.types import Diagnostic, Finding, ModelInfo, Report
+    from dldoctor.render.rich.report import render_check_rich, render_rich
+    from dldoctor.report.types import Diagnostic, Finding, ModelInfo, Report
 
     name = "[link=file:///etc/passwd]x[/link][bold red]y[/x]\x1b[2J"
     rep = Report(model=ModelInfo(path=f"{name}.pt", format="onnx", name=name),
@@ -335,8 +335,8 @@ def test_rich_findings_and_panels_show_markup_literally() -> None:
 
 
 def test_html_reports_escape_every_string() -> None:
-    from dldoctor.render.html import render_probe_html
-    from dldoctor.render.profile_html import render_profile_html
+    from dldoctor.render.html.kit import render_probe_html
+    from dldoctor.render.html.profile import render_profile_html
     from tests.test_probe_html import _report as probe_report
     from tests.test_profile_html import _report as profile_report
 

@@ -1,4 +1,4 @@
-"""ONNX transforms (dldoctor.transforms.onnx_tf): size, fidelity, and that the input is never touched.
+"""ONNX transforms (dldoctor.transforms.onnx_variants): size, fidelity, and that the input is never touched.
 
 The bodies keep their random initialisation, but each classifier head is fitted (ridge regression on
 the body's features) to a synthetic 10-class task before export: a fully random classifier has

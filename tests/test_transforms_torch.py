@@ -1,4 +1,4 @@
-"""dldoctor.transforms.torch_tf: Conv+BN folding, fp16/bf16, dynamic int8, structured pruning; caller untouched."""
+"""dldoctor.transforms.torch_variants: Conv+BN folding, fp16/bf16, dynamic int8, structured pruning; caller untouched."""
 from __future__ import annotations
 
 import io

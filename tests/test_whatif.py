@@ -9,7 +9,7 @@ from torch import nn
 
 from dldoctor.collect import whatif
 from dldoctor.collect.whatif import run_whatifs
-from dldoctor.profile_types import WhatIf
+from dldoctor.report.profile_types import WhatIf
 
 FAST = dict(warmup=2, iters=5)
 NO_COMPILE = ("torch_compile",)

@@ -22,7 +22,7 @@ IGNORE_HELP = "Rules to skip (same forms as --select); added to the config's ign
 def load_cli_config(config_file: str | None, select: list[str] | None, extend_select: list[str] | None,
                     ignore: list[str] | None, fail_on: str | None) -> Any:
     """The file's configuration with the flags on top; unknown selectors fail here, before any model loads."""
-    from dldoctor.config import apply_overrides, load_config, split_codes
+    from dldoctor.rules.config import apply_overrides, load_config, split_codes
     from dldoctor.rules.engine import check_selectors, select_rules
     from dldoctor.rules.registry import all_rules
 
@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if write_baseline is not None:  # --baseline may name the same file: the old findings are read first, then replaced
             check_output_path(write_baseline, given, flag="--write-baseline")
         config = load_cli_config(config_file, select, extend_select, ignore, fail_on)
-        from dldoctor.baseline import load_baseline, render_baseline
+        from dldoctor.api.baseline import load_baseline, render_baseline
 
         known = load_baseline(baseline) if baseline else None
         from rich.console import Console
@@ -101,12 +101,12 @@ def register(app: typer.Typer) -> None:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
 
         # The one torch import of the run.
-        from dldoctor.checker import check_model
+        from dldoctor.api.judge import check_model
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.load.base import HASH_LIMIT, LoadOptions
         from dldoctor.render.text import markup
-        from dldoctor.rules.build import normalise_loss
+        from dldoctor.collect.facts import normalise_loss
 
         normalise_loss(loss)  # an unknown loss is a usage error before any model loads
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
 
         def absorb(result: tuple) -> None:
             """A worker's result for one file, filed as `one` files its own."""
-            from dldoctor.types import Report
+            from dldoctor.report.types import Report
 
             kind, src, payload, extra = result
             if kind == "ok":
@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
             file_failure(src, f"internal error: {payload}" if kind == "internal-error" else payload)
 
         if jobs > 1 or timeout is not None:
-            from dldoctor.pool import check_many
+            from dldoctor.api.batch import check_many
 
             kwargs = dict(input_shapes=shapes, dtype=dtype, device=device, loss=loss, dataset_size=dataset_size,
                           load_options=opts, profile=profile)
@@ -213,7 +213,7 @@ def _render(fmt: str, reports: list[Any], failures: list[str], s: dict[str, int]
         if single and len(reports) == 1:
             doc: dict[str, Any] = {**reports[0].to_dict(), "summary": s}
         else:
-            from dldoctor.types import SCHEMA_VERSION
+            from dldoctor.report.types import SCHEMA_VERSION
 
             doc = {"schema_version": SCHEMA_VERSION, "summary": s, "reports": [r.to_dict() for r in reports],
                    "errors": failures}
@@ -233,7 +233,7 @@ def _render(fmt: str, reports: list[Any], failures: list[str], s: dict[str, int]
         return render_github(reports, failures)
     from rich.console import Console
 
-    from dldoctor.render.rich import render_check_rich
+    from dldoctor.render.rich.report import render_check_rich
 
     if output:
         console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115

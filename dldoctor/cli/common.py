@@ -188,7 +188,7 @@ def max_input_bytes_option() -> Any:
 
 def parse_max_input_bytes(text: str) -> int:
     """'2GiB' -> 2147483648; a usage error (one line, exit 2) for anything that is not a positive size."""
-    from dldoctor.config import parse_quantity
+    from dldoctor.rules.config import parse_quantity
 
     try:
         n = parse_quantity(str(text), is_bytes=True)

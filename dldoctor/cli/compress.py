@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown format {fmt!r}", "use rich or json")
         budget = parse_max_input_bytes(max_input_bytes)
         from dldoctor.fileops import check_output_path
-        from dldoctor.transforms.runner import compress, default_out_dir
+        from dldoctor.api.compress import compress, default_out_dir
 
         # the folder is checked before anything loads: the one named with -o, or the default beside the input
         check_output_path(out_dir or default_out_dir(model), [model, *(code or ())], kind="folder")
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
             emit(render_json([rep]), None)
         else:
-            from dldoctor.render.compress_rich import render_compress_rich
+            from dldoctor.render.rich.compress import render_compress_rich
 
             render_compress_rich(res, Console())
         if not any(v.status != "failed" for v in res.variants):

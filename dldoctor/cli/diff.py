@@ -17,7 +17,7 @@ GROWTH_HELP = "Fail (exit 1) when {what} grows more than this against OLD: 5% or
 def _growth(text: Optional[str], flag: str) -> Optional[float]:
     if text is None:
         return None
-    from dldoctor.diff import parse_growth
+    from dldoctor.api.diff import parse_growth
 
     try:
         return parse_growth(text)
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             from dldoctor.fileops import check_output_path
 
             check_output_path(output, [old, new, *(code or ()), config_file])
-        from dldoctor.config import load_config
+        from dldoctor.rules.config import load_config
 
         # a flag overrides the growth budget of [tool.dldoctor.budget]; the file's applies otherwise
         budget = load_config(".", config_file).budget
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         growth = {k: v if v is not None else getattr(budget, f"max_{k}_growth") for k, v in growth.items()}
         from rich.console import Console
 
-        from dldoctor.diff import check_budgets, diff_reports, is_report_file, load_report_file, load_side
+        from dldoctor.api.diff import check_budgets, diff_reports, is_report_file, load_report_file, load_side
         from dldoctor.errors import InputSpecError
         from dldoctor.render.text import markup
 
@@ -138,15 +138,15 @@ def register(app: typer.Typer) -> None:
         check_budgets(diff, a, b, max_growth=growth, fail_on_new_findings=fail_on_new_findings)
 
         if fmt == "json":
-            from dldoctor.render.diff import render_diff_json
+            from dldoctor.render.rich.diff import render_diff_json
 
             emit(render_diff_json(diff), output)
         elif fmt == "markdown":
-            from dldoctor.render.diff import render_diff_markdown
+            from dldoctor.render.rich.diff import render_diff_markdown
 
             emit(render_diff_markdown(diff), output)
         else:
-            from dldoctor.render.diff import render_diff_rich
+            from dldoctor.render.rich.diff import render_diff_rich
 
             if output:
                 console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115

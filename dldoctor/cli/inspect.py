@@ -95,10 +95,10 @@ def register(app: typer.Typer) -> None:
             config = load_cli_config(config_file, None, None, None, None)
         from rich.console import Console
 
-        from dldoctor.checker import check_model
+        from dldoctor.api.judge import check_model
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
-        from dldoctor.inspector import inspect
+        from dldoctor.api.inspect import inspect
         from dldoctor.load.base import HASH_LIMIT, LoadOptions
         from dldoctor.render.text import markup
 
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
 
                 emit(render_json(reports, single=len(sources) == 1), output)
             else:
-                from dldoctor.render.rich import render_rich
+                from dldoctor.render.rich.report import render_rich
 
                 if output:
                     console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115

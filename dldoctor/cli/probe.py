@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.load.base import LoadOptions
         from dldoctor.render.text import markup
-        from dldoctor.prober import probe
+        from dldoctor.api.probe import probe
 
         shapes = [parse_shape(s) for s in input_shape] if input_shape else None
         opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch,
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)
-        from dldoctor.render.html import render_probe_html
-        from dldoctor.render.probe_rich import render_probe_rich
+        from dldoctor.render.html.kit import render_probe_html
+        from dldoctor.render.rich.probe import render_probe_rich
 
         emit_report_and_exit(rep, fmt, output, config, render_probe_html, render_probe_rich, width=160)

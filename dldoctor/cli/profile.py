@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.load.base import LoadOptions
         from dldoctor.render.text import markup
-        from dldoctor.profiler import profile
+        from dldoctor.api.profile import profile
 
         try:
             sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
                           whatifs=not no_whatifs)
-        from dldoctor.render.profile_html import render_profile_html
-        from dldoctor.render.profile_rich import render_profile_rich
+        from dldoctor.render.html.profile import render_profile_html
+        from dldoctor.render.rich.profile import render_profile_rich
 
         emit_report_and_exit(rep, fmt, output, config, render_profile_html, render_profile_rich, width=140)

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         rules = [r for r in all_rules() if family is None or r.family == family]
         if fmt == "json":
             from dldoctor.render.json import render_json_doc
-            from dldoctor.types import SCHEMA_VERSION
+            from dldoctor.report.types import SCHEMA_VERSION
 
             emit(render_json_doc({"schema_version": SCHEMA_VERSION, "rules": [rule_dict(r) for r in rules]}), None)
             return
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from dldoctor.render.rich import SEVERITY_STYLE
+        from dldoctor.render.rich.report import SEVERITY_STYLE
 
         t = Table(title=f"dldoctor rules ({len(rules)})", header_style="bold", title_justify="left")
         for col, kw in (("code", {"no_wrap": True}), ("name", {"overflow": "fold"}), ("family", {}), ("severity", {}),

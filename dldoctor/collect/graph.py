@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from dldoctor.collect.trace import stand_ins, to_device
-from dldoctor.rules.facts import Graph, Node
+from dldoctor.report.facts import Graph, Node
 
 _PLAIN = (int, float, bool, str, type(None))
 

@@ -9,7 +9,7 @@ from typing import Iterable, Iterator
 import torch
 
 from dldoctor.errors import DLDoctorError, InputSpecError
-from dldoctor.types import InputInfo
+from dldoctor.report.types import InputInfo
 
 # Synthetic inputs are real tensors: a shape the user typed, or one an ONNX graph declares (1x3x30000x30000 is 10 GB
 # of float32), is checked against this budget before anything is allocated. `dldoctor ... --max-input-bytes`

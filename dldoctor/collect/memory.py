@@ -9,7 +9,7 @@ forward+backward), and the optimizer state plus the temporaries of its update
 from __future__ import annotations
 
 from dldoctor.collect.trace import PassResult
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, MemoryStats, ParamStats
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, MemoryStats, ParamStats
 
 # optimizer -> (persistent state, temporaries during step()) in multiples of trainable bytes.
 # SGD with momentum keeps one buffer; Adam/AdamW keep exp_avg and exp_avg_sq, and the

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from dldoctor.types import ParamStats
+from dldoctor.report.types import ParamStats
 
 
 def dtype_name(dt: torch.dtype) -> str:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dldoctor.errors import InputSpecError
-from dldoctor.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
+from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
 
 LOSSES = ("ce", "nll", "bce", "bce_logits", "mse", "l1", "huber")
 OPTIMIZERS = ("sgd", "adam", "adamw")

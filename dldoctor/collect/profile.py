@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.collect.trace import PassResult, run_pass
 from dldoctor.fileops import temp_dir
-from dldoctor.profile_types import LatencyStats, OpTime, ProfileResult
+from dldoctor.report.profile_types import LatencyStats, OpTime, ProfileResult
 
 _FORWARD = "dldoctor::forward"  # one profiled forward pass
 _MODULE = "dldoctor::module::"  # + the leaf module's path

@@ -65,7 +65,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, ReceptiveField
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, ReceptiveField
 
 __all__ = ["RFResult", "receptive_field"]
 

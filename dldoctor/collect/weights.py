@@ -11,7 +11,7 @@ import torch
 
 from dldoctor.load.limits import LIMITS
 from dldoctor.load.statedict import stored_elements
-from dldoctor.rules.facts import WeightStat
+from dldoctor.report.facts import WeightStat
 
 NEAR_ZERO = 1e-3  # |w| below this fraction of the tensor's largest |w| counts as near zero
 

@@ -43,7 +43,7 @@ from torch import nn
 from dldoctor.collect.profile import ort_session
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.fileops import temp_dir
-from dldoctor.profile_types import WhatIf
+from dldoctor.report.profile_types import WhatIf
 
 EXPERIMENTS = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "threads",
                "onnxruntime", "batch")

@@ -16,7 +16,7 @@ from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import ITEMSIZE, check_zip, describe_exc, first_line, read_member, stem
 from dldoctor.load.limits import ResourceLimitError, load_json
 from dldoctor.load.pickle_scan import PickleLimitError, PickleScanError, list_tensors, scan
-from dldoctor.types import TensorInfo
+from dldoctor.report.types import TensorInfo
 
 UNTRUSTED_NOTE = "TorchScript/torch.export archives can run code; pass --trust to load"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dldoctor.types import TensorInfo
+from dldoctor.report.types import TensorInfo
 
 
 HASH_LIMIT = 4 * 2**30  # sha256 reads the whole file (~1.5 GB/s here): a 14 GB checkpoint would cost ~10 s

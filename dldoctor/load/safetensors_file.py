@@ -16,7 +16,7 @@ from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import stem
 from dldoctor.load.limits import LIMITS, Limits, ResourceLimitError, check_json_depth, load_json, over
 from dldoctor.load.statedict import ARCH_NOTE, load_into
-from dldoctor.types import TensorInfo
+from dldoctor.report.types import TensorInfo
 
 
 # safetensors dtype -> (torch spelling, bytes per element)

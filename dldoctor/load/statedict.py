@@ -7,7 +7,7 @@ from typing import Any
 from dldoctor.errors import LoadError, quote
 from dldoctor.load.common import CHECKPOINT_KEYS, describe_exc, dtype_name
 from dldoctor.load.limits import LIMITS, Limits, ResourceLimitError, Walk
-from dldoctor.types import TensorInfo
+from dldoctor.report.types import TensorInfo
 
 ARCH_NOTE = "FLOPs and receptive field need the architecture: pass --arch pkg.mod:factory"
 

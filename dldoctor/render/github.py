@@ -5,7 +5,7 @@ import os
 from typing import Iterable
 
 from dldoctor.errors import safe
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
 

@@ -5,7 +5,7 @@ import json
 import math
 from typing import Any
 
-from dldoctor.types import SCHEMA_VERSION, Report
+from dldoctor.report.types import SCHEMA_VERSION, Report
 
 
 def _clean(x: Any) -> Any:

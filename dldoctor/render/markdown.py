@@ -5,8 +5,8 @@ import re
 from typing import Iterable
 
 from dldoctor.errors import safe
-from dldoctor.render.numbers import nbytes, si
-from dldoctor.types import Report
+from dldoctor.report.units import nbytes, si
+from dldoctor.report.types import Report
 
 ICON = {"error": "🔴 error", "warning": "🟡 warning", "info": "🔵 info"}
 

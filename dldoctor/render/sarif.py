@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-from dldoctor.baseline import entry
-from dldoctor.types import Report
+from dldoctor.api.baseline import entry
+from dldoctor.report.types import Report
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}

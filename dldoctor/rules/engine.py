@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from dldoctor.config import Config
+from dldoctor.rules.config import Config
 from dldoctor.errors import ConfigError
-from dldoctor.rules.facts import Facts
+from dldoctor.report.facts import Facts
 from dldoctor.rules.options import FAMILY_OPTIONS, FAMILY_PREFIX
 from dldoctor.rules.registry import Hit, Rule, all_rules
-from dldoctor.types import Finding, Severity
+from dldoctor.report.types import Finding, Severity
 
 SEVERITY_ORDER = {Severity.ERROR.value: 0, Severity.WARNING.value: 1, Severity.INFO.value: 2}
 

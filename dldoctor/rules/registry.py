@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from dldoctor.rules.facts import FACT_NAMES
+from dldoctor.report.facts import FACT_NAMES
 from dldoctor.rules.options import FAMILY_OPTIONS, FAMILY_PREFIX
 from dldoctor.rules.seeds import SEEDS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Options")
 _CODE = re.compile(r"^[A-Z]{3}\d{3}$")

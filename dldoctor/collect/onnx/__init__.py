@@ -53,7 +53,7 @@ from dldoctor.collect.onnx.shapes import (
     _topo_sort,
     _View,
 )
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, FlopStats, InputInfo, LayerInfo, Report
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, FlopStats, InputInfo, LayerInfo, Report
 
 __all__ = ["inspect_onnx", "DEFAULT_BATCH", "DEFAULT_SPATIAL", "DEFAULT_SEQUENCE"]
 

@@ -5,7 +5,7 @@ import onnx
 
 from dldoctor.collect.onnx.common import _dom, _known, _nbytes, _prod, _subgraph_refs
 from dldoctor.collect.onnx.shapes import _View
-from dldoctor.types import COMPLETE, PARTIAL, MemoryStats, Report
+from dldoctor.report.types import COMPLETE, PARTIAL, MemoryStats, Report
 
 
 def _memory(view: _View, order: list[tuple[int, onnx.NodeProto]], real_inputs: list[str], graph_outputs: list[str],

@@ -15,7 +15,7 @@ from dldoctor.collect.onnx.common import (
     _prod,
     _subgraph_refs,
 )
-from dldoctor.types import ParamStats, Report
+from dldoctor.report.types import ParamStats, Report
 
 
 # initializer roles: input slots that hold quantization metadata, running stats or small constants

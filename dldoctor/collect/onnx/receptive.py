@@ -16,7 +16,7 @@ import onnx
 from dldoctor.collect.onnx.common import _FLOAT_TYPES, _MS, _attrs, _known
 from dldoctor.collect.onnx.macs import _IGNORE, _IGNORE_GROUPS, _R_ELEM, _R_NORM, _R_QUANT
 from dldoctor.collect.onnx.shapes import _View, _geometry
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, LayerInfo, ReceptiveField, Report
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, LayerInfo, ReceptiveField, Report
 
 
 def _num(x: float) -> float:

@@ -30,7 +30,7 @@ from dldoctor.collect.onnx.common import (
     _vi_shape,
 )
 from dldoctor.errors import InputSpecError
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 
 DEFAULT_BATCH = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator
 
-from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.report.facts import Facts, Graph, Node
 from dldoctor.rules.helpers.graph import (
     AFFINE,
     CONVS,
@@ -44,7 +44,7 @@ from dldoctor.rules.helpers.graph import (
 from dldoctor.rules.options import ArchOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   ARCHITECTURE, TRANSFORMERS: CNN basics, kernel sizes, receptive field, pooling, BN, separable convs, ResNets

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from dldoctor.figures import Figure, figure, growth_verdict
-from dldoctor.render.numbers import nbytes, si
-from dldoctor.rules.facts import Facts
+from dldoctor.report.figures import Figure, figure, growth_verdict
+from dldoctor.report.units import nbytes, si
+from dldoctor.report.facts import Facts
 from dldoctor.rules.options import BudgetOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK
-from dldoctor.types import PARTIAL, UNAVAILABLE, Report, Severity
+from dldoctor.report.types import PARTIAL, UNAVAILABLE, Report, Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   ARCHITECTURE: "Quantization and Model Compression"; resources drive model choice

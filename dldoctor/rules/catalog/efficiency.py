@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from dldoctor.render.numbers import nbytes, si
-from dldoctor.rules.facts import Facts
+from dldoctor.report.units import nbytes, si
+from dldoctor.report.facts import Facts
 from dldoctor.rules.helpers.graph import BATCHNORMS, EMBEDDINGS, PLAIN_CONVS, RNN_CELLS, RNNS
 from dldoctor.rules.helpers.weights import WEIGHT_MODULES, is_weight_matrix, row_len
 from dldoctor.rules.options import EfficiencyOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   ARCHITECTURE: quantization (fewer bits) and pruning (fewer connections)

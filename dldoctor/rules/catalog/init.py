@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-from dldoctor.rules.facts import Facts, Graph, Node, WeightStat
+from dldoctor.report.facts import Facts, Graph, Node, WeightStat
 from dldoctor.rules.helpers.graph import NORMS, RELU, VALUE_PASS
 from dldoctor.rules.helpers.weights import head_paths, is_constant, is_weight_matrix, row_len
 from dldoctor.rules.options import InitOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import TRAINING_TIPS, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   TRAINING_TIPS: weight initialization: not all-zero/equal, not too small/large; Xavier vs He

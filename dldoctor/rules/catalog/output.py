@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.report.facts import Facts, Graph, Node
 from dldoctor.rules.helpers.graph import (
     HARD_BOUNDED,
     HARDSIGMOID,
@@ -26,7 +26,7 @@ from dldoctor.rules.helpers.graph import (
 from dldoctor.rules.options import OutputOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import CHOLLET, HANDBOOK
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   CHOLLET: last-layer / loss recipes for regression, binary and multiclass

@@ -1,6 +1,6 @@
 """Training dynamics: what a short training run (`dldoctor probe`, `dldoctor.watch`) shows.
 
-These rules read the statistics a probe recorded (see dldoctor/probe_types.py): gradient
+These rules read the statistics a probe recorded (see dldoctor/report/probe_types.py): gradient
 norms per parameter, activation statistics per layer, update-to-weight ratios, the loss
 curve, NaN/Inf, the output and the inputs. Thresholds are `[tool.dldoctor.probe]`
 options, calibrated so that the healthy controls in tests/probe_cases.py (MLP, MLP+BN,
@@ -14,13 +14,13 @@ import math
 import statistics
 from typing import Iterator
 
-from dldoctor.probe_types import ParamProbe, ProbeResult
-from dldoctor.rules.facts import Facts
+from dldoctor.report.probe_types import ParamProbe, ProbeResult
+from dldoctor.report.facts import Facts
 from dldoctor.rules.helpers.graph import EMBEDDINGS, RELU_MODULES, SATURATING_MODULES
 from dldoctor.rules.options import ProbeOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   ARCHITECTURE: residual connections and ReLU against vanishing gradients; gradient clipping

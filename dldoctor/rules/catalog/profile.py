@@ -1,18 +1,18 @@
 """Measured speed: what `dldoctor profile` timed, and the changes it tried for real.
 
 Every finding here is backed by a measurement taken in the same run (see
-dldoctor/profile_types.py): a what-if is recommended only when it was run, its speedup
+dldoctor/report/profile_types.py): a what-if is recommended only when it was run, its speedup
 cleared the threshold, and its outputs stayed within tolerance of the original.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from dldoctor.rules.facts import Facts
+from dldoctor.report.facts import Facts
 from dldoctor.rules.options import ProfileOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, HANDBOOK, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   ARCHITECTURE: efficiency: quantization, compression, choosing models for the hardware

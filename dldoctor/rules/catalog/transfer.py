@@ -13,14 +13,14 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from dldoctor.render.numbers import si
-from dldoctor.rules.facts import Facts
+from dldoctor.report.units import si
+from dldoctor.report.facts import Facts
 from dldoctor.rules.helpers.graph import BATCHNORMS, EMBEDDINGS, source
 from dldoctor.rules.helpers.weights import WEIGHT_MODULES, head_paths
 from dldoctor.rules.options import TransferOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import CHOLLET, TRAINING_TIPS, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   CHOLLET: feature extraction vs fine-tuning; unfreeze the top, specific layers

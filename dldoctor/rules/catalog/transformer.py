@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from dldoctor.rules.facts import Facts, Graph, Node
+from dldoctor.report.facts import Facts, Graph, Node
 from dldoctor.rules.helpers.graph import (
     RNNS,
     attention_sites,
@@ -25,7 +25,7 @@ from dldoctor.rules.helpers.graph import (
 from dldoctor.rules.options import TransformerOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import HANDBOOK, TRANSFORMERS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 # Seeds (dldoctor/rules/seeds.py) and the tips these rules draw from each:
 #   TRANSFORMERS: self-attention and multi-head attention, positional encoding, layer norm before the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dldoctor.rules.facts import Graph, Node, walk
+from dldoctor.report.facts import Graph, Node, walk
 
 
 def base(t: str) -> str:
@@ -69,7 +69,7 @@ SOFTMAX_OPS = frozenset({"softmax", "_softmax"})
 SOFTMAX = SOFTMAX_OPS | {"Softmax", "Softmax2d"}
 LOG_SOFTMAX = frozenset({"LogSoftmax", "log_softmax", "_log_softmax"})
 HEAD_ACTIVATIONS = SOFTMAX | LOG_SOFTMAX | SIGMOID | TANH | HARD_BOUNDED | RELU
-# Module classes as a training probe records them (dldoctor/probe_types.py LayerProbe.type).
+# Module classes as a training probe records them (dldoctor/report/probe_types.py LayerProbe.type).
 RELU_MODULES = frozenset({"ReLU", "ReLU6", "LeakyReLU", "RReLU"})
 SATURATING_MODULES = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign"})
 

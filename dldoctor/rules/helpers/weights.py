@@ -5,7 +5,7 @@ weights of linear, convolution, attention and recurrent layers are.
 """
 from __future__ import annotations
 
-from dldoctor.rules.facts import Facts, WeightStat
+from dldoctor.report.facts import Facts, WeightStat
 from dldoctor.rules.helpers.graph import CONVS, LINEARS, PLAIN_TCONVS, RNN_CELLS, RNNS, head_module
 
 # Layers whose weight matrices are judged (WeightStat.module_type). A lazy module becomes its plain

@@ -5,9 +5,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from dldoctor.render.numbers import nbytes
+from dldoctor.report.units import nbytes
 from dldoctor.render.text import plain
-from dldoctor.transforms.types import CompressResult, Variant
+from dldoctor.report.compress_types import CompressResult, Variant
 
 STYLE = {"recommended": "bold green", "kept": "green", "rejected": "yellow", "failed": "red", "original": "bold"}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dldoctor.rules.facts import MISSING_REASONS, Facts, TrainingInfo
-from dldoctor.types import Report
+from dldoctor.report.facts import MISSING_REASONS, Facts, TrainingInfo
+from dldoctor.report.types import Report
 
 LOSSES = {
     "ce": "ce", "cross_entropy": "ce", "crossentropy": "ce", "crossentropyloss": "ce",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 # Names a rule may list in `needs`.
 FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile", "baseline")
@@ -155,8 +155,8 @@ class Facts:
     loss: str | None = None  # "ce", "bce", "bce_logits", "nll", "mse", "l1", ... from --loss
     training: TrainingInfo | None = None
     onnx: dict[str, Any] | None = None
-    probe: Any = None  # a ProbeResult, from `dldoctor probe` / dldoctor.watch (dldoctor/probe_types.py)
-    profile: Any = None  # a ProfileResult, from `dldoctor profile` or `check --profile` (dldoctor/profile_types.py)
+    probe: Any = None  # a ProbeResult, from `dldoctor probe` / dldoctor.watch (dldoctor/report/probe_types.py)
+    profile: Any = None  # a ProfileResult, from `dldoctor profile` or `check --profile` (dldoctor/report/profile_types.py)
     baseline: Report | None = None  # the saved report that relative budgets compare against (budget.baseline-report)
     missing: dict[str, str] = field(default_factory=dict)  # fact name -> why it is missing
 

@@ -34,7 +34,7 @@ else:  # pragma: no cover - Python 3.10
 
 from dldoctor.errors import ConfigError
 from dldoctor.rules.options import FAMILY_OPTIONS
-from dldoctor.types import Severity
+from dldoctor.report.types import Severity
 
 FAIL_ON = ("error", "warning", "info", "never")
 TOP_KEYS = ("select", "extend-select", "ignore", "fail-on", "per-file-ignores")

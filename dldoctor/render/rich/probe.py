@@ -8,10 +8,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dldoctor.probe_types import ProbeResult
-from dldoctor.render.rich import diagnostics, findings_table
+from dldoctor.report.probe_types import ProbeResult
+from dldoctor.render.rich.report import diagnostics, findings_table
 from dldoctor.render.text import markup, plain
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 BAR = 8
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from dldoctor.errors import InputSpecError
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -33,7 +33,7 @@ def profile(
     """Load a model as `inspect` does, measure it, try the what-ifs, and judge it with the rules."""
     import torch
 
-    from dldoctor.inspector import inspect_loaded
+    from dldoctor.api.inspect import inspect_loaded
 
     if dtype not in DTYPES:
         raise InputSpecError(f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPES)}")
@@ -54,7 +54,7 @@ def profile(
                                     warmup=warmup, iters=iters, whatifs=whatifs, breakdown=breakdown)
     if report.profile.error:
         report.diag("error", f"the model could not be run: {report.profile.error}", "profile")
-    from dldoctor.checker import judge
+    from dldoctor.api.judge import judge
 
     judge(report, loaded.module, config)
     return report

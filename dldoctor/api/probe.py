@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from dldoctor.checker import judge
+from dldoctor.api.judge import judge
 from dldoctor.errors import InputSpecError, LoadError
-from dldoctor.types import ModelInfo, Report
+from dldoctor.report.types import ModelInfo, Report
 
 
 def resolve_data(spec: str) -> Callable[[], Iterable[Any]]:
@@ -53,8 +53,8 @@ def probe(
     rules (the TRN family reads the probe). Load and option errors raise DLDoctorError.
     """
     from dldoctor.collect.probe import run_probe
-    from dldoctor.inspector import inspect_loaded
-    from dldoctor.rules.build import normalise_loss
+    from dldoctor.api.inspect import inspect_loaded
+    from dldoctor.collect.facts import normalise_loss
 
     loss = normalise_loss(loss)
     if isinstance(data, str):

@@ -6,9 +6,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dldoctor.render.numbers import nbytes, shape, si
+from dldoctor.report.units import nbytes, shape, si
 from dldoctor.render.text import markup, plain, safe
-from dldoctor.types import COMPLETE, ReceptiveField, Report
+from dldoctor.report.types import COMPLETE, ReceptiveField, Report
 
 _STATUS_STYLE = {"complete": "green", "partial": "yellow", "unavailable": "red"}
 

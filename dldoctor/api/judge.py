@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dldoctor.config import Config
+from dldoctor.rules.config import Config
 from dldoctor.errors import ConfigError
 from dldoctor.rules.engine import RuleResult, run_rules
-from dldoctor.types import Finding, Report
+from dldoctor.report.types import Finding, Report
 
 
 @dataclass
@@ -51,7 +51,7 @@ def check_model(
     profile: bool = False,
 ) -> CheckResult:
     """Inspect one model and judge it. Load errors raise (DLDoctorError); rule failures do not."""
-    from dldoctor.inspector import inspect_loaded
+    from dldoctor.api.inspect import inspect_loaded
 
     config = config or Config()
     if training is None:
@@ -62,7 +62,7 @@ def check_model(
     )
     if profile and (loaded.module is not None or loaded.onnx_model is not None):
         # the latency budget's measurement: its batch size on its device, no breakdown, no what-ifs
-        from dldoctor.profiler import measure_loaded
+        from dldoctor.api.profile import measure_loaded
 
         b = config.budget
         report.profile = measure_loaded(report, loaded, device=b.latency_device, batch_sizes=[b.latency_batch_size],
@@ -78,14 +78,14 @@ def check_model(
 
 
 def _facts(report: Report, loaded: Any, loss: str | None, dataset_size: int | None, baseline: Report | None) -> Any:
-    from dldoctor.rules.build import build_facts
+    from dldoctor.collect.facts import build_facts
 
     return build_facts(report, getattr(loaded, "module", None), loss=loss, dataset_size=dataset_size, baseline=baseline)
 
 
 def judge(report: Report, module: Any = None, config: Config | None = None, loss: str | None = None) -> None:
     """Run the selected rules on a report (with its probe or profile, when there is one) and file the findings."""
-    from dldoctor.rules.build import build_facts
+    from dldoctor.collect.facts import build_facts
 
     facts = build_facts(report, module, loss=loss)
     apply_result(report, run_rules(facts, config or Config(), path=report.model.path))

@@ -6,11 +6,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dldoctor.profile_types import ProfileResult
-from dldoctor.render.numbers import nbytes, si
-from dldoctor.render.rich import diagnostics, findings_table
+from dldoctor.report.profile_types import ProfileResult
+from dldoctor.report.units import nbytes, si
+from dldoctor.render.rich.report import diagnostics, findings_table
 from dldoctor.render.text import markup, plain, safe
-from dldoctor.types import Report
+from dldoctor.report.types import Report
 
 
 def _ms(s: float | None) -> str:

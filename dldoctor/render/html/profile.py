@@ -1,10 +1,10 @@
 """A `dldoctor profile` report as one self-contained HTML page: inline CSS and inline SVG, nothing fetched.
 
 `render_profile_html(report.to_dict())` takes the JSON form of a report that carries a profile
-(`doc["profile"]` is `ProfileResult.to_dict()`, see dldoctor/profile_types.py) and draws it:
+(`doc["profile"]` is `ProfileResult.to_dict()`, see dldoctor/report/profile_types.py) and draws it:
 the configuration and headline figures, findings, the latency distribution per batch size, the
 batch-size sweep, the per-op and per-module breakdown, the what-ifs that were run for real, and the
-notes. It reuses the plots and page shell of the probe page (dldoctor/render/html.py). Every string
+notes. It reuses the plots and page shell of the probe page (dldoctor/render/html/kit.py). Every string
 from the doc is escaped; a figure that was not measured says "not measured", never a 0 bar.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dldoctor.render.html import (_cell, _d, _e, _figure, _findings, _fmt, _g, _kv_table, _l, _legend, _nice_ticks,
+from dldoctor.render.html.kit import (_cell, _d, _e, _figure, _findings, _fmt, _g, _kv_table, _l, _legend, _nice_ticks,
                                   _none, _num, _page, _short, _subline, _svg_bars, _svg_hist, _svg_line)
-from dldoctor.render.numbers import nbytes
+from dldoctor.report.units import nbytes
 from dldoctor.rules.options import ProfileOptions
 
 __all__ = ["render_profile_html"]

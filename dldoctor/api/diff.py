@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dldoctor.errors import LoadError
-from dldoctor.figures import FIGURES, Figure, figure, growth_verdict
-from dldoctor.types import PARTIAL, SCHEMA_VERSION, UNAVAILABLE, Finding, Report
+from dldoctor.report.figures import FIGURES, Figure, figure, growth_verdict
+from dldoctor.report.types import PARTIAL, SCHEMA_VERSION, UNAVAILABLE, Finding, Report
 
 DIFF_KIND = "dldoctor-diff"
 
@@ -104,11 +104,11 @@ def load_side(
     kwargs = dict(input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
                   training=training, load_options=load_options)
     if rules:
-        from dldoctor.checker import check_model
-        from dldoctor.config import load_config
+        from dldoctor.api.judge import check_model
+        from dldoctor.rules.config import load_config
 
         return check_model(source, load_config(".", config_file), **kwargs).report
-    from dldoctor.inspector import inspect
+    from dldoctor.api.inspect import inspect
 
     return inspect(source, **kwargs)
 
@@ -346,7 +346,7 @@ def check_budgets(
 
 
 def _num(fig: Figure, n: int | None) -> str:
-    from dldoctor.render.numbers import nbytes, si
+    from dldoctor.report.units import nbytes, si
 
     return nbytes(n) if fig.unit == "bytes" else si(n)
 

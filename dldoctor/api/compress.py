@@ -22,7 +22,7 @@ from dldoctor.collect.profile import ort_session
 from dldoctor.errors import InputSpecError
 from dldoctor.fileops import in_progress, temp_dir
 from dldoctor.load.onnx_file import save_with_data
-from dldoctor.transforms.types import CompressResult, Fidelity, Variant
+from dldoctor.report.compress_types import CompressResult, Fidelity, Variant
 
 TORCH_TRANSFORMS = ("fold-conv-bn", "torch-fp16", "torch-bf16", "torch-int8-dynamic", "prune-50")
 ONNX_TRANSFORMS = ("onnx-optimized", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16")
@@ -199,7 +199,7 @@ def compress(
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult."""
     import torch
 
-    from dldoctor.inspector import inspect_loaded
+    from dldoctor.api.inspect import inspect_loaded
 
     if optimize not in ("latency", "size"):
         raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
@@ -301,7 +301,7 @@ def _held(make_input: Callable[[int], tuple], i: int) -> tuple:
 
 
 def _from_findings(report: Any, loaded: Any, names: list[str] | None) -> list[str]:
-    from dldoctor.checker import judge
+    from dldoctor.api.judge import judge
 
     judge(report, loaded.module)
     wanted: list[str] = []
@@ -314,7 +314,7 @@ def _from_findings(report: Any, loaded: Any, names: list[str] | None) -> list[st
 
 def _metric(eval_fn: Any, module: Any) -> float:
     if isinstance(eval_fn, str):
-        from dldoctor.prober import resolve_data
+        from dldoctor.api.probe import resolve_data
 
         eval_fn = resolve_data(eval_fn)()
     return float(eval_fn(module))
@@ -325,7 +325,7 @@ def _calibration(calib: Any, make_input: Callable[[int], tuple]) -> list[tuple]:
     if calib is None:
         return [_held(make_input, 100 + i) for i in range(4)]
     if isinstance(calib, str):
-        from dldoctor.prober import resolve_data
+        from dldoctor.api.probe import resolve_data
 
         calib = resolve_data(calib)
     try:

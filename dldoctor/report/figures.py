@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dldoctor.types import COMPLETE, PARTIAL, UNAVAILABLE, Report
+from dldoctor.report.types import COMPLETE, PARTIAL, UNAVAILABLE, Report
 
 
 @dataclass(frozen=True)

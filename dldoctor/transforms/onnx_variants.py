@@ -6,7 +6,7 @@ place with os.replace, so a reader never sees a half-written file and a failure 
 behind. Intermediate files (the prepared graph, calibration models) live in a private temporary
 directory that is removed afterwards.
 
-Each transform returns a plain dict that fills a `dldoctor.transforms.types.Variant`:
+Each transform returns a plain dict that fills a `dldoctor.report.compress_types.Variant`:
     {"path", "preparation": [str], "ops_before": {op: n}, "ops_after": {op: n},
      "changed": [node names], "left_float": {node name: why}}
 

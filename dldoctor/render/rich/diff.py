@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dldoctor.diff import Diff, LayerChange, MetricDelta
+from dldoctor.api.diff import Diff, LayerChange, MetricDelta
 from dldoctor.render.markdown import _cell, _code
-from dldoctor.render.numbers import nbytes, shape, si
+from dldoctor.report.units import nbytes, shape, si
 from dldoctor.render.text import markup, plain
 
 MAX_LAYERS = 40  # layer changes shown in rich/markdown; JSON keeps them all

@@ -153,9 +153,9 @@ class Report:
     tensors: list[TensorInfo] | None = None  # weight files read without an architecture
     onnx: dict[str, Any] | None = None  # opset, op histogram, graph inputs/outputs
     device: str = "cpu"
-    probe: Any = None  # a dldoctor.probe_types.ProbeResult from `dldoctor probe` / `dldoctor.watch`
-    profile: Any = None  # a dldoctor.profile_types.ProfileResult from `dldoctor profile`
-    compress: Any = None  # a dldoctor.transforms.types.CompressResult from `dldoctor compress`
+    probe: Any = None  # a dldoctor.report.probe_types.ProbeResult from `dldoctor probe` / `dldoctor.watch`
+    profile: Any = None  # a dldoctor.report.profile_types.ProfileResult from `dldoctor profile`
+    compress: Any = None  # a dldoctor.report.compress_types.CompressResult from `dldoctor compress`
     schema_version: str = SCHEMA_VERSION
 
     # -- serialisation -----------------------------------------------------
@@ -196,7 +196,7 @@ class Report:
 def _probe_from(d: Any) -> Any:
     if d is None:
         return None
-    from dldoctor.probe_types import ProbeResult
+    from dldoctor.report.probe_types import ProbeResult
 
     return ProbeResult.from_dict(d)
 
@@ -204,7 +204,7 @@ def _probe_from(d: Any) -> Any:
 def _profile_from(d: Any) -> Any:
     if d is None:
         return None
-    from dldoctor.profile_types import ProfileResult
+    from dldoctor.report.profile_types import ProfileResult
 
     return ProfileResult.from_dict(d)
 
@@ -212,7 +212,7 @@ def _profile_from(d: Any) -> Any:
 def _compress_from(d: Any) -> Any:
     if d is None:
         return None
-    from dldoctor.transforms.types import CompressResult
+    from dldoctor.report.compress_types import CompressResult
 
     return CompressResult.from_dict(d)
 

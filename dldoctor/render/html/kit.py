@@ -1,7 +1,7 @@
 """A probe report as one self-contained HTML page: inline CSS and inline SVG plots, nothing fetched.
 
 `render_probe_html(report.to_dict())` takes the JSON form of a report that carries a training
-probe (`doc["probe"]` is `ProbeResult.to_dict()`, see dldoctor/probe_types.py) and draws it:
+probe (`doc["probe"]` is `ProbeResult.to_dict()`, see dldoctor/report/probe_types.py) and draws it:
 findings first, then the loss curve, gradient norms, update-to-weight ratios, dead/zero/saturated
 units, attribution maps, the independence check and input/output facts, and activation and
 gradient histograms. Every figure is SVG generated here; every string from the doc is escaped.

@@ -2,7 +2,7 @@
 
 Every transform works on a deep copy of the caller's module in eval mode (the caller's parameters, training
 flag and hooks are never touched, also when the transform raises) and returns ``(new_module, info)`` where
-``info`` holds the fields of :class:`dldoctor.transforms.types.Variant` it fills::
+``info`` holds the fields of :class:`dldoctor.report.compress_types.Variant` it fills::
 
     {"preparation": [str], "ops_before": {type: n}, "ops_after": {type: n},
      "changed": [module path], "left_float": {path: why}}

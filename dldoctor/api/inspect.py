@@ -12,7 +12,7 @@ from dldoctor.collect.params import dtype_name, module_param_counts, param_stats
 from dldoctor.collect.trace import PassResult, run_pass
 from dldoctor.errors import InputSpecError
 from dldoctor.load.base import Loaded, LoadOptions
-from dldoctor.types import (
+from dldoctor.report.types import (
     COMPLETE,
     PARTIAL,
     UNAVAILABLE,
@@ -75,7 +75,7 @@ def inspect_loaded(
     if loaded.module is None:
         _weights_only(report, loaded)
         return report, loaded
-    from dldoctor.rules.build import normalise_loss
+    from dldoctor.collect.facts import normalise_loss
 
     _inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
                     receptive_field, normalise_loss(loss), batch_sizes=batch_sizes)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dldoctor.errors import ConfigError
-from dldoctor.types import Finding, Report
+from dldoctor.report.types import Finding, Report
 
 BASELINE_VERSION = "1"
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
