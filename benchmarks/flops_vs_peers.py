@@ -123,7 +123,7 @@ def main() -> None:
 
 def replace_block(path: str, name: str, md: str) -> None:
     """Write `md` between <!-- name:start/end --> markers in `path` (appended if absent), atomically."""
-    from dldoctor.cli.common import write_atomic
+    from dldoctor.fileops import write_atomic
 
     existing = open(path).read() if os.path.exists(path) else ""
     marker_a, marker_b = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -1,5 +1,5 @@
-"""File helpers shared by every writer: which output paths are refused, the mode a finished file gets, and what
-to remove on a hard exit."""
+"""File helpers shared by every writer: which output paths are refused, the one atomic write (`write_atomic`), the
+mode a finished file gets, and what to remove on a hard exit."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from dldoctor.errors import DLDoctorError
@@ -52,6 +53,27 @@ def temp_dir(prefix: str = "dldoctor-") -> Iterator[str]:
     """A temporary folder, removed on the way out and on a hard exit."""
     with tempfile.TemporaryDirectory(prefix=prefix) as d, in_progress(d):
         yield d
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write next to the target, then rename: a reader never sees half a file. A link is followed (the file it
+    leads to is replaced, the link stays). Commands check the path first with `check_output_path`."""
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    try:
+        set_plain_mode(tmp, str(target))
+        with in_progress(tmp), os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 class OutputPathError(DLDoctorError):

@@ -285,7 +285,7 @@ def compress(
         shutil.rmtree(work, ignore_errors=True)
         pending.close()
     report.compress = res
-    from dldoctor.cli.common import write_atomic
+    from dldoctor.fileops import write_atomic
     from dldoctor.render.json import render_json
 
     write_atomic(str(out / "compress-report.json"), render_json([report]))

@@ -4,17 +4,15 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 import threading
 import traceback
-from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import typer
 
 from dldoctor.errors import DLDoctorError, safe
-from dldoctor.fileops import in_progress, remove_in_progress, set_plain_mode
+from dldoctor.fileops import remove_in_progress, write_atomic
 
 FORMATS = ("rich", "json")
 
@@ -114,27 +112,6 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"internal error: {type(e).__name__}: {first}", "re-run with DLDOCTOR_DEBUG=1 and report the traceback")
 
     return wrapper
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write next to the target, then rename: a reader never sees half a file. A link is followed (the file it
-    leads to is replaced, the link stays). Commands check the path first with `fileops.check_output_path`."""
-    target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    try:
-        set_plain_mode(tmp, str(target))
-        with in_progress(tmp), os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def emit(text: str, output: str | None) -> None:
