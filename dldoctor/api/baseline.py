@@ -2,56 +2,23 @@
 
 An entry names the model twice, by file hash and by path (relative to the baseline
 file), plus the code, the location and a hash of the message with its numbers blanked
-out. A finding is old when an entry matches its code, location and message hash, and
-either its file hash (the file moved) or its path (the model was retrained). Entries
-are sorted and carry no timestamp, so the file diffs cleanly in review.
+out: the identity of a finding, in dldoctor/report/baseline.py. A finding is old when
+an entry matches its code, location and message hash, and either its file hash (the
+file moved) or its path (the model was retrained). Entries are sorted and carry no
+timestamp, so the file diffs cleanly in review.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from dldoctor.errors import ConfigError
+from dldoctor.report.baseline import entry, fingerprint, message_hash, model_key  # noqa: F401 - re-exported
 from dldoctor.report.types import Finding, Report
 
 BASELINE_VERSION = "1"
-_NUMBER = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def message_hash(message: str) -> str:
-    """Stable across re-measurement: every number becomes '#', whitespace is collapsed."""
-    text = " ".join(_NUMBER.sub("#", message).split())
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def model_key(path: str, base_dir: str | os.PathLike[str]) -> str:
-    """A file's path relative to the baseline's folder (posix); a factory spec as given."""
-    if not os.path.exists(path):
-        return path
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base_dir))
-    return Path(rel).as_posix()
-
-
-def entry(report: Report, f: Finding, base_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    e = {
-        "path": model_key(report.model.path, base_dir),
-        "sha256": report.model.sha256,
-        "code": f.code,
-        "location": f.location,
-        "message_hash": message_hash(f.message),
-    }
-    e["fingerprint"] = fingerprint(e)
-    return e
-
-
-def fingerprint(e: dict[str, Any]) -> str:
-    ident = e.get("sha256") or e.get("path") or ""
-    raw = "\x1f".join([ident, e["code"], e.get("location") or "", e["message_hash"]])
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
 def render_baseline(reports: Iterable[Report], base_dir: str | os.PathLike[str]) -> str:

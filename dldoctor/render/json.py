@@ -8,20 +8,20 @@ from typing import Any
 from dldoctor.report.types import SCHEMA_VERSION, Report
 
 
-def _clean(x: Any) -> Any:
+def clean(x: Any) -> Any:
     # JSON has no NaN/Infinity; say "unavailable" with null rather than emit invalid JSON.
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: clean(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_clean(v) for v in x]
+        return [clean(v) for v in x]
     return x
 
 
 def render_json_doc(doc: Any) -> str:
     """Any JSON document, with non-finite floats made null."""
-    return json.dumps(_clean(doc), indent=2, sort_keys=False) + "\n"
+    return json.dumps(clean(doc), indent=2, sort_keys=False) + "\n"
 
 
 def render_json(reports: list[Report], single: bool = True) -> str:
@@ -29,4 +29,4 @@ def render_json(reports: list[Report], single: bool = True) -> str:
         doc: Any = reports[0].to_dict()
     else:
         doc = {"schema_version": SCHEMA_VERSION, "reports": [r.to_dict() for r in reports]}
-    return json.dumps(_clean(doc), indent=2, sort_keys=False) + "\n"
+    return json.dumps(clean(doc), indent=2, sort_keys=False) + "\n"

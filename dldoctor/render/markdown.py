@@ -14,13 +14,13 @@ ICON = {"error": "🔴 error", "warning": "🟡 warning", "info": "🔵 info"}
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
 
 
-def _cell(text: object) -> str:
+def cell(text: object) -> str:
     """Text from a report as one table cell of plain text: control characters escaped (a newline shows as \\n),
     and every character Markdown or HTML would read as markup (links, images, tags, emphasis, `|`) backslash-escaped."""
     return _SPECIAL.sub(r"\\\1", "" if text is None else safe(text))
 
 
-def _code(text: object, table: bool = True) -> str:
+def code(text: object, table: bool = True) -> str:
     """Text as a code span (nothing inside is markup): control characters escaped, pipes escaped inside a table,
     and a fence longer than any run of backticks inside."""
     if text is None or text == "":
@@ -48,10 +48,10 @@ def render_markdown(reports: list[Report], failures: Iterable[str] = (), suppres
     lines += [total, ""]
     failures = list(failures)
     if failures:
-        lines += ["**Could not check:**", ""] + [f"- {_cell(x)}" for x in failures] + [""]
+        lines += ["**Could not check:**", ""] + [f"- {cell(x)}" for x in failures] + [""]
     for r in reports:
         rc = counts([r])
-        lines += [f"### {_code(r.model.path, table=False)}", ""]
+        lines += [f"### {code(r.model.path, table=False)}", ""]
         lines += ["| params | MACs | weights | inference memory | errors | warnings | infos |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]
         macs = si(r.flops.macs) if r.flops.macs is not None else r.flops.status
@@ -64,8 +64,8 @@ def render_markdown(reports: list[Report], failures: Iterable[str] = (), suppres
             lines += ["| severity | code | location | message | fix |", "|---|---|---|---|---|"]
             for f in r.findings:
                 lines.append(
-                    f"| {ICON.get(f.severity, _cell(f.severity))} | {_code(f.code)} {_cell(f.name)} | {_code(f.location)} "
-                    f"| {_cell(f.message)} | {_cell(f.fix) or '-'} |"
+                    f"| {ICON.get(f.severity, cell(f.severity))} | {code(f.code)} {cell(f.name)} | {code(f.location)} "
+                    f"| {cell(f.message)} | {cell(f.fix) or '-'} |"
                 )
         else:
             lines.append("No findings.")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-from dldoctor.api.baseline import entry
+from dldoctor.report.baseline import entry
 from dldoctor.report.types import Report
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -108,6 +108,6 @@ def render_sarif(reports: Iterable[Report], rules: list[Any], failures: Iterable
         "columnKind": "unicodeCodePoints",
     }
     doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
-    from dldoctor.render.json import _clean
+    from dldoctor.render.json import clean
 
-    return json.dumps(_clean(doc), indent=2) + "\n"
+    return json.dumps(clean(doc), indent=2) + "\n"

@@ -15,11 +15,14 @@ from typing import Any
 from dldoctor.render.html.kit import (_cell, _d, _e, _figure, _findings, _fmt, _g, _kv_table, _l, _legend, _nice_ticks,
                                   _none, _num, _page, _short, _subline, _svg_bars, _svg_hist, _svg_line)
 from dldoctor.report.units import nbytes
-from dldoctor.rules.options import ProfileOptions
 
 __all__ = ["render_profile_html"]
 
 NM = "not measured"
+# The defaults of [tool.dldoctor.profile] max-cv (PRF002) and min-speedup (PRF001), used when neither the run's
+# config nor the caller gives them (tests/test_render_table.py holds them to rules/options.py's ProfileOptions).
+MAX_CV = 0.1
+MIN_SPEEDUP = 1.1
 TOP_K = 20  # bars per breakdown chart
 HIST_BINS = 16
 _BOUND_COLOURS = {"compute": "#4c78a8", "memory": "#f58518", None: "#9aa3af"}
@@ -85,11 +88,13 @@ def _show(text: str | None) -> str:
     return _na() if text is None else _e(text)
 
 
-def _thresholds(cfg: dict) -> tuple[float, float]:
-    """(max cv, min speedup): from the run's config where it carries them, else the rule defaults."""
-    opts = ProfileOptions()
+def _thresholds(cfg: dict, max_cv: float | None, min_speedup: float | None) -> tuple[float, float]:
+    """(max cv, min speedup): from the run's config where it carries them, else the caller's (the configuration
+    that judged the report), else the rule defaults."""
     cv, sp = cfg.get("max_cv"), cfg.get("min_speedup")
-    return (float(cv) if _num(cv) else opts.max_cv), (float(sp) if _num(sp) else opts.min_speedup)
+    cv = cv if _num(cv) else max_cv if _num(max_cv) else MAX_CV
+    sp = sp if _num(sp) else min_speedup if _num(min_speedup) else MIN_SPEEDUP
+    return float(cv), float(sp)
 
 
 def _latency(prof: dict) -> list[dict]:
@@ -389,13 +394,14 @@ def _notes_section(prof: dict) -> str:
             + _figure("Notes", notes_html + err_html) + "</div>")
 
 
-def render_profile_html(doc: dict) -> str:
+def render_profile_html(doc: dict, *, max_cv: float | None = None, min_speedup: float | None = None) -> str:
     """One self-contained HTML page (no network needed: no external scripts, fonts, images or CSS) for a
-    `dldoctor profile` report."""
+    `dldoctor profile` report. `max_cv` and `min_speedup`: the thresholds of the configuration that judged it
+    (PRF002's noisy timings, PRF001's recommended speedup); the rule defaults when not given."""
     doc = _d(doc)
     prof = _d(doc.get("profile"))
     model = _d(doc.get("model"))
-    max_cv, min_speedup = _thresholds(_d(prof.get("config")))
+    max_cv, min_speedup = _thresholds(_d(prof.get("config")), max_cv, min_speedup)
     body = [_header(doc, prof)]
     if not prof:
         body.append(f'<div class="alert warn">This report has no profile: profile {NM}.</div>')

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dldoctor.api.diff import Diff, LayerChange, MetricDelta
-from dldoctor.render.markdown import _cell, _code
+from dldoctor.render.markdown import cell, code
+from dldoctor.report.diff_types import Diff, LayerChange, MetricDelta
 from dldoctor.report.units import nbytes, shape, si
 from dldoctor.render.text import markup, plain
 
@@ -13,9 +13,9 @@ MAX_LAYERS = 40  # layer changes shown in rich/markdown; JSON keeps them all
 
 
 def render_diff_json(diff: Diff) -> str:
-    from dldoctor.render.json import _clean
+    from dldoctor.render.json import clean
 
-    return json.dumps(_clean(diff.to_dict()), indent=2) + "\n"
+    return json.dumps(clean(diff.to_dict()), indent=2) + "\n"
 
 
 def _val(m: MetricDelta, n: int | None, signed: bool = False) -> str:
@@ -76,7 +76,7 @@ def _title(diff: Diff) -> str:
 
 
 def _md(text: str) -> str:
-    return _cell(text)
+    return cell(text)
 
 
 def render_diff_rich(diff: Diff, console: Any, max_layers: int = MAX_LAYERS) -> None:
@@ -140,7 +140,7 @@ def render_diff_markdown(diff: Diff, max_layers: int = MAX_LAYERS) -> str:
         sign = {"added": "+", "removed": "−", "changed": "~"}
         for c in diff.layers[:max_layers]:
             cells = " | ".join(map(_md, _layer_cells(c)))
-            lines.append(f"| {sign[c.change]} | {_code(c.path)} | {cells} |")
+            lines.append(f"| {sign[c.change]} | {code(c.path)} | {cells} |")
         if len(diff.layers) > max_layers:
             lines.append(f"| | … {len(diff.layers) - max_layers} more | | | | |")
         lines += ["", "</details>", ""]
@@ -148,11 +148,11 @@ def render_diff_markdown(diff: Diff, max_layers: int = MAX_LAYERS) -> str:
         lines.append(f"**Findings:** {len(diff.new_findings)} new, {len(diff.fixed_findings)} fixed")
         lines.append("")
         for f in diff.new_findings:
-            where = f" at {_code(f.location, table=False)}" if f.location else ""
-            lines.append(f"- new {_code(f.code, table=False)} ({_md(f.severity)}){where}: {_md(f.message)}")
+            where = f" at {code(f.location, table=False)}" if f.location else ""
+            lines.append(f"- new {code(f.code, table=False)} ({_md(f.severity)}){where}: {_md(f.message)}")
         for f in diff.fixed_findings:
-            where = f" at {_code(f.location, table=False)}" if f.location else ""
-            lines.append(f"- fixed {_code(f.code, table=False)}{where}: {_md(f.message)}")
+            where = f" at {code(f.location, table=False)}" if f.location else ""
+            lines.append(f"- fixed {code(f.code, table=False)}{where}: {_md(f.message)}")
         lines.append("")
     for n in diff.notes:
         lines.append(f"> note: {_md(n)}")

@@ -1,0 +1,49 @@
+"""render/ reads only the report types (docs/architecture.md): the diff results and a finding's identity live in
+report/, the profile page takes its thresholds from the caller, and one table picks every renderer."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from dldoctor.report.profile_types import LatencyStats, ProfileResult, WhatIf
+from dldoctor.report.types import ModelInfo, Report
+
+
+def _noisy_page(**thresholds: float) -> str:
+    from dldoctor.render.html.profile import render_profile_html
+
+    lat = LatencyStats(batch_size=1, iters=10, mean=1e-3, std=1.5e-4, p50=1e-3, cv=0.15, noisy=False)
+    rep = Report(model=ModelInfo(path="m.pt", format="pytorch"), profile=ProfileResult(latency=[lat], whatifs=[WhatIf(name="channels_last", speedup=1.3)]))
+    return render_profile_html(rep.to_dict(), **thresholds)
+
+
+def test_profile_page_thresholds_come_from_the_caller_with_the_rule_defaults() -> None:
+    from dldoctor.render.html import profile as page
+    from dldoctor.rules.options import ProfileOptions
+
+    assert (page.MAX_CV, page.MIN_SPEEDUP) == (ProfileOptions().max_cv, ProfileOptions().min_speedup)
+    noisy = 'class="badge b-warning">noisy'
+    assert _noisy_page().count(noisy) == 2  # cv 15% over the default 10%: panel and table
+    assert _noisy_page(max_cv=0.2).count(noisy) == 0  # the configuration that judged the report allows 20%
+    assert "threshold 1.1×" in _noisy_page() and "threshold 1.5×" in _noisy_page(min_speedup=1.5)
+
+
+def test_diff_results_and_finding_identity_live_in_report() -> None:
+    from dldoctor.api import baseline, diff
+    from dldoctor.report import baseline as identity
+    from dldoctor.report import diff_types
+
+    assert diff.Diff is diff_types.Diff and diff.MetricDelta is diff_types.MetricDelta
+    assert diff.LayerChange is diff_types.LayerChange and diff.BudgetCheck is diff_types.BudgetCheck
+    assert baseline.entry is identity.entry and baseline.message_hash is identity.message_hash
+    assert baseline.fingerprint is identity.fingerprint and baseline.model_key is identity.model_key
+
+
+def test_report_and_render_modules_do_not_import_torch() -> None:
+    code = ("import sys\n"
+            "import dldoctor.report.diff_types, dldoctor.report.baseline\n"
+            "import dldoctor.render.sarif, dldoctor.render.html.profile, dldoctor.render.rich.diff\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert not any(m.startswith(('dldoctor.api', 'dldoctor.rules')) for m in sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith(('dldoctor.api', 'dldoctor.rules')))\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
