@@ -1,4 +1,5 @@
-"""Check many files in worker processes, with a per-file timeout (`dldoctor check --jobs N --timeout S`).
+"""Many files in one run: a folder scan (`expand`), and checking them in worker processes with a per-file timeout
+(`dldoctor check --jobs N --timeout S`).
 
 Each worker is a long-lived process (torch is imported once per worker, not per file) that checks
 one file at a time and sends back the report as plain data. A worker that crashes (segfault, out
@@ -13,6 +14,47 @@ import time
 import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable
+
+from dldoctor.errors import LoadError
+
+
+
+# Files a folder scan picks up; a file named on the command line is always tried, whatever its name.
+MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
+
+
+def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
+    """Folders become the model files inside them (sorted, recursive, hidden entries skipped); everything else
+    passes through. An entry named like a model that is not a regular file (a FIFO, a socket, a device, a link to
+    nothing) is kept: loading it gives one error line for that entry, and the other files are still read. A
+    folder named like a model is searched like any other folder. A folder that cannot be listed is one line in
+    `problems` (when given) instead of being passed over in silence; a folder with no model file in it at all
+    raises LoadError."""
+    out: list[str] = []
+    for s in sources:
+        if not os.path.isdir(s):
+            out.append(s)
+            continue
+        found: list[str] = []
+        unlisted: list[str] = []
+
+        def note(e: OSError) -> None:
+            unlisted.append(f"{e.filename or s}: cannot list this folder ({e.strerror or e})")
+
+        for folder, dirs, files in os.walk(s, onerror=note):  # links to folders are not followed
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
+                    found.append(os.path.normpath(os.path.join(folder, name)))
+        if not found:
+            if unlisted:
+                raise LoadError(unlisted[0], "check the folder's permissions")
+            raise LoadError(f"{s}: no model files in this folder",
+                            f"dldoctor looks for {', '.join(sorted(MODEL_SUFFIXES))}")
+        if problems is not None:
+            problems.extend(unlisted)
+        out.extend(sorted(found))
+    return out
 
 
 def _worker(conn: Connection, config: Any, kwargs: dict, threads: int, max_input_bytes: int | None = None) -> None:

@@ -11,29 +11,12 @@ import typer
 
 from dldoctor.cli.common import (debug, emit, error_line, fail, handle_errors, max_input_bytes_option,
                                  parse_max_input_bytes, write_atomic)
-from dldoctor.cli.inspect import HASH_HELP, TRUST_HELP, expand
+from dldoctor.cli.options import HASH_HELP, TRUST_HELP, load_cli_config
 
 CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
 
 SELECT_HELP = "Rules to run: codes (ARC004), prefixes (ARC), families (arch), names, or ALL; comma-separated or repeated. Replaces the config's select."
 IGNORE_HELP = "Rules to skip (same forms as --select); added to the config's ignore."
-
-
-def load_cli_config(config_file: str | None, select: list[str] | None, extend_select: list[str] | None,
-                    ignore: list[str] | None, fail_on: str | None) -> Any:
-    """The file's configuration with the flags on top; unknown selectors fail here, before any model loads."""
-    from dldoctor.rules.config import apply_overrides, load_config, split_codes
-    from dldoctor.rules.engine import check_selectors, select_rules
-    from dldoctor.rules.registry import all_rules
-
-    config = load_config(Path.cwd(), config_file)
-    config = apply_overrides(config, select=split_codes(select), extend_select=split_codes(extend_select),
-                             ignore=split_codes(ignore), fail_on=fail_on)
-    rules = all_rules()
-    select_rules(config, None, rules)
-    for glob, codes in config.per_file_ignores.items():
-        check_selectors(codes, rules, f"in per-file-ignores {glob!r}:")
-    return config
 
 
 def summary(reports: list[Any], unloaded: int, failed: int, rule_errors: int, suppressed: int) -> dict[str, int]:
@@ -82,6 +65,8 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(CHECK_FORMATS)}")
         budget = parse_max_input_bytes(max_input_bytes)
         problems: list[str] = []  # folders a scan could not list: one error line each
+        from dldoctor.api.batch import expand
+
         sources = expand(models, problems)
         from dldoctor.fileops import check_output_path
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import deadline, emit, fail, handle_errors, max_input_bytes_option, parse_max_input_bytes
-from dldoctor.cli.inspect import TRUST_HELP
+from dldoctor.cli.options import TRUST_HELP
 
 
 def register(app: typer.Typer) -> None:

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         fail_on: Optional[str] = typer.Option(None, "--fail-on", help="As for `check`."),
     ) -> None:
         """Print the resolved configuration: the nearest config file with the flags applied, and its source."""
-        from dldoctor.cli.check import load_cli_config
+        from dldoctor.cli.options import load_cli_config
 
         config = load_cli_config(config_file, select, extend_select, ignore, fail_on)
         if fmt == "json":

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import emit, error_line, fail, handle_errors
-from dldoctor.cli.inspect import TRUST_HELP
+from dldoctor.cli.options import TRUST_HELP
 
 DIFF_FORMATS = ("rich", "json", "markdown")
 

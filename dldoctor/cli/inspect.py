@@ -8,49 +8,7 @@ import typer
 
 from dldoctor.cli.common import (FORMATS, deadline, emit, error_line, fail, handle_errors, max_input_bytes_option,
                                  parse_max_input_bytes)
-
-# Files a folder scan picks up; a file named on the command line is always tried, whatever its name.
-MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
-
-TRUST_HELP = (
-    "Load files that can run code (arbitrary pickles, TorchScript, torch.export archives). "
-    "Only for files you would run as a program: loading them executes what they contain."
-)
-HASH_HELP = ("Compute the sha256 of model files of any size (by default files over 4 GiB are not hashed: it "
-             "reads every byte, about 10 s for a 14 GB checkpoint).")
-
-
-def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
-    """Folders become the model files inside them (sorted, recursive, hidden entries skipped); everything else
-    passes through. An entry named like a model that is not a regular file (a FIFO, a socket, a device, a link to
-    nothing) is kept: loading it gives one error line for that entry, and the other files are still read. A
-    folder named like a model is searched like any other folder. A folder that cannot be listed is one line in
-    `problems` (when given) instead of being passed over in silence."""
-    out: list[str] = []
-    for s in sources:
-        if not os.path.isdir(s):
-            out.append(s)
-            continue
-        found: list[str] = []
-        unlisted: list[str] = []
-
-        def note(e: OSError) -> None:
-            unlisted.append(f"{e.filename or s}: cannot list this folder ({e.strerror or e})")
-
-        for folder, dirs, files in os.walk(s, onerror=note):  # links to folders are not followed
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in files:
-                if not name.startswith(".") and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
-                    found.append(os.path.normpath(os.path.join(folder, name)))
-        if not found:
-            if unlisted:
-                fail(unlisted[0], "check the folder's permissions")
-            fail(f"{s}: no model files in this folder", f"dldoctor looks for {', '.join(sorted(MODEL_SUFFIXES))}")
-        if problems is not None:
-            problems.extend(unlisted)
-        out.extend(sorted(found))
-    return out
-
+from dldoctor.cli.options import HASH_HELP, TRUST_HELP, load_cli_config
 
 def register(app: typer.Typer) -> None:
     @app.command("inspect")
@@ -83,6 +41,8 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
         budget = parse_max_input_bytes(max_input_bytes)
         problems: list[str] = []  # folders a scan could not list: one error line each
+        from dldoctor.api.batch import expand
+
         sources = expand(models, problems)
         if output is not None:
             from dldoctor.fileops import check_output_path
@@ -90,8 +50,6 @@ def register(app: typer.Typer) -> None:
             check_output_path(output, [*sources, *(code or ()), config_file])
         config = None
         if not no_rules:
-            from dldoctor.cli.check import load_cli_config
-
             config = load_cli_config(config_file, None, None, None, None)
         from rich.console import Console
 

@@ -7,7 +7,7 @@ import typer
 
 from dldoctor.cli.common import (deadline, emit_report_and_exit, fail, handle_errors, max_input_bytes_option,
                                  parse_max_input_bytes)
-from dldoctor.cli.inspect import TRUST_HELP
+from dldoctor.cli.options import TRUST_HELP
 
 PROBE_FORMATS = ("rich", "json", "html")
 
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             from dldoctor.fileops import check_output_path
 
             check_output_path(output, [model, *(code or ()), config_file])
-        from dldoctor.cli.check import load_cli_config
+        from dldoctor.cli.options import load_cli_config
 
         config = load_cli_config(config_file, select, None, ignore, fail_on)
         from rich.console import Console
