@@ -43,7 +43,7 @@ def input_size(name: str) -> int:
 
 
 def findings(model: nn.Module, size: int, loss: str | None = None, dataset_size: int | None = None):
-    from dldoctor.api.judge import check_model
+    from dldoctor.api.check import check_model
 
     res = check_model(model, None, input_shapes=[[1, 3, size, size]], loss=loss, dataset_size=dataset_size)
     return res.report.findings

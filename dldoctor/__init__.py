@@ -26,7 +26,7 @@ def check(model_or_path: Any, config: Any = None, inputs: Any = None, **options:
     `config` is a `dldoctor.rules.config.Config`, a path to a pyproject.toml / dldoctor.toml, or None
     for the defaults (every rule). Options as for `inspect`, plus `loss` and `dataset_size`.
     """
-    from dldoctor.api.judge import check_model
+    from dldoctor.api.check import check_model
     from dldoctor.rules.config import Config, load_config
 
     if config is not None and not isinstance(config, Config):

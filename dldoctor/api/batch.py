@@ -64,7 +64,7 @@ def _worker(conn: Connection, config: Any, kwargs: dict, threads: int, max_input
     # (measured: 2 workers on 2 cores took 1.6x longer than 1 worker); share them out instead
     torch.set_num_threads(threads)
 
-    from dldoctor.api.judge import check_model
+    from dldoctor.api.check import check_model
     from dldoctor.collect.inputs import DEFAULT_MAX_INPUT_BYTES, input_budget
     from dldoctor.errors import DLDoctorError
 

@@ -199,20 +199,15 @@ def compress(
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult."""
     import torch
 
-    from dldoctor.api.inspect import inspect_loaded
+    from dldoctor.api.common import prepare
 
     if optimize not in ("latency", "size"):
         raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
     drop, relative = parse_drop(max_drop)
     say = progress or (lambda text, done, total: None)
-    one = [[1, *s[1:]] for s in input_shapes] if input_shapes else None
-    report, loaded = inspect_loaded(model_or_path, None, input_shapes=one, dtype=input_dtype, device="cpu",
-                                    training=False, load_options=load_options)
-    if loaded.module is None and loaded.onnx_model is None:
-        raise InputSpecError(f"{report.model.path}: weights without an architecture cannot be compressed",
-                             "give a full module, a factory spec, an ONNX file, or a state_dict with --arch")
-    if not report.inputs:
-        raise InputSpecError(f"{report.model.path}: no example input", "pass --input-shape, e.g. 1,3,224,224")
+    run = prepare(model_or_path, action="compress makes variants of a model it can run", input_shapes=input_shapes,
+                  dtype=input_dtype, load_options=load_options, need_input="always")
+    report, loaded = run.report, run.loaded
     source = loaded.source or "model"
     out = Path(out_dir) if out_dir else default_out_dir(source)
     src_path = Path(source).resolve() if os.path.exists(source) else None
@@ -227,17 +222,7 @@ def compress(
     module = loaded.module
     selected = _select(kind, module, names)
     res = CompressResult(optimize=optimize, max_drop=max_drop or "1%", out_dir=str(out))
-    infos = report.inputs
-
-    def make_input(b: int) -> tuple:
-        from dldoctor.collect.inputs import make_inputs
-
-        t = []
-        for i, info in enumerate(infos):
-            x, _, _ = make_inputs(module, [[b, *info.shape[1:]]], info.dtype, seed=1000 + i)
-            t.extend(x)
-        return tuple(t)
-
+    make_input = run.make_input(seed=1000)
     held_batches = [_held(make_input, i) for i in range(max(1, held // 8))]
     work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
     pending = contextlib.ExitStack()  # what a hard exit (--timeout on a native hang) removes

@@ -103,7 +103,7 @@ def load_side(
     kwargs = dict(input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
                   training=training, load_options=load_options)
     if rules:
-        from dldoctor.api.judge import check_model
+        from dldoctor.api.check import check_model
         from dldoctor.rules.config import load_config
 
         return check_model(source, load_config(".", config_file), **kwargs).report

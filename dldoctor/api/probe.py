@@ -52,20 +52,16 @@ def probe(
     The report holds the model facts, `probe` (every statistic) and the findings of all selected
     rules (the TRN family reads the probe). Load and option errors raise DLDoctorError.
     """
-    from dldoctor.collect.probe import run_probe
-    from dldoctor.api.inspect import inspect_loaded
+    from dldoctor.api.common import prepare
     from dldoctor.collect.facts import normalise_loss
+    from dldoctor.collect.probe import run_probe
 
     loss = normalise_loss(loss)
     if isinstance(data, str):
         data = resolve_data(data)
-    one = [[1, *s[1:]] for s in input_shapes] if input_shapes else None
-    report, loaded = inspect_loaded(model_or_path, None, input_shapes=one, dtype=dtype, device=device,
-                                    training=False, load_options=load_options)
-    if loaded.module is None:
-        what = "an ONNX graph" if loaded.onnx_model is not None else "weights without an architecture"
-        raise InputSpecError(f"{report.model.path}: the probe trains a PyTorch module, and this file holds {what}",
-                             "give a full module, a factory spec, or a state_dict with --arch")
+    run = prepare(model_or_path, action="the probe trains a PyTorch module", input_shapes=input_shapes, dtype=dtype,
+                  device=device, load_options=load_options, onnx=False, need_input="never")
+    report, loaded = run.report, run.loaded
     report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
                              batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
                              dtype=dtype, attribution=attribution)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from dldoctor.api.common import Prepared, check_device, prepare, require
 from dldoctor.errors import InputSpecError
 from dldoctor.report.types import Report
 
@@ -31,25 +32,18 @@ def profile(
     breakdown: bool = True,
 ) -> Report:
     """Load a model as `inspect` does, measure it, try the what-ifs, and judge it with the rules."""
-    import torch
-
-    from dldoctor.api.inspect import inspect_loaded
-
     if dtype not in DTYPES:
         raise InputSpecError(f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPES)}")
-    if device not in ("cpu", "cuda"):
-        raise InputSpecError(f"unknown device {device!r}", "a profile measures real hardware: use cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputSpecError("--device cuda asked for, but CUDA is not available here", "use --device cpu")
+    check_device(device, why="a profile measures real hardware")
     sizes = sorted({int(b) for b in batch_sizes})
     if not sizes or sizes[0] < 1:
         raise InputSpecError(f"batch sizes {list(batch_sizes)}: each must be at least 1", "e.g. --batch-sizes 1,8,32")
     if warmup < 0 or iters < 2:
         raise InputSpecError(f"--warmup {warmup} --iters {iters}: need warmup >= 0 and iters >= 2",
                              "e.g. --warmup 10 --iters 50")
-    one = [[1, *s[1:]] for s in input_shapes] if input_shapes else None
-    report, loaded = inspect_loaded(model_or_path, None, input_shapes=one, dtype=input_dtype, device="cpu",
-                                    training=False, load_options=load_options)
+    run = prepare(model_or_path, action="a profile runs the model", input_shapes=input_shapes, dtype=input_dtype,
+                  load_options=load_options)
+    report, loaded = run.report, run.loaded
     report.profile = measure_loaded(report, loaded, device=device, batch_sizes=sizes, dtype=dtype, threads=threads,
                                     warmup=warmup, iters=iters, whatifs=whatifs, breakdown=breakdown)
     if report.profile.error:
@@ -64,29 +58,17 @@ def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_si
                    dtype: str = "fp32", threads: int | None = None, warmup: int = 10, iters: int = 50,
                    whatifs: bool = True, breakdown: bool = True) -> Any:
     """Measure what `inspect_loaded` loaded (a module at the report's input, or an ONNX graph)."""
+    require(report, loaded, "a profile runs the model")
     kw = dict(batch_sizes=list(batch_sizes), warmup=warmup, iters=iters, threads=threads)
     if loaded.onnx_model is not None:
         from dldoctor.collect.profile import measure_onnx
 
         src = loaded.source if loaded.source and not loaded.source.startswith("<") else loaded.onnx_model.SerializeToString()
         return measure_onnx(src, None, **kw)
-    if loaded.module is None:
-        raise InputSpecError(f"{report.model.path}: weights without an architecture cannot be run",
-                             "give a full module, a factory spec, an ONNX file, or a state_dict with --arch")
-    from dldoctor.collect.inputs import make_inputs
     from dldoctor.collect.profile import measure_torch
 
-    if not report.inputs:
-        raise InputSpecError(f"{report.model.path}: no example input", "pass --input-shape, e.g. 1,3,224,224")
-    infos, module = report.inputs, loaded.module
-
-    def make_input(b: int) -> tuple:
-        out = []
-        for i, info in enumerate(infos):
-            t, _, _ = make_inputs(module, [[b, *info.shape[1:]]], info.dtype, seed=i)
-            out.extend(t)
-        return tuple(out)
-
+    module = loaded.module
+    make_input = Prepared(report, loaded).make_input(seed=0)
     res = measure_torch(module, make_input, device=device, dtype=dtype, breakdown=breakdown, **kw)
     if whatifs and res.error is None:
         from dldoctor.collect.whatif import run_whatifs

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
 
         # The one torch import of the run.
-        from dldoctor.api.judge import check_model
+        from dldoctor.api.check import check_model
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.load.base import HASH_LIMIT, LoadOptions

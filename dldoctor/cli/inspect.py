@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
             config = load_cli_config(config_file, None, None, None, None)
         from rich.console import Console
 
-        from dldoctor.api.judge import check_model
+        from dldoctor.api.check import check_model
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.api.inspect import inspect

@@ -23,7 +23,8 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
 from dldoctor.collect.quiet import native_quiet
-from dldoctor.collect.trace import PassResult, run_pass
+from dldoctor.collect.torch_model import count_pass
+from dldoctor.collect.trace import PassResult
 from dldoctor.fileops import temp_dir
 from dldoctor.report.profile_types import LatencyStats, OpTime, ProfileResult
 
@@ -516,20 +517,10 @@ def _bound(o: OpTime, nbytes: int | None, ridge: float | None) -> str | None:
     return "compute" if o.flops / nbytes >= ridge else "memory"
 
 
-def _count_macs(model: torch.nn.Module, args: tuple, device: str) -> PassResult:
-    """The forward pass `inspect` counts MACs with: on the meta device, or on `device` when the model
-    cannot run on meta (its parameters are not on meta already)."""
-    counted = run_pass(model, args, device="meta")
-    on_meta = any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
-    if counted.error is None or on_meta:
-        return counted
-    return run_pass(model, args, device=device)
-
-
 def _attach_flops(res: ProfileResult, model: torch.nn.Module, args: tuple, at: LatencyStats, device: Any,
                   tdtype: torch.dtype) -> None:
     """FLOPs from the counting pass (2 × MACs, at the profiled batch size) on modules and the whole forward."""
-    counted = _count_macs(model, args, "cuda" if _is_cuda(device) else "cpu")
+    counted = count_pass(model, args, "cuda" if _is_cuda(device) else "cpu")
     if counted.macs:
         res.total_flops = 2 * counted.macs
         res.achieved_flops_per_s = res.total_flops / at.p50
