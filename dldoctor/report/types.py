@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from dldoctor.report.compress_types import CompressResult
+from dldoctor.report.probe_types import ProbeResult
+from dldoctor.report.profile_types import ProfileResult
+
 SCHEMA_VERSION = "1.0"
 
 COMPLETE = "complete"
@@ -153,9 +157,9 @@ class Report:
     tensors: list[TensorInfo] | None = None  # weight files read without an architecture
     onnx: dict[str, Any] | None = None  # opset, op histogram, graph inputs/outputs
     device: str = "cpu"
-    probe: Any = None  # a dldoctor.report.probe_types.ProbeResult from `dldoctor probe` / `dldoctor.watch`
-    profile: Any = None  # a dldoctor.report.profile_types.ProfileResult from `dldoctor profile`
-    compress: Any = None  # a dldoctor.report.compress_types.CompressResult from `dldoctor compress`
+    probe: ProbeResult | None = None  # from `dldoctor probe` / `dldoctor.watch`
+    profile: ProfileResult | None = None  # from `dldoctor profile`
+    compress: CompressResult | None = None  # from `dldoctor compress`
     schema_version: str = SCHEMA_VERSION
 
     # -- serialisation -----------------------------------------------------
@@ -193,28 +197,16 @@ class Report:
         self.diagnostics.append(Diagnostic(level, message, where))
 
 
-def _probe_from(d: Any) -> Any:
-    if d is None:
-        return None
-    from dldoctor.report.probe_types import ProbeResult
-
-    return ProbeResult.from_dict(d)
+def _probe_from(d: Any) -> ProbeResult | None:
+    return None if d is None else ProbeResult.from_dict(d)
 
 
-def _profile_from(d: Any) -> Any:
-    if d is None:
-        return None
-    from dldoctor.report.profile_types import ProfileResult
-
-    return ProfileResult.from_dict(d)
+def _profile_from(d: Any) -> ProfileResult | None:
+    return None if d is None else ProfileResult.from_dict(d)
 
 
-def _compress_from(d: Any) -> Any:
-    if d is None:
-        return None
-    from dldoctor.report.compress_types import CompressResult
-
-    return CompressResult.from_dict(d)
+def _compress_from(d: Any) -> CompressResult | None:
+    return None if d is None else CompressResult.from_dict(d)
 
 
 def _to_plain(x: Any) -> Any:
