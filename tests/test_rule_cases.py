@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import dldoctor
-from dldoctor.collect.facts import build_facts, normalise_loss
+from dldoctor.collect.facts import build_facts
+from dldoctor.report.facts import normalise_loss
 from dldoctor.rules.options import FAMILY_OPTIONS
 from dldoctor.rules.registry import all_rules
 

@@ -60,7 +60,7 @@ def inspect_loaded(
     if loaded.module is None:
         weights_only(report, loaded)
         return report, loaded
-    from dldoctor.collect.facts import normalise_loss
+    from dldoctor.report.facts import normalise_loss
 
     inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
                     receptive_field, normalise_loss(loss), batch_sizes=batch_sizes)

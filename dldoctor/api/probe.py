@@ -53,7 +53,7 @@ def probe(
     rules (the TRN family reads the probe). Load and option errors raise DLDoctorError.
     """
     from dldoctor.api.common import prepare
-    from dldoctor.collect.facts import normalise_loss
+    from dldoctor.report.facts import normalise_loss
     from dldoctor.collect.probe import run_probe
 
     loss = normalise_loss(loss)

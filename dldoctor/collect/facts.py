@@ -3,31 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dldoctor.report.facts import MISSING_REASONS, Facts, TrainingInfo
+from dldoctor.report.facts import MISSING_REASONS, Facts, TrainingInfo, normalise_loss
 from dldoctor.report.types import Report
-
-LOSSES = {
-    "ce": "ce", "cross_entropy": "ce", "crossentropy": "ce", "crossentropyloss": "ce",
-    "nll": "nll", "nllloss": "nll",
-    "bce": "bce", "bceloss": "bce",
-    "bce_logits": "bce_logits", "bcewithlogits": "bce_logits", "bcewithlogitsloss": "bce_logits",
-    "mse": "mse", "mseloss": "mse", "l2": "mse",
-    "l1": "l1", "l1loss": "l1", "mae": "l1",
-    "huber": "huber", "smooth_l1": "huber", "huberloss": "huber",
-    "kl": "kl", "kldiv": "kl", "kldivloss": "kl",
-}
-
-
-def normalise_loss(name: str | None) -> str | None:
-    if name is None:
-        return None
-    from dldoctor.errors import InputSpecError
-
-    key = name.strip().lower().replace("-", "_")
-    if key not in LOSSES:
-        raise InputSpecError(f"unknown loss {name!r}", f"use one of: {', '.join(sorted(set(LOSSES.values())))}")
-    return LOSSES[key]
-
 
 def build_facts(
     report: Report,

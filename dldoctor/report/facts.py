@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from dldoctor.errors import InputSpecError
 from dldoctor.report.types import Report
 
 # Names a rule may list in `needs`.
@@ -168,3 +169,27 @@ class Facts:
     def why_missing(self, name: str) -> str:
         """Why fact `name` is missing: the collector's own words, else MISSING_REASONS' (facts built by hand)."""
         return self.missing.get(name) or MISSING_REASONS.get(name, "not collected")
+
+
+# -- loss names --------------------------------------------------------------------------------
+
+LOSSES = {
+    "ce": "ce", "cross_entropy": "ce", "crossentropy": "ce", "crossentropyloss": "ce",
+    "nll": "nll", "nllloss": "nll",
+    "bce": "bce", "bceloss": "bce",
+    "bce_logits": "bce_logits", "bcewithlogits": "bce_logits", "bcewithlogitsloss": "bce_logits",
+    "mse": "mse", "mseloss": "mse", "l2": "mse",
+    "l1": "l1", "l1loss": "l1", "mae": "l1",
+    "huber": "huber", "smooth_l1": "huber", "huberloss": "huber",
+    "kl": "kl", "kldiv": "kl", "kldivloss": "kl",
+}
+
+
+def normalise_loss(name: str | None) -> str | None:
+    """The loss names dldoctor knows (--loss ce, CrossEntropyLoss, ...) -> one canonical name."""
+    if name is None:
+        return None
+    key = name.strip().lower().replace("-", "_")
+    if key not in LOSSES:
+        raise InputSpecError(f"unknown loss {name!r}", f"use one of: {', '.join(sorted(set(LOSSES.values())))}")
+    return LOSSES[key]
