@@ -20,7 +20,7 @@ _MAX_INPUT_BYTES: ContextVar[int | None] = ContextVar("dldoctor_max_input_bytes"
 
 class InputBudgetError(DLDoctorError):
     """Synthetic inputs that would take more memory than --max-input-bytes allows (nothing was allocated).
-    Not an InputSpecError: the inspector turns those into a warning and goes on, and this must stop the run."""
+    Not an InputSpecError: inspect turns those into a warning and goes on, and this must stop the run."""
 
 
 @contextmanager

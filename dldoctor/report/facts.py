@@ -15,7 +15,7 @@ from dldoctor.report.types import Report
 # Names a rule may list in `needs`.
 FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile", "baseline")
 
-# Why a fact is missing, one table for the collector and the engine: the collector (rules/build.py)
+# Why a fact is missing, one table for the collector and the engine: the collector (collect/facts.py)
 # writes one of these into `Facts.missing`, or a more specific reason when it knows one (the forward
 # pass failed, a state_dict holds no module, ...); the engine names it when it skips a rule.
 MISSING_REASONS = {
