@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
-from dldoctor.render.html.kit import MAX_HIST_LAYERS, render_probe_html
+from dldoctor.render.html.probe import MAX_HIST_LAYERS, render_probe_html
 from dldoctor.report.types import Diagnostic, Finding, ModelInfo, Report
 
 STEPS = 10

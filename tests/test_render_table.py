@@ -47,3 +47,21 @@ def test_report_and_render_modules_do_not_import_torch() -> None:
             "assert not any(m.startswith(('dldoctor.api', 'dldoctor.rules')) for m in sys.modules), "
             "sorted(m for m in sys.modules if m.startswith(('dldoctor.api', 'dldoctor.rules')))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_render_modules_share_only_public_names() -> None:
+    """A helper one render module takes from another is part of that module's API: no `_private` imports (the
+    HTML pages draw with the kit's public names, the diff page with markdown's `cell`/`code`)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "dldoctor" / "render"
+    private = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dldoctor.render"):
+                private += [f"{path.relative_to(root)}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_")]
+    assert not private, private
+    kit = (root / "html" / "kit.py").read_text(encoding="utf-8")
+    assert "def render_probe_html" not in kit and "def svg_line" in kit  # the kit draws; the pages are beside it

@@ -335,7 +335,7 @@ def test_rich_findings_and_panels_show_markup_literally() -> None:
 
 
 def test_html_reports_escape_every_string() -> None:
-    from dldoctor.render.html.kit import render_probe_html
+    from dldoctor.render.html.probe import render_probe_html
     from dldoctor.render.html.profile import render_profile_html
     from tests.test_probe_html import _report as probe_report
     from tests.test_profile_html import _report as profile_report

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)
-        from dldoctor.render.html.kit import render_probe_html
+        from dldoctor.render.html.probe import render_probe_html
         from dldoctor.render.rich.probe import render_probe_rich
 
         emit_report_and_exit(rep, fmt, output, config, render_probe_html, render_probe_rich, width=160)

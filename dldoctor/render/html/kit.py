@@ -1,11 +1,10 @@
-"""A probe report as one self-contained HTML page: inline CSS and inline SVG plots, nothing fetched.
+"""The HTML kit of the self-contained report pages (probe, profile): inline CSS and inline SVG, nothing fetched.
 
-`render_probe_html(report.to_dict())` takes the JSON form of a report that carries a training
-probe (`doc["probe"]` is `ProbeResult.to_dict()`, see dldoctor/report/probe_types.py) and draws it:
-findings first, then the loss curve, gradient norms, update-to-weight ratios, dead/zero/saturated
-units, attribution maps, the independence check and input/output facts, and activation and
-gradient histograms. Every figure is SVG generated here; every string from the doc is escaped.
-A figure that was not measured says "not recorded" rather than drawing a 0.
+The page shell (`page_html`, with the shared style sheet), escaping (`esc`: every string from a report goes
+through it), number formatting, cards, tables, the findings section, and the SVG chart primitives: line plots
+(`svg_line`), horizontal bar charts (`svg_bars`), histograms (`svg_hist`) and heat maps (`svg_heatmap`). A value
+that was not measured is drawn as such ("not recorded", or the page's own word for it), never as a 0.
+The pages themselves are dldoctor/render/html/probe.py and dldoctor/render/html/profile.py.
 """
 from __future__ import annotations
 
@@ -15,24 +14,21 @@ from typing import Any, Iterable, Sequence
 
 from dldoctor.errors import safe
 
-__all__ = ["render_probe_html"]
+__all__ = ["FIRST_COLOUR", "LAST_COLOUR", "MAX_POINTS", "NA", "PALETTE", "as_dict", "as_list", "cell_html", "esc",
+           "figure_card", "findings_section", "fmt_value", "hist_ok", "is_num", "kv_table", "legend_html", "na_para",
+           "nice_ticks", "page_html", "palette_colours", "shorten", "sig3", "subline", "svg_bars", "svg_heatmap",
+           "svg_hist", "svg_line"]
 
 NA = "not recorded"
-MAX_HIST_LAYERS = 24  # activation histogram panels
-MAX_HIST_PARAMS = 24  # gradient histogram panels
-MAX_BARS = 64  # rows of a bar chart
-MAX_SERIES = 24  # lines of a multi-line plot
 MAX_POINTS = 600  # points per line (longer series are averaged in buckets)
-MAX_GAPS = 300  # shaded gaps in the loss plot
-UPDATE_BAND = (1e-5, 1e-1)  # the usual range of ||Δw|| / ||w|| per step
 
 _SEVERITIES = ("error", "warning", "info")
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
 _VIRIDIS = ((0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)),
             (1.0, (253, 231, 37)))
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-_FIRST_COLOUR, _LAST_COLOUR = "#4c78a8", "#e45756"
+FIRST_COLOUR, LAST_COLOUR = "#4c78a8", "#e45756"  # the first and the last recorded step of a histogram
 _TEXT, _MUTED, _GRID, _AXIS = "#1d2430", "#6b7685", "#e6e9ef", "#9aa3af"
 
 _CSS = """
@@ -91,47 +87,47 @@ footer{color:var(--muted);font-size:12px;margin-top:30px}
 # -- small utilities ---------------------------------------------------------------------------
 
 
-def _e(x: Any) -> str:
+def esc(x: Any) -> str:
     """Text for HTML: markup escaped, control characters shown as escapes (the page may be printed to a terminal)."""
     return html.escape("" if x is None else safe(x), quote=True)
 
 
-def _d(x: Any) -> dict:
+def as_dict(x: Any) -> dict:
     return x if isinstance(x, dict) else {}
 
 
-def _l(x: Any) -> list:
+def as_list(x: Any) -> list:
     return list(x) if isinstance(x, (list, tuple)) else []
 
 
-def _num(x: Any) -> bool:
+def is_num(x: Any) -> bool:
     """A finite real number (bools are not numbers here)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _fmt(x: Any) -> str:
+def fmt_value(x: Any) -> str:
     """Compact text: 3 significant digits for floats, separators for ints, `not recorded` for None."""
     if x is None:
         return NA
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, int):
-        return f"{x:,}" if abs(x) < 10**7 else _g(x)
+        return f"{x:,}" if abs(x) < 10**7 else sig3(x)
     if isinstance(x, float):
         if math.isnan(x):
             return "NaN"
         if math.isinf(x):
             return "inf" if x > 0 else "-inf"
-        return _g(x)
+        return sig3(x)
     if isinstance(x, (list, tuple)):
-        items = [_fmt(v) for v in x[:8]]
+        items = [fmt_value(v) for v in x[:8]]
         return "[" + ", ".join(items) + (", …" if len(x) > 8 else "") + "]"
     if isinstance(x, dict):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in list(x.items())[:8]) + (", …" if len(x) > 8 else "")
+        return ", ".join(f"{k}={fmt_value(v)}" for k, v in list(x.items())[:8]) + (", …" if len(x) > 8 else "")
     return str(x)
 
 
-def _g(x: float) -> str:
+def sig3(x: float) -> str:
     if x == 0:
         return "0"
     s = f"{x:.3g}"
@@ -141,14 +137,14 @@ def _g(x: float) -> str:
     return s
 
 
-def _cell(x: Any, na: str = NA) -> str:
+def cell_html(x: Any, na: str = NA) -> str:
     """An HTML table cell's content: escaped text, or a muted `not recorded` (or `na`)."""
     if x is None or (isinstance(x, (list, dict, str)) and len(x) == 0):
-        return f'<span class="na">{_e(na)}</span>'
-    return _e(_fmt(x))
+        return f'<span class="na">{esc(na)}</span>'
+    return esc(fmt_value(x))
 
 
-def _short(s: str, n: int) -> str:
+def shorten(s: str, n: int) -> str:
     """At most n characters, keeping the end (the informative part of a dotted module path)."""
     return s if len(s) <= n else "…" + s[-(n - 1):]
 
@@ -167,11 +163,6 @@ def _pow10(d: int) -> str:
     return "10" + str(d).translate(_SUPERSCRIPT)
 
 
-def _last(values: Any) -> Any:
-    v = _l(values)
-    return v[-1] if v else None
-
-
 def _viridis(t: float) -> str:
     t = min(1.0, max(0.0, t))
     for (a, ca), (b, cb) in zip(_VIRIDIS, _VIRIDIS[1:]):
@@ -182,36 +173,35 @@ def _viridis(t: float) -> str:
     return "#fde725"
 
 
-def _colours(n: int) -> list[str]:
-    if n <= len(_PALETTE):
-        return list(_PALETTE[:n])
+def palette_colours(n: int) -> list[str]:
+    if n <= len(PALETTE):
+        return list(PALETTE[:n])
     return [_viridis(0.9 * i / max(1, n - 1)) for i in range(n)]
 
 
-def _none(msg: str = NA) -> str:
-    return f'<p class="na">{_e(msg)}</p>'
+def na_para(msg: str = NA) -> str:
+    return f'<p class="na">{esc(msg)}</p>'
 
 
-def _figure(title: str, body: str, caption: str = "", legend: str = "") -> str:
+def figure_card(title: str, body: str, caption: str = "", legend: str = "") -> str:
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-    return f'<figure class="card"><h3>{_e(title)}</h3>{body}{legend}{cap}</figure>'
+    return f'<figure class="card"><h3>{esc(title)}</h3>{body}{legend}{cap}</figure>'
 
 
-def _legend(items: Iterable[tuple[str, str]]) -> str:
-    parts = [f'<span><i class="sw" style="background:{c}"></i>{_e(name)}</span>' for name, c in items]
+def legend_html(items: Iterable[tuple[str, str]]) -> str:
+    parts = [f'<span><i class="sw" style="background:{c}"></i>{esc(name)}</span>' for name, c in items]
     return f'<div class="legend">{"".join(parts)}</div>' if parts else ""
 
 
-def _kv_table(d: Any, order: Sequence[str] = (), labels: dict[str, str] | None = None, na: str = NA) -> str:
-    d = _d(d)
+def kv_table(d: Any, order: Sequence[str] = (), labels: dict[str, str] | None = None, na: str = NA) -> str:
+    d = as_dict(d)
     if not d:
-        return _none(na)
+        return na_para(na)
     keys = [k for k in order if k in d] + [k for k in d if k not in order]
     labels = labels or {}
-    rows = "".join(f"<tr><th>{_e(labels.get(k, k.replace('_', ' ')))}</th><td class=num>{_cell(d[k], na)}</td></tr>"
-                   for k in keys)
+    rows = "".join(f"<tr><th>{esc(labels.get(k, k.replace('_', ' ')))}</th>"
+                   f"<td class=num>{cell_html(d[k], na)}</td></tr>" for k in keys)
     return f'<table class="kv">{rows}</table>'
-
 
 # -- scales and axes ---------------------------------------------------------------------------
 
@@ -231,7 +221,7 @@ class _Scale:
         return self.a + (t - self.lo) / (self.hi - self.lo) * (self.b - self.a)
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> tuple[float, float, list[float]]:
+def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> tuple[float, float, list[float]]:
     """Round bounds and evenly spaced ticks covering [lo, hi]."""
     if hi < lo:
         lo, hi = hi, lo
@@ -250,7 +240,7 @@ def _nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> tupl
 
 def _log_bounds(values: Iterable[Any]) -> tuple[int, int] | None:
     """Whole decades covering the positive values."""
-    pos = [v for v in values if _num(v) and v > 0]
+    pos = [v for v in values if is_num(v) and v > 0]
     if not pos:
         return None
     lmin = math.log10(min(pos))
@@ -270,7 +260,7 @@ def _log_ticks(dlo: int, dhi: int) -> list[int]:
 def _text(x: float, y: float, s: str, anchor: str = "start", size: float = 11, fill: str = _TEXT,
           extra: str = "") -> str:
     return (f'<text x="{_c(x)}" y="{_c(y)}" font-size="{size}" text-anchor="{anchor}" fill="{fill}"{extra}>'
-            f"{_e(s)}</text>")
+            f"{esc(s)}</text>")
 
 
 def _xaxis(sx: _Scale, ticks: list[tuple[float, str]], top: float, bottom: float, label: str,
@@ -302,28 +292,27 @@ def _yaxis(sy: _Scale, ticks: list[tuple[float, str]], left: float, right: float
 
 def _svg(w: float, h: float, body: list[str], label: str) -> str:
     return (f'<svg viewBox="0 0 {_c(w)} {_c(h)}" width="{_c(w)}" height="{_c(h)}" role="img" '
-            f'aria-label="{_e(label)}">{"".join(body)}</svg>')
+            f'aria-label="{esc(label)}">{"".join(body)}</svg>')
 
 
 def _value_axis(values: list[float], log: bool, extra: Sequence[float] = (),
                 fixed: tuple[float, float] | None = None) -> tuple[float, float, list[tuple[float, str]]] | None:
     """Domain and labelled ticks for a value axis, or None when nothing can be drawn."""
     if fixed is not None:
-        lo, hi, ticks = _nice_ticks(fixed[0], fixed[1], 5)
-        return fixed[0], fixed[1], [(t, _g(t)) for t in ticks if fixed[0] <= t <= fixed[1]]
+        lo, hi, ticks = nice_ticks(fixed[0], fixed[1], 5)
+        return fixed[0], fixed[1], [(t, sig3(t)) for t in ticks if fixed[0] <= t <= fixed[1]]
     if log:
         b = _log_bounds(list(values) + list(extra))
         if b is None:
-            if not any(_num(v) for v in values):
+            if not any(is_num(v) for v in values):
                 return None
             b = (-3, 0)  # only zeros (or negatives): any decades will do, they sit on the floor
         return 10.0 ** b[0], 10.0 ** b[1], [(10.0 ** d, _pow10(d)) for d in _log_ticks(*b)]
-    vals = [v for v in list(values) + list(extra) if _num(v)]
+    vals = [v for v in list(values) + list(extra) if is_num(v)]
     if not vals:
         return None
-    lo, hi, ticks = _nice_ticks(min(vals), max(vals), 5)
-    return lo, hi, [(t, _g(t)) for t in ticks]
-
+    lo, hi, ticks = nice_ticks(min(vals), max(vals), 5)
+    return lo, hi, [(t, sig3(t)) for t in ticks]
 
 # -- plots -------------------------------------------------------------------------------------
 
@@ -335,29 +324,29 @@ def _thin(xs: list[float], ys: list[Any], n: int = MAX_POINTS) -> tuple[list[flo
     size = math.ceil(len(ys) / n)
     ox, oy = [], []
     for i in range(0, len(ys), size):
-        fin = [(x, y) for x, y in zip(xs[i:i + size], ys[i:i + size]) if _num(y)]
+        fin = [(x, y) for x, y in zip(xs[i:i + size], ys[i:i + size]) if is_num(y)]
         ox.append(xs[i])
         oy.append(sum(y for _, y in fin) / len(fin) if fin else None)
     return ox, oy
 
 
-def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bool = False,
-              band: tuple[float, float] | None = None, hline: tuple[float, str] | None = None,
-              gaps: Sequence[tuple[float, float]] = (), w: int = 560, h: int = 250,
-              label: str = "line plot", xlog: bool = False, xticks: Sequence[float] = (),
-              vline: tuple[float, str] | None = None) -> str | None:
+def svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bool = False,
+             band: tuple[float, float] | None = None, hline: tuple[float, str] | None = None,
+             gaps: Sequence[tuple[float, float]] = (), w: int = 560, h: int = 250,
+             label: str = "line plot", xlog: bool = False, xticks: Sequence[float] = (),
+             vline: tuple[float, str] | None = None) -> str | None:
     """Lines over steps. series: {name, xs, ys, colour, markers}; None (and ≤ 0 on a log axis) is a gap.
     xlog: a log x axis (positive xs); xticks: the x ticks to label (else round integers); vline: (x, label)
     drawn dashed; markers: a dot on every point.
 
     Returns None when no series has a single drawable value."""
     ml, mr, mt, mb = 58, 16, 10, 42
-    ok = (lambda v: _num(v) and v > 0) if log else _num
-    ys_all = [y for s in series for y in s["ys"] if _num(y)]
+    ok = (lambda v: is_num(v) and v > 0) if log else is_num
+    ys_all = [y for s in series for y in s["ys"] if is_num(y)]
     xs_all = [x for s in series for x in s["xs"]]
     if not ys_all or not xs_all:
         return None
-    extra = list(band or ()) + ([hline[0]] if hline and _num(hline[0]) and (not log or hline[0] > 0) else [])
+    extra = list(band or ()) + ([hline[0]] if hline and is_num(hline[0]) and (not log or hline[0] > 0) else [])
     ax = _value_axis(ys_all, log, extra)
     if ax is None:
         return None
@@ -365,7 +354,7 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
     if xticks:
         xlo, xhi, xt = min(min(xticks), min(xs_all)), max(max(xticks), max(xs_all)), list(xticks)
     else:
-        xlo, xhi, xt = _nice_ticks(min(xs_all), max(xs_all), 6, integer=True)
+        xlo, xhi, xt = nice_ticks(min(xs_all), max(xs_all), 6, integer=True)
     x0, x1, y0, y1 = ml, w - mr, h - mb, mt
     sx, sy = _Scale(xlo, xhi, x0, x1, xlog), _Scale(ylo, yhi, y0, y1, log)
     out = [f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fff"/>']
@@ -374,18 +363,18 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
         ya, yb = max(min(ya, y0), y1), max(min(yb, y0), y1)
         out.append(f'<rect x="{x0}" y="{_c(ya)}" width="{x1 - x0}" height="{_c(yb - ya)}" fill="#e3f2e5"/>')
     out += _yaxis(sy, yticks, x0, x1, ylabel, y0, y1)
-    out += _xaxis(sx, [(t, _g(t)) for t in xt], y1, y0, xlabel, x0, x1)
+    out += _xaxis(sx, [(t, sig3(t)) for t in xt], y1, y0, xlabel, x0, x1)
     for a, b in gaps:
         ga, gb = sx(a - 0.5), sx(b + 0.5)
         ga, gb = max(ga, x0), min(gb, x1)
         out.append(f'<rect x="{_c(ga)}" y="{y1}" width="{_c(max(gb - ga, 1.5))}" height="{y0 - y1}" '
-                   f'fill="#d62728" fill-opacity="0.13"><title>{_e(_gap_text(a, b))}</title></rect>')
+                   f'fill="#d62728" fill-opacity="0.13"><title>{esc(_gap_text(a, b))}</title></rect>')
         out.append(f'<path d="M{_c((ga + gb) / 2)} {y0 - 1}l-3.5 -7h7z" fill="#d62728"/>')
-    if hline and _num(hline[0]) and (not log or hline[0] > 0):
+    if hline and is_num(hline[0]) and (not log or hline[0] > 0):
         y = sy(hline[0])
         out.append(f'<line x1="{x0}" y1="{_c(y)}" x2="{x1}" y2="{_c(y)}" stroke="#555" stroke-dasharray="5 4"/>')
         out.append(_text(x1 - 4, y - 4, hline[1], "end", 10.5, "#444"))
-    if vline and _num(vline[0]):
+    if vline and is_num(vline[0]):
         x = sx(vline[0])
         out.append(f'<line x1="{_c(x)}" y1="{y1}" x2="{_c(x)}" y2="{y0}" stroke="#555" stroke-dasharray="5 4"/>')
         out.append(_text(x + 4 if x < (x0 + x1) / 2 else x - 4, y1 + 12, vline[1],
@@ -400,11 +389,11 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
                 if seg:
                     segs.append(seg)
                 seg = []
-                if log and _num(y) and y <= 0:  # a real zero: mark it on the floor of the log axis
+                if log and is_num(y) and y <= 0:  # a real zero: mark it on the floor of the log axis
                     out.append(f'<path d="M{_c(sx(x))} {y0 - 1}l-3 -6h6z" fill="{col}"/>')
         if seg:
             segs.append(seg)
-        parts = [f"<title>{_e(s['name'])}</title>"]
+        parts = [f"<title>{esc(s['name'])}</title>"]
         for sg in segs:
             if s.get("markers") and len(sg) > 1:
                 parts += [f'<circle cx="{_c(sx(x))}" cy="{_c(sy(y))}" r="3.2" fill="{col}"/>' for x, y in sg]
@@ -419,15 +408,15 @@ def _svg_line(series: list[dict[str, Any]], *, xlabel: str, ylabel: str, log: bo
 
 
 def _gap_text(a: float, b: float) -> str:
-    return f"step {_g(a)}: not finite / not recorded" if a == b else \
-        f"steps {_g(a)}–{_g(b)}: not finite / not recorded"
+    return f"step {sig3(a)}: not finite / not recorded" if a == b else \
+        f"steps {sig3(a)}–{sig3(b)}: not finite / not recorded"
 
 
-def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], colours: Sequence[str],
-              log: bool = False, fixed: tuple[float, float] | None = None,
-              band: tuple[float, float] | None = None, xlabel: str = "", w: int = 560, label_w: int | None = None,
-              label: str = "bar chart", row_colours: Sequence[str] = (), texts: Sequence[str] = (),
-              vline: tuple[float, str] | None = None) -> str | None:
+def svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], colours: Sequence[str],
+             log: bool = False, fixed: tuple[float, float] | None = None,
+             band: tuple[float, float] | None = None, xlabel: str = "", w: int = 560, label_w: int | None = None,
+             label: str = "bar chart", row_colours: Sequence[str] = (), texts: Sequence[str] = (),
+             vline: tuple[float, str] | None = None) -> str | None:
     """Horizontal bars, one row per item (label, tooltip, one value per series). None says `not recorded`;
     0 on a log axis says `0`. With one series, row_colours and texts (the words beside each bar, or in place
     of a missing one) can be given per row; vline: (value, label) drawn dashed. Returns None when no value
@@ -439,9 +428,9 @@ def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], c
         label_w = int(min(220, max(60, 6.4 * max((len(lab) for lab, _, _ in rows), default=4) + 16)))
     ml, mr, mt, mb = label_w, max(44, int(5.4 * max(map(len, texts), default=0)) + 8), 20 if vline else 6, 38
     vals = [v for _, _, vs in rows for v in vs]
-    if not any(_num(v) for v in vals):
+    if not any(is_num(v) for v in vals):
         return None
-    ax = _value_axis([v for v in vals if _num(v)], log, list(band or ()) + ([vline[0]] if vline else []), fixed)
+    ax = _value_axis([v for v in vals if is_num(v)], log, list(band or ()) + ([vline[0]] if vline else []), fixed)
     if ax is None:
         return None
     lo, hi, ticks = ax
@@ -456,52 +445,52 @@ def _svg_bars(rows: list[tuple[str, str, list[Any]]], *, names: Sequence[str], c
     out += _xaxis(sx, ticks, y1, y0, xlabel, x0, x1)
     for i, (lab, tip, vs) in enumerate(rows):
         top = mt + i * row_h + 3.5
-        g = [f"<title>{_e(tip)}</title>",
-             _text(x0 - 6, top + (row_h - 6) / 2 + 4, _short(lab, int(label_w / 6.3)), "end", 11, _TEXT)]
+        g = [f"<title>{esc(tip)}</title>",
+             _text(x0 - 6, top + (row_h - 6) / 2 + 4, shorten(lab, int(label_w / 6.3)), "end", 11, _TEXT)]
         for j, v in enumerate(vs):
             by = top + j * bar_h
             col = row_colours[i] if row_colours else colours[j]
             txt = texts[i] if texts else None
-            if not _num(v):
-                txt = txt or (NA if v is None else _fmt(v))
+            if not is_num(v):
+                txt = txt or (NA if v is None else fmt_value(v))
                 g.append(_text(x0 + 4, by + bar_h - 2, txt, "start", 9, _MUTED, ' font-style="italic"'))
                 continue
             if log and v <= 0:
-                g.append(_text(x0 + 4, by + bar_h - 2, _g(v), "start", 9, col))
+                g.append(_text(x0 + 4, by + bar_h - 2, sig3(v), "start", 9, col))
                 continue
             xe = max(x0, min(sx(v), x1))
             g.append(f'<rect x="{x0}" y="{_c(by)}" width="{_c(max(xe - x0, 1))}" height="{bar_h - 1}" '
                      f'fill="{col}"/>')
-            g.append(_text(xe + 3, by + bar_h - 2, txt or _g(v), "start", 9, _MUTED))
+            g.append(_text(xe + 3, by + bar_h - 2, txt or sig3(v), "start", 9, _MUTED))
         out.append(f"<g>{''.join(g)}</g>")
     out.append(f'<line x1="{x0}" y1="{y1}" x2="{x0}" y2="{y0}" stroke="{_AXIS}"/>')
-    if vline and _num(vline[0]):
+    if vline and is_num(vline[0]):
         x = sx(vline[0])
         out.append(f'<line x1="{_c(x)}" y1="{y1}" x2="{_c(x)}" y2="{y0}" stroke="#555" stroke-dasharray="5 4"/>')
         out.append(_text(x, y1 - 6, vline[1], "middle", 10.5, "#444"))
     return _svg(w, h, out, label)
 
 
-def _hist_ok(hd: Any) -> tuple[list[float], list[float]] | None:
+def hist_ok(hd: Any) -> tuple[list[float], list[float]] | None:
     """(edges, counts) of a drawable histogram, or None."""
-    hd = _d(hd)
-    edges, counts = _l(hd.get("edges")), _l(hd.get("counts"))
+    hd = as_dict(hd)
+    edges, counts = as_list(hd.get("edges")), as_list(hd.get("counts"))
     if not counts or len(edges) != len(counts) + 1:
         return None
-    if not all(_num(e) for e in edges) or not all(_num(c) and c >= 0 for c in counts) or sum(counts) <= 0:
+    if not all(is_num(e) for e in edges) or not all(is_num(c) and c >= 0 for c in counts) or sum(counts) <= 0:
         return None
     return [float(e) for e in edges], [float(c) for c in counts]
 
 
-def _svg_hist(first: Any, last: Any, w: int = 270, h: int = 104, label: str = "histogram",
-              marks: Sequence[tuple[float, str, str]] = ()) -> str | None:
+def svg_hist(first: Any, last: Any, w: int = 270, h: int = 104, label: str = "histogram",
+             marks: Sequence[tuple[float, str, str]] = ()) -> str | None:
     """First (filled) and last (outline) recorded step overlaid, as densities so differing bins compare.
     marks: (value, label, colour) drawn as vertical lines, their labels stacked at the top."""
-    hs = [(_hist_ok(first), _FIRST_COLOUR, True), (_hist_ok(last), _LAST_COLOUR, False)]
+    hs = [(hist_ok(first), FIRST_COLOUR, True), (hist_ok(last), LAST_COLOUR, False)]
     hs = [(hv, c, fill) for hv, c, fill in hs if hv is not None]
     if not hs:
         return None
-    marks = [m for m in marks if _num(m[0])]
+    marks = [m for m in marks if is_num(m[0])]
     ml, mr, mt, mb = 8, 8, 6 + 11 * len(marks), 18
     lo = min([hv[0][0] for hv, _, _ in hs] + [m[0] for m in marks])
     hi = max([hv[0][-1] for hv, _, _ in hs] + [m[0] for m in marks])
@@ -538,29 +527,29 @@ def _svg_hist(first: Any, last: Any, w: int = 270, h: int = 104, label: str = "h
         labs.append((0.0, "middle"))
     for v, anchor in labs:
         v = 0.0 if abs(v) < 1e-9 * (hi - lo) else v  # float dust such as -1.1e-16
-        out.append(_text(sx(v), h - 5, _g(v), anchor, 10, _MUTED))
+        out.append(_text(sx(v), h - 5, sig3(v), anchor, 10, _MUTED))
     return _svg(w, h, out, label)
 
 
 def _grid_ok(grid: Any) -> list[list[float | None]] | None:
     """A heat map as rows of values (a flat list is one row), or None when it is not one."""
-    g = _l(grid)
+    g = as_list(grid)
     if not g:
         return None
-    if all(_num(v) for v in g):
+    if all(is_num(v) for v in g):
         g = [g]
     rows = []
     for r in g:
-        r = _l(r)
+        r = as_list(r)
         if not r:
             return None
-        rows.append([float(v) if _num(v) else None for v in r])
+        rows.append([float(v) if is_num(v) else None for v in r])
     if not any(v is not None for r in rows for v in r):
         return None
     return rows[:64]
 
 
-def _svg_heatmap(grid: Any, size: int = 230, label: str = "heat map") -> str | None:
+def svg_heatmap(grid: Any, size: int = 230, label: str = "heat map") -> str | None:
     """Cells coloured by value in [0, 1] (viridis), equal runs merged into one rect, with a colour bar."""
     rows = _grid_ok(grid)
     if rows is None:
@@ -604,87 +593,18 @@ def _svg_heatmap(grid: Any, size: int = 230, label: str = "heat map") -> str | N
     return _svg(bx + 64, max(gh, bh) + 2, out, label)
 
 
-# -- sections ----------------------------------------------------------------------------------
+# -- the page ---------------------------------------------------------------------------------
 
 
-def _forward_params(probe: dict) -> list[dict]:
-    """Parameters in forward order: by the forward position of their module, else where they were listed."""
-    order = {_d(lay).get("path"): _d(lay).get("order") for lay in _l(probe.get("layers"))}
-    keyed, last = [], -1.0
-    for i, p in enumerate(_l(probe.get("params"))):
-        p = _d(p)
-        o = order.get(p.get("module"))
-        if _num(o):
-            last = float(o)
-        keyed.append((last, i, p))
-    return [p for _, _, p in sorted(keyed, key=lambda t: (t[0], t[1]))]
-
-
-def _layers(probe: dict) -> list[dict]:
-    lays = [_d(x) for x in _l(probe.get("layers"))]
-    return [x for _, x in sorted(enumerate(lays), key=lambda t: (t[1].get("order") if _num(t[1].get("order"))
-                                                                  else math.inf, t[0]))]
-
-
-def _xs(probe: dict, n: int) -> list[float]:
-    steps = _l(probe.get("steps"))
-    if len(steps) >= n and all(_num(s) for s in steps[:n]):
-        return [float(s) for s in steps[:n]]
-    return [float(i) for i in range(n)]
-
-
-def _last_step(probe: dict) -> str:
-    steps = _l(probe.get("steps"))
-    return f"step {_fmt(steps[-1])}" if steps else "the last recorded step"
-
-
-def _more(shown: int, total: int, what: str) -> str:
-    return f" {total - shown} more {what} not shown." if total > shown else ""
-
-
-def _header(doc: dict, probe: dict) -> str:
-    model = _d(doc.get("model"))
-    name = model.get("name") or model.get("path") or "model"
-    cfg = _d(probe.get("config"))
-    known = ("steps", "optimizer", "lr", "loss", "batch_size", "seed", "device", "data", "every")
-    items = [(k, cfg.get(k)) for k in known] + [(k, v) for k, v in cfg.items() if k not in known]
-    cfg_html = "".join(f"<div><span>{_e(k.replace('_', ' '))}</span> {_cell(v)}</div>" for k, v in items)
-    sub = _subline(model, doc.get("device") and f"device {doc.get('device')}")
-    init, final, exp = probe.get("initial_loss"), probe.get("final_loss"), probe.get("expected_initial_loss")
-    if init is None and _l(probe.get("loss")):
-        init = _l(probe.get("loss"))[0]
-    ratio = f"initial ÷ expected = {_g(init / exp)}" if _num(init) and _num(exp) and exp != 0 else ""
-    kpis = [("initial loss", init), ("final loss", final), ("expected initial loss", exp)]
-    if _num(probe.get("num_classes")):
-        kpis.append(("classes", probe.get("num_classes")))
-    if _num(probe.get("seconds")):
-        kpis.append(("run time (s)", probe.get("seconds")))
-    kpi_html = "".join(f'<div class="kpi"><span>{_e(k)}</span><b>{_cell(v)}</b></div>' for k, v in kpis)
-    out = [f"<header><h1>dldoctor probe: {_e(name)}</h1>",
-           f'<p class="sub">{sub}</p>' if sub else "",
-           f'<div class="cfg">{cfg_html}</div>' if cfg else f'<p class="na">probe config {NA}</p>',
-           f'<div class="kpis">{kpi_html}</div>',
-           f'<p class="note">{_e(ratio)} (the expected value is the loss of a model at chance, e.g. ln C for C '
-           f"classes)</p>" if ratio else "", "</header>"]
-    if probe.get("error"):
-        at = f" (step {_fmt(probe.get('error_step'))})" if probe.get("error_step") is not None else ""
-        out.append(f'<div class="alert"><b>The run stopped{_e(at)}:</b> {_e(probe.get("error"))}</div>')
-    nf = _d(probe.get("first_nonfinite"))
-    if nf:
-        out.append(f'<div class="alert warn"><b>First NaN/Inf:</b> {_e(nf.get("kind") or "value")} at step '
-                   f'{_cell(nf.get("step"))} in <code>{_cell(nf.get("where"))}</code></div>')
-    return "".join(out)
-
-
-def _subline(model: dict, *extra: Any) -> str:
+def subline(model: dict, *extra: Any) -> str:
     """The model's path, format and hash, then any further non-empty items, joined and escaped."""
-    return " · ".join(_e(x) for x in (model.get("path"), model.get("format"),
-                                      f"sha256 {str(model['sha256'])[:12]}" if model.get("sha256") else None,
-                                      *extra) if x)
+    return " · ".join(esc(x) for x in (model.get("path"), model.get("format"),
+                                       f"sha256 {str(model['sha256'])[:12]}" if model.get("sha256") else None,
+                                       *extra) if x)
 
 
-def _findings(doc: dict) -> str:
-    fs = [_d(f) for f in _l(doc.get("findings"))]
+def findings_section(doc: dict) -> str:
+    fs = [as_dict(f) for f in as_list(doc.get("findings"))]
     rank = {s: i for i, s in enumerate(_SEVERITIES)}
     fs = [f for _, f in sorted(enumerate(fs), key=lambda t: (rank.get(t[1].get("severity"), 9), t[0]))]
     counts = {s: sum(1 for f in fs if f.get("severity") == s) for s in _SEVERITIES}
@@ -696,290 +616,26 @@ def _findings(doc: dict) -> str:
     for f in fs:
         sev = str(f.get("severity") or "info")
         cls = sev if sev in _SEVERITIES else "info"
-        ev = _d(f.get("evidence"))
+        ev = as_dict(f.get("evidence"))
         ev_html = ""
         if ev:
-            ev_html = '<div class="ev">' + _e(_short(_fmt(ev), 300)) + "</div>"
-        loc = f"<code>{_e(f.get('location'))}</code>" if f.get("location") else '<span class="na">-</span>'
-        fix = _e(f.get("fix")) if f.get("fix") else '<span class="na">-</span>'
-        rows.append(f'<tr class="s-{cls}"><td><span class="badge b-{cls}">{_e(sev)}</span></td>'
-                    f"<td><code>{_e(f.get('code'))}</code></td><td>{_e(f.get('name'))}</td><td>{loc}</td>"
-                    f"<td>{_e(f.get('message'))}{ev_html}</td><td>{fix}</td></tr>")
+            ev_html = '<div class="ev">' + esc(shorten(fmt_value(ev), 300)) + "</div>"
+        loc = f"<code>{esc(f.get('location'))}</code>" if f.get("location") else '<span class="na">-</span>'
+        fix = esc(f.get("fix")) if f.get("fix") else '<span class="na">-</span>'
+        rows.append(f'<tr class="s-{cls}"><td><span class="badge b-{cls}">{esc(sev)}</span></td>'
+                    f"<td><code>{esc(f.get('code'))}</code></td><td>{esc(f.get('name'))}</td><td>{loc}</td>"
+                    f"<td>{esc(f.get('message'))}{ev_html}</td><td>{fix}</td></tr>")
     return (head + '<div class="card"><table><thead><tr><th>severity</th><th>code</th><th>name</th>'
             "<th>location</th><th>message</th><th>fix</th></tr></thead><tbody>" + "".join(rows)
             + "</tbody></table></div>")
 
 
-def _loss_figure(probe: dict) -> str:
-    loss = _l(probe.get("loss"))
-    exp = probe.get("expected_initial_loss")
-    if not loss:
-        return _figure("Loss", _none("loss not recorded"))
-    ys = [v if _num(v) else None for v in loss]
-    xs = [float(i) for i in range(len(ys))]
-    gaps: list[tuple[float, float]] = []
-    start = None
-    for i, v in enumerate(ys + [0.0]):
-        if v is None and start is None:
-            start = i
-        elif v is not None and start is not None:
-            gaps.append((float(start), float(i - 1)))
-            start = None
-    n_bad = sum(1 for v in ys if v is None)
-    hline = (exp, f"expected at chance {_g(exp)}") if _num(exp) else None
-    svg = _svg_line([{"name": "loss", "xs": xs, "ys": ys, "colour": "#1f77b4"}], xlabel="step", ylabel="loss",
-                    hline=hline, gaps=gaps[:MAX_GAPS], label="loss curve")
-    if svg is None:
-        return _figure("Loss", _none(f"loss not recorded: none of the {len(ys)} steps gave a finite loss"))
-    cap = f"{len(ys)} steps."
-    if n_bad:
-        cap += f" Red bands: {n_bad} step(s) without a finite loss (gaps in the line)."
-    if hline:
-        cap += " Dashed: the loss expected at chance."
-    return _figure("Loss", svg, _e(cap))
-
-
-def _weight_params(params: list[dict]) -> list[dict]:
-    ws = [p for p in params if str(p.get("name", "")).endswith("weight") or len(_l(p.get("shape"))) >= 2]
-    return ws or params
-
-
-def _param_tip(p: dict, what: str, v: Any) -> str:
-    shape = "×".join(str(s) for s in _l(p.get("shape"))) or "scalar"
-    return f"{p.get('name')} ({p.get('module_type') or '?'}, {shape}): {what} {_fmt(v)}"
-
-
-def _grad_figures(probe: dict) -> tuple[str, str]:
-    params = _forward_params(probe)
-    if not params:
-        return (_figure("Gradient norm per weight", _none("parameters not recorded")),
-                _figure("Gradient norm over steps", _none("parameters not recorded")))
-    ws = _weight_params(params)
-    shown = ws[:MAX_BARS]
-    rows = [(str(p.get("name")), _param_tip(p, "grad norm", _last(p.get("grad_norm"))), [_last(p.get("grad_norm"))])
-            for p in shown]
-    bars = _svg_bars(rows, names=["grad norm"], colours=["#4c78a8"], log=True, xlabel="‖grad‖ (log scale)",
-                     label="gradient norm per parameter")
-    cap = (f"At {_e(_last_step(probe))}, weights in forward order. '{NA}': no gradient reached it that step; "
-           f"'0': an all-zero gradient.{_e(_more(len(shown), len(ws), 'weights'))}")
-    fig1 = _figure("Gradient norm per weight (last recorded step)",
-                   bars or _none("gradient norms not recorded"), cap)
-    fig2 = _over_steps(probe, ws, "grad_norm", "Gradient norm over steps", "‖grad‖ (log)", band=None)
-    return fig1, fig2
-
-
-def _over_steps(probe: dict, params: list[dict], key: str, title: str, ylabel: str,
-                band: tuple[float, float] | None) -> str:
-    have = [p for p in params if any(_num(v) for v in _l(p.get(key)))]
-    if not have:
-        return _figure(title, _none(f"{title.lower()}: {NA}"))
-    if len(have) > MAX_SERIES:
-        idx = sorted({round(i * (len(have) - 1) / (MAX_SERIES - 1)) for i in range(MAX_SERIES)})
-        pick = [have[i] for i in idx]
-    else:
-        pick = have
-    cols = _colours(len(pick))
-    series = [{"name": str(p.get("name")), "xs": _xs(probe, len(_l(p.get(key)))), "ys": _l(p.get(key)),
-               "colour": c} for p, c in zip(pick, cols)]
-    svg = _svg_line(series, xlabel="step", ylabel=ylabel, log=True, band=band, label=title)
-    if len(pick) <= len(_PALETTE):
-        legend = _legend((_short(s["name"], 40), s["colour"]) for s in series)
-    else:
-        legend = (f'<div class="legend"><span>{_e(_short(series[0]["name"], 30))}<i class="ramp"></i>'
-                  f'{_e(_short(series[-1]["name"], 30))} (forward order)</span></div>')
-    cap = ""
-    if any(_num(v) and v <= 0 for p in pick for v in _l(p.get(key))):
-        cap = "Triangles on the bottom edge: a value of exactly 0 that step (no log position). "
-    if len(pick) < len(have):
-        cap += f"{len(pick)} of {len(have)} parameters, evenly spaced in forward order; hover a line for its name."
-    if band:
-        cap += f" Green band: {_g(band[0])} to {_g(band[1])}, the usual range per step."
-    return _figure(title, svg or _none(NA), _e(cap.strip()), legend)
-
-
-def _update_figures(probe: dict) -> tuple[str, str]:
-    params = _forward_params(probe)
-    if not params:
-        return (_figure("Update-to-weight ratio", _none("parameters not recorded")),
-                _figure("Update-to-weight ratio over steps", _none("parameters not recorded")))
-    shown = params[:MAX_BARS]
-    rows = [(str(p.get("name")), _param_tip(p, "update ratio", _last(p.get("update_ratio"))),
-             [_last(p.get("update_ratio"))]) for p in shown]
-    bars = _svg_bars(rows, names=["update ratio"], colours=["#72b7b2"], log=True, band=UPDATE_BAND,
-                     xlabel="‖Δw‖ / ‖w‖ per step (log scale)", label="update to weight ratio per parameter")
-    cap = (f"At {_e(_last_step(probe))}, parameters in forward order. Green band: {_g(UPDATE_BAND[0])} to "
-           f"{_g(UPDATE_BAND[1])}; far below, the parameter barely learns; far above, the step is too large."
-           f"{_e(_more(len(shown), len(params), 'parameters'))}")
-    fig1 = _figure("Update-to-weight ratio (last recorded step)", bars or _none("update ratios not recorded"), cap)
-    fig2 = _over_steps(probe, params, "update_ratio", "Update-to-weight ratio over steps", "‖Δw‖/‖w‖ (log)",
-                       band=UPDATE_BAND)
-    return fig1, fig2
-
-
-def _unit_figures(probe: dict) -> str:
-    layers = _layers(probe)
-    if not layers:
-        return _figure("Dead and zero units per layer", _none("layers not recorded"))
-    shown = layers[:MAX_BARS]
-
-    def tip(lay: dict, *keys: str) -> str:
-        vals = ", ".join(f"{k.replace('_frac', '')} {_fmt(_last(lay.get(k)))}" for k in keys)
-        units = f", {lay.get('units')} units" if lay.get("units") is not None else ""
-        return f"{lay.get('path')} ({lay.get('type')}{units}): {vals}"
-
-    rows = [(f"{lay.get('path')}", tip(lay, "dead_frac", "zero_frac"),
-             [_last(lay.get("dead_frac")), _last(lay.get("zero_frac"))]) for lay in shown]
-    names, cols = ["dead units", "zero outputs"], ["#d62728", "#9aa3af"]
-    bars = _svg_bars(rows, names=names, colours=cols, fixed=(0.0, 1.0), xlabel="share (0–1)",
-                     label="dead unit and zero fraction per layer")
-    cap = (f"At {_e(_last_step(probe))}, layers in forward order. Dead: share of units (channels/features) that "
-           f"are 0 for every sample; zero: share of output values exactly 0."
-           f"{_e(_more(len(shown), len(layers), 'layers'))}")
-    out = _figure("Dead units and zero outputs per layer", bars or _none("dead/zero fractions not recorded"), cap,
-                  _legend(zip(names, cols)))
-    sat = [lay for lay in layers if any(_num(v) for v in _l(lay.get("saturated_frac")))]
-    if sat:
-        srows = [(str(lay.get("path")), tip(lay, "saturated_frac"), [_last(lay.get("saturated_frac"))])
-                 for lay in sat[:MAX_BARS]]
-        sbars = _svg_bars(srows, names=["saturated"], colours=["#f58518"], fixed=(0.0, 1.0), xlabel="share (0–1)",
-                          label="saturation fraction")
-        out += _figure("Saturated inputs (sigmoid / tanh layers)", sbars or _none(NA),
-                       _e(f"At {_last_step(probe)}: share of inputs beyond the saturation threshold, where the "
-                          "gradient vanishes."))
-    return out
-
-
-def _hist_panels(probe: dict) -> str:
-    layers, params = _layers(probe), _forward_params(probe)
-    legend = _legend([("first recorded step", _FIRST_COLOUR), ("last recorded step", _LAST_COLOUR)])
-
-    def panel(title: str, meta: str, first: Any, last: Any) -> str:
-        svg = _svg_hist(first, last, label=f"histogram of {title}")
-        miss = [w for w, hd in (("first", first), ("last", last)) if _hist_ok(hd) is None]
-        note = ""
-        if svg is None:
-            body = _none("histogram not recorded")
-        else:
-            body = svg
-            if miss:
-                note = f'<div class="note">{_e(" and ".join(miss))} step {NA}</div>'
-        return (f'<div class="card"><h3 title="{_e(title)}">{_e(_short(title, 44))}</h3>'
-                f'<div class="meta">{_e(meta)}</div>{body}{note}</div>')
-
-    out = ["<h2>Histograms</h2>", legend]
-    out.append("<h3>Activations per layer (output values)</h3>")
-    if layers:
-        panels = [panel(str(lay.get("path")), str(lay.get("type") or ""), lay.get("hist_first"), lay.get("hist_last"))
-                  for lay in layers[:MAX_HIST_LAYERS]]
-        out.append(f'<div class="hists">{"".join(panels)}</div>')
-        if len(layers) > MAX_HIST_LAYERS:
-            out.append(f'<p class="note">{len(layers) - MAX_HIST_LAYERS} more layers left out '
-                       f"(the first {MAX_HIST_LAYERS} in forward order are shown).</p>")
-    else:
-        out.append(_none("layers not recorded"))
-    out.append('<h3 style="margin-top:14px">Gradients per parameter</h3>')
-    if params:
-        panels = []
-        for p in params[:MAX_HIST_PARAMS]:
-            shape = "×".join(str(s) for s in _l(p.get("shape"))) or "scalar"
-            panels.append(panel(str(p.get("name")), f"{p.get('module_type') or ''} {shape}",
-                                p.get("grad_hist_first"), p.get("grad_hist_last")))
-        out.append(f'<div class="hists">{"".join(panels)}</div>')
-        if len(params) > MAX_HIST_PARAMS:
-            out.append(f'<p class="note">{len(params) - MAX_HIST_PARAMS} more parameters left out '
-                       f"(the first {MAX_HIST_PARAMS} in forward order are shown).</p>")
-    else:
-        out.append(_none("parameters not recorded"))
-    return "".join(out)
-
-
-def _attribution(probe: dict) -> str:
-    at = probe.get("attribution")
-    if not isinstance(at, dict):
-        return '<div class="card"><h3>Attribution</h3><p class="na">attribution not recorded</p></div>'
-    status = str(at.get("status") or "unknown")
-    badge = "b-ok" if status == "complete" else "b-muted"
-    facts = {k: at.get(k) for k in ("method", "target", "coverage", "border_share", "border_area", "reason",
-                                      "convergence_delta", "input_shape") if k in at}
-    if facts.get("reason") is None:  # no reason to give is not a missing measurement
-        facts.pop("reason", None)
-    if at.get("top_features"):
-        facts["top_features"] = ", ".join(f"#{_fmt(t[0])}: {_fmt(t[1])}" for t in _l(at.get("top_features"))
-                                          if isinstance(t, (list, tuple)) and len(t) == 2)
-    maps = []
-    for key, title in (("heatmap", "Integrated gradients |attribution|"), ("gradcam", "Grad-CAM")):
-        svg = _svg_heatmap(at.get(key), label=title)
-        if svg is None:
-            why = f": {at.get('reason')}" if at.get("reason") and status != "complete" else ""
-            svg = _none(f"{key} {NA}{why}")
-        maps.append(f'<div><h3>{_e(title)}</h3>{svg}</div>')
-    return (f'<div class="card"><h3>Attribution <span class="badge {badge}">{_e(status)}</span></h3>'
-            f'<div class="maps"><div style="flex:1 1 300px">{_kv_table(facts)}'
-            '<p class="note">coverage: the smallest share of input features carrying 90% of the attribution; '
-            "border share: the share on the outer ring of the image.</p></div>"
-            f'{"".join(maps)}</div></div>')
-
-
-def _independence(probe: dict) -> str:
-    ind = probe.get("independence")
-    if not isinstance(ind, dict) or not ind:
-        return _figure("Sample independence", _none("independence check not recorded"))
-    if ind.get("checked") is True:
-        verdict = ('<span class="badge b-error">outputs mix samples</span>' if ind.get("mixed") else
-                   '<span class="badge b-ok">each output depends only on its own sample</span>')
-    else:
-        verdict = '<span class="badge b-muted">not checked</span>'
-    return _figure("Sample independence", f"<p>{verdict}</p>" + _kv_table(ind, ("checked", "mixed", "max_change",
-                                                                                  "method", "reason")))
-
-
-def _io_tables(probe: dict) -> str:
-    inp = _kv_table(probe.get("inputs"), ("dtype", "float", "mean", "std", "min", "max", "nan", "synthetic",
-                                          "integer_valued"))
-    outp = _kv_table(probe.get("output"), ("min", "max", "row_sum", "prob_like", "log_prob_like", "unit_interval",
-                                           "target_min", "target_max", "target_signed", "head_activation"))
-    return _figure("Input batch", inp) + _figure("Model output and targets", outp)
-
-
-def _diagnostics(doc: dict) -> str:
-    ds = [_d(x) for x in _l(doc.get("diagnostics"))]
-    if not ds:
-        return ""
-    rows = "".join(f"<tr><td>{_e(x.get('level'))}</td><td>{_e(x.get('message'))}</td>"
-                   f"<td>{_e(x.get('where') or '-')}</td></tr>" for x in ds)
-    return ('<h2>Diagnostics</h2><div class="card"><table><thead><tr><th>level</th><th>message</th><th>where</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table></div>")
-
-
-def render_probe_html(doc: dict) -> str:
-    """One self-contained HTML page (no network needed: no external scripts, fonts, images or CSS) for a probe report."""
-    doc = _d(doc)
-    probe = _d(doc.get("probe"))
-    model = _d(doc.get("model"))
-    title = f"dldoctor probe: {model.get('name') or model.get('path') or 'model'}"
-    body = [_header(doc, probe)]
-    if not probe:
-        body.append(f'<div class="alert warn">This report has no training probe: probe {NA}.</div>')
-    body.append(_findings(doc))
-    grad_bars, grad_lines = _grad_figures(probe)
-    upd_bars, upd_lines = _update_figures(probe)
-    body.append("<h2>Training dynamics</h2>")
-    body.append(f'<div class="grid2">{_loss_figure(probe)}{grad_lines}{grad_bars}{upd_bars}{upd_lines}'
-                f"{_unit_figures(probe)}</div>")
-    body.append("<h2>Attribution, independence, inputs and outputs</h2>")
-    body.append(_attribution(probe))
-    body.append(f'<div class="grid3" style="margin-top:14px">{_independence(probe)}{_io_tables(probe)}</div>')
-    body.append(_hist_panels(probe))
-    body.append(_diagnostics(doc))
-    return _page(doc, title, body)
-
-
-def _page(doc: dict, title: str, body: list[str], css: str = "") -> str:
+def page_html(doc: dict, title: str, body: list[str], css: str = "") -> str:
     """The HTML document around the sections: inline CSS (the shared sheet plus `css`) and a footer."""
     schema = doc.get("schema_version")
-    foot = (f"<footer>Generated by dldoctor{_e(f' (report schema {schema})' if schema else '')}. "
+    foot = (f"<footer>Generated by dldoctor{esc(f' (report schema {schema})' if schema else '')}. "
             "Self-contained: all plots are inline SVG.</footer>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{_CSS}{css}</style></head>"
+            f"<title>{esc(title)}</title><style>{_CSS}{css}</style></head>"
             f"<body><main>{''.join(body)}{foot}</main></body></html>\n")
