@@ -117,3 +117,16 @@ def test_check_input_bytes_unit():
         with pytest.raises(InputBudgetError):
             make_inputs(conv(), [[1, 3, 8, 8]])
     assert max_input_bytes() == 1 << 30
+
+
+def test_inspect_batch_sizes_are_checked_before_the_copies_are_made(tmp_path):
+    """--batch-sizes makes a copy of the input at each size: a huge size is refused before it is made."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "dldoctor", "inspect", "torch.nn:Linear(4, 4)", "-s", "1,4",
+                        "--batch-sizes", "1,100000000000", "--no-rules"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "--batch-sizes 100000000000" in r.stderr and "--max-input-bytes" in r.stderr
+    assert r.stderr.count("dldoctor: error:") == 1 and "Traceback" not in r.stderr

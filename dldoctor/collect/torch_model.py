@@ -136,8 +136,12 @@ def inspect_module(
 def _memory_by_batch(module: torch.nn.Module, args: tuple, sizes: list[int], params: ParamStats, trainable_bytes: int,
                      optimizer: str, training: bool, loss: str | None, report: Report) -> list[dict[str, Any]]:
     """Memory at other batch sizes: the same passes with the inputs' leading dimension changed."""
+    from dldoctor.collect.inputs import check_input_bytes
+
     rows = []
     for b in sizes:
+        check_input_bytes((f"input {i} at --batch-sizes {b}", [b, *t.shape[1:]], str(t.dtype).removeprefix("torch."),
+                           t.element_size()) for i, t in enumerate(args) if isinstance(t, torch.Tensor) and t.dim())
         scaled = tuple(t.expand(b, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() else t for t in args)
         inf = count_pass(module, scaled, report.device, False, report)
         tr = count_pass(module, scaled, report.device, True, report, loss) if training and inf.error is None else None
