@@ -210,3 +210,14 @@ def test_recommendation_breaks_timing_ties_by_size():
     res = CompressResult(variants=[a, b, c], optimize="size")
     _recommend(res)
     assert res.recommended == "c"
+
+
+def test_api_refuses_an_output_folder_that_holds_the_input(mlp_file):
+    """The Python API checks the output folder as the CLI does (after loading: it knows the source then)."""
+    from dldoctor.api.compress import compress
+    from dldoctor.errors import DLDoctorError
+
+    before = sorted(p.name for p in mlp_file.parent.iterdir())
+    with pytest.raises(DLDoctorError, match="beside or over the input|which this run reads"):
+        compress(str(mlp_file), out_dir=str(mlp_file.parent), transforms=["torch-fp16"], iters=2, warmup=1)
+    assert sorted(p.name for p in mlp_file.parent.iterdir()) == before

@@ -200,6 +200,7 @@ def compress(
     import torch
 
     from dldoctor.api.common import prepare
+    from dldoctor.fileops import check_output_path
 
     if optimize not in ("latency", "size"):
         raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
@@ -210,9 +211,7 @@ def compress(
     report, loaded = run.report, run.loaded
     source = loaded.source or "model"
     out = Path(out_dir) if out_dir else default_out_dir(source)
-    src_path = Path(source).resolve() if os.path.exists(source) else None
-    if src_path is not None and (out.resolve() == src_path or out.resolve() == src_path.parent):
-        raise InputSpecError(f"-o {out}: would write beside or over the input", "choose a new folder")
+    check_output_path(out, [source], kind="folder")  # the CLI checked before loading; the API checks here
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     kind = "onnx" if loaded.onnx_model is not None else "pytorch"
