@@ -48,6 +48,41 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+SHARED_FLAGS = {"--input-shape", "--dtype", "--input-dtype", "--device", "--arch", "--allow-class", "--code", "--trust",
+                "--hash", "--format", "--output", "--quiet", "--config", "--timeout", "--max-input-bytes", "--loss",
+                "--batch-sizes", "--select", "--extend-select", "--ignore", "--fail-on"}
+
+
+def test_shared_options_are_declared_once():
+    """The flags several commands take are spelled only in cli/options.py (as Annotated aliases), every command
+    builds its LoadOptions with options.load_options, and no command module imports another command's."""
+    import ast
+    import pathlib
+
+    import dldoctor.cli
+
+    folder = pathlib.Path(dldoctor.cli.__file__).parent
+    commands = {"check", "compress", "config", "diff", "inspect", "probe", "profile", "rules"}
+    bad = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name == "options.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                flags = {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                if name == "Option" and flags & SHARED_FLAGS:
+                    bad.append(f"{path.name}:{node.lineno} declares {sorted(flags & SHARED_FLAGS)}")
+                if name == "LoadOptions":
+                    bad.append(f"{path.name}:{node.lineno} builds LoadOptions itself")
+            if isinstance(node, ast.ImportFrom) and path.stem in commands:
+                mods = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                if any(m.startswith("dldoctor.cli.") and m.rsplit(".", 1)[1] in commands - {path.stem} for m in mods):
+                    bad.append(f"{path.name}:{node.lineno} imports another command's module")
+    assert not bad, "\n".join(bad)
+
+
 def test_inspect_rich(cnn_file):
     before = sha(cnn_file)
     r = run("inspect", cnn_file, "--input-shape", "1,3,32,32")

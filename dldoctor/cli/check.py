@@ -9,14 +9,14 @@ from typing import Any, List, Optional
 
 import typer
 
-from dldoctor.cli.common import (debug, emit, error_line, fail, handle_errors, max_input_bytes_option,
-                                 parse_max_input_bytes, write_atomic)
-from dldoctor.cli.options import HASH_HELP, TRUST_HELP, load_cli_config
+from dldoctor.cli.common import debug, emit, error_line, fail, handle_errors
+from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, CheckDevice, CheckFormat, CheckTimeout,
+                                  Code, ConfigFile, Dtype, ExtendSelect, FailOn, HashAll, Ignore, InputShape, Loss,
+                                  MaxInputBytes, Output, Quiet, Select, Trust, load_cli_config, load_options,
+                                  parse_max_input_bytes, parse_shapes, warn_if_trusted)
+from dldoctor.fileops import write_atomic
 
 CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
-
-SELECT_HELP = "Rules to run: codes (ARC004), prefixes (ARC), families (arch), names, or ALL; comma-separated or repeated. Replaces the config's select."
-IGNORE_HELP = "Rules to skip (same forms as --select); added to the config's ignore."
 
 
 def summary(reports: list[Any], unloaded: int, failed: int, rule_errors: int, suppressed: int) -> dict[str, int]:
@@ -34,31 +34,31 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def check_cmd(
         models: List[str] = typer.Argument(..., help="Model files, folders, or factory specs such as torchvision.models:resnet50."),
-        select: Optional[List[str]] = typer.Option(None, "--select", help=SELECT_HELP),
-        extend_select: Optional[List[str]] = typer.Option(None, "--extend-select", help="Rules to run in addition to the config's select."),
-        ignore: Optional[List[str]] = typer.Option(None, "--ignore", help=IGNORE_HELP),
-        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity: error (default), warning, info or never."),
-        fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich, json, sarif, markdown or github (workflow annotations)."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the output to this file (atomically) instead of stdout."),
+        select: Select = None,
+        extend_select: ExtendSelect = None,
+        ignore: Ignore = None,
+        fail_on: FailOn = None,
+        fmt: CheckFormat = "rich",
+        output: Output = None,
         exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when findings reach --fail-on (errors loading a model still exit 2)."),
-        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder."),
-        loss: Optional[str] = typer.Option(None, "--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): enables the output-layer rules."),
+        config_file: ConfigFile = None,
+        loss: Loss = None,
         dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Number of training examples, for the transfer-learning rules."),
-        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Example input shape, e.g. 1,3,224,224; repeat for several inputs."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype (float32, float16, bfloat16, int64...)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or meta (meta: nothing allocated; weight rules are skipped)."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file."),
-        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
-        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
-        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
-        hash_all: bool = typer.Option(False, "--hash", help=HASH_HELP),
+        input_shape: InputShape = None,
+        dtype: Dtype = None,
+        device: CheckDevice = "cpu",
+        arch: Arch = None,
+        allow_class: AllowClass = None,
+        code: Code = None,
+        trust: Trust = False,
+        hash_all: HashAll = False,
         baseline: Optional[str] = typer.Option(None, "--baseline", help="Ignore the findings recorded in this baseline file: only new ones are reported and counted."),
         write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="Record every current finding in this file (then exit 0 unless a model failed)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        quiet: Quiet = False,
         jobs: int = typer.Option(1, "--jobs", "-j", help="Check files in this many worker processes (each imports torch once)."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only."),
+        timeout: CheckTimeout = None,
         profile: bool = typer.Option(False, "--profile", help="Also measure each model's latency (at budget.latency-batch-size on budget.latency-device) so the latency budget (BUD010) and the PRF rules can run."),
-        max_input_bytes: str = max_input_bytes_option(),
+        max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
         if fmt not in CHECK_FORMATS:
@@ -82,21 +82,18 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         err = Console(stderr=True, quiet=quiet)
-        if trust:
-            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        warn_if_trusted(err, trust)
 
         # The one torch import of the run.
         from dldoctor.api.check import check_model
-        from dldoctor.collect.inputs import input_budget, parse_shape
+        from dldoctor.collect.inputs import input_budget
         from dldoctor.errors import DLDoctorError
-        from dldoctor.load.base import HASH_LIMIT, LoadOptions
         from dldoctor.render.text import markup
         from dldoctor.collect.facts import normalise_loss
 
         normalise_loss(loss)  # an unknown loss is a usage error before any model loads
-        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device,
-                           hash_limit=None if hash_all else HASH_LIMIT)
+        shapes = parse_shapes(input_shape)
+        opts = load_options(trust, allow_class, code, arch, device, hash_all)
         reports: list[Any] = []
         failures: list[str] = list(problems)  # one line each on stderr; any of them makes the exit code 2
         counts = {"unloaded": 0, "failed": 0, "rule_errors": 0}

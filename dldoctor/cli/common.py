@@ -149,28 +149,3 @@ def emit_report_and_exit(rep: Any, fmt: str, output: str | None, config: Any, ht
         raise typer.Exit(2)
     if any(config.fails(f.severity) for f in rep.findings):
         raise typer.Exit(1)
-
-
-# -- options shared by several commands (declared once) ----------------------------------------------------------
-
-MAX_INPUT_BYTES_HELP = ("Refuse synthetic example inputs (from --input-shape, a guess, or an ONNX graph's declared "
-                        "dimensions) that would take more memory than this, before allocating them: 1GiB, 500MB, "
-                        "2e9. Checked wherever real input tensors are made: inspect, check, probe, profile (each "
-                        "batch size of the sweep) and compress.")
-
-
-def max_input_bytes_option() -> Any:
-    return typer.Option("1GiB", "--max-input-bytes", help=MAX_INPUT_BYTES_HELP)
-
-
-def parse_max_input_bytes(text: str) -> int:
-    """'2GiB' -> 2147483648; a usage error (one line, exit 2) for anything that is not a positive size."""
-    from dldoctor.rules.config import parse_quantity
-
-    try:
-        n = parse_quantity(str(text), is_bytes=True)
-    except ValueError as e:
-        fail(f"--max-input-bytes: {e}", "e.g. --max-input-bytes 2GiB or --max-input-bytes 500MB")
-    if not 1 <= n < 2**63:
-        fail(f"--max-input-bytes {text}: need a positive size below 8 EiB", "e.g. --max-input-bytes 2GiB")
-    return int(n)

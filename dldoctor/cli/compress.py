@@ -5,8 +5,10 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit, fail, handle_errors, max_input_bytes_option, parse_max_input_bytes
-from dldoctor.cli.options import TRUST_HELP
+from dldoctor.cli.common import deadline, emit, fail, handle_errors
+from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, CompressFormat, CompressOutput,
+                                  InputDtype, InputShapeAtBatch1, MaxInputBytes, Quiet, Timeout, Trust, load_options,
+                                  parse_max_input_bytes, parse_shapes, warn_if_trusted)
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def compress_cmd(
         model: str = typer.Argument(..., help="A model file (PyTorch or ONNX) or a factory spec."),
-        out_dir: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to."),
+        out_dir: CompressOutput = None,
         transform: Optional[List[str]] = typer.Option(None, "--transform", "-t", help="Only these transforms (repeatable): fold-conv-bn, torch-fp16, torch-bf16, torch-int8-dynamic, prune-50, onnx-optimized, onnx-int8-dynamic, onnx-int8-static, onnx-fp16."),
         from_findings: bool = typer.Option(False, "--from-findings", help="Apply the transforms the rules' findings point to."),
         optimize: str = typer.Option("latency", "--optimize", help="Recommend the fastest (latency) or the smallest (size) variant within budget."),
@@ -22,17 +24,17 @@ def register(app: typer.Typer) -> None:
         eval_fn: Optional[str] = typer.Option(None, "--eval", help="pkg.mod:fn: a factory returning fn(model) -> number (higher is better), your own metric."),
         calib: Optional[str] = typer.Option(None, "--calib", help="pkg.mod:batches: calibration batches for static int8 (default: synthetic)."),
         keep_rejected: bool = typer.Option(False, "--keep-rejected", help="Also write the rejected variants."),
-        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent)."),
-        input_dtype: Optional[str] = typer.Option(None, "--input-dtype", help="Input dtype (float32, int64...)."),
+        input_shape: InputShapeAtBatch1 = None,
+        input_dtype: InputDtype = None,
         iters: int = typer.Option(30, "--iters", help="Timed runs per variant."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory for a state_dict."),
-        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class in a pickled model; repeatable."),
-        code: Optional[List[str]] = typer.Option(None, "--code", help="A module whose classes a pickled model may use; repeatable."),
-        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
-        fmt: str = typer.Option("rich", "--format", "-f", help="rich or json (the JSON report is always written beside the variants)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
-        max_input_bytes: str = max_input_bytes_option(),
+        arch: Arch = None,
+        allow_class: AllowClass = None,
+        code: Code = None,
+        trust: Trust = False,
+        fmt: CompressFormat = "rich",
+        quiet: Quiet = False,
+        timeout: Timeout = None,
+        max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Make compressed variants (int8, fp16/bf16, pruned, folded), measure size, latency and output fidelity of
         each against the original in the same run, reject what is bigger, slower or outside the budget, and save
@@ -47,14 +49,12 @@ def register(app: typer.Typer) -> None:
         check_output_path(out_dir or default_out_dir(model), [model, *(code or ())], kind="folder")
         from rich.console import Console
 
-        from dldoctor.collect.inputs import input_budget, parse_shape
-        from dldoctor.load.base import LoadOptions
+        from dldoctor.collect.inputs import input_budget
 
-        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch)
+        shapes = parse_shapes(input_shape)
+        opts = load_options(trust, allow_class, code, arch)
         err = Console(stderr=True, quiet=quiet)
-        if trust:
-            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        warn_if_trusted(err, trust)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("compress"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

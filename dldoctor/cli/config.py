@@ -7,6 +7,7 @@ from typing import Any, List, Optional
 import typer
 
 from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.options import ConfigCmdFile, ConfigFormat, ExtendSelect, FailOn, Ignore, Select, load_cli_config
 
 
 def _toml_value(v: Any) -> str:
@@ -42,16 +43,14 @@ def register(app: typer.Typer) -> None:
     @app.command("config")
     @handle_errors
     def config_cmd(
-        fmt: str = typer.Option("toml", "--format", "-f", help="toml or json."),
-        config_file: Optional[str] = typer.Option(None, "--config", help="Read this file instead of the nearest pyproject.toml / dldoctor.toml."),
-        select: Optional[List[str]] = typer.Option(None, "--select", help="As for `check`: replaces the file's select."),
-        extend_select: Optional[List[str]] = typer.Option(None, "--extend-select", help="As for `check`."),
-        ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="As for `check`: added to the file's ignore."),
-        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="As for `check`."),
+        fmt: ConfigFormat = "toml",
+        config_file: ConfigCmdFile = None,
+        select: Select = None,
+        extend_select: ExtendSelect = None,
+        ignore: Ignore = None,
+        fail_on: FailOn = None,
     ) -> None:
         """Print the resolved configuration: the nearest config file with the flags applied, and its source."""
-        from dldoctor.cli.options import load_cli_config
-
         config = load_cli_config(config_file, select, extend_select, ignore, fail_on)
         if fmt == "json":
             from dldoctor.render.json import render_json_doc

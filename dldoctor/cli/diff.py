@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import emit, error_line, fail, handle_errors
-from dldoctor.cli.options import TRUST_HELP
+from dldoctor.cli.options import (AllowClass, Code, ConfigFile, DiffArch, DiffDevice, DiffDtype, DiffFormat,
+                                  DiffInputShape, DiffOutput, Quiet, Trust, load_options, parse_shapes, warn_if_trusted)
 
 DIFF_FORMATS = ("rich", "json", "markdown")
 
@@ -36,25 +37,25 @@ def register(app: typer.Typer) -> None:
     def diff_cmd(
         old: str = typer.Argument(..., help="The baseline: a model file, a factory spec, or a JSON report saved with -f json."),
         new: str = typer.Argument(..., help="The candidate: a model file, a factory spec, or a JSON report."),
-        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype for model sides (float32, float16, int64...)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or meta."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for state_dict or safetensors sides."),
-        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
-        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
-        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        input_shape: DiffInputShape = None,
+        dtype: DiffDtype = None,
+        device: DiffDevice = "cpu",
+        arch: DiffArch = None,
+        allow_class: AllowClass = None,
+        code: Code = None,
+        trust: Trust = False,
         optimizer: Optional[str] = typer.Option(None, "--optimizer", help="Optimizer for training memory: sgd, adam, adamw or none. Default: a report side's, else adam."),
         no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass on model sides."),
         rules: bool = typer.Option(True, "--rules/--no-rules", help="Run the rules on model sides so new and fixed findings can be compared."),
-        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration for the rules (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder."),
+        config_file: ConfigFile = None,
         max_params_growth: Optional[str] = typer.Option(None, "--max-params-growth", help=GROWTH_HELP.format(what="the parameter count")),
         max_macs_growth: Optional[str] = typer.Option(None, "--max-macs-growth", help=GROWTH_HELP.format(what="the MAC count")),
         max_size_growth: Optional[str] = typer.Option(None, "--max-size-growth", help=GROWTH_HELP.format(what="the model size (params + buffers bytes)")),
         max_memory_growth: Optional[str] = typer.Option(None, "--max-memory-growth", help=GROWTH_HELP.format(what="the inference or training memory peak")),
         fail_on_new_findings: bool = typer.Option(False, "--fail-on-new-findings", help="Fail (exit 1) when NEW has findings OLD did not have (matched by code and location)."),
-        fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich, json or markdown."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the diff to this file (atomically) instead of stdout."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        fmt: DiffFormat = "rich",
+        output: DiffOutput = None,
+        quiet: Quiet = False,
     ) -> None:
         """Compare two models, or a model and a saved report: figures, layers and findings, with deltas.
 
@@ -90,25 +91,17 @@ def register(app: typer.Typer) -> None:
         reports = dict(saved)
         ref_src = next(iter(saved), None)
         ref = saved.get(ref_src) if ref_src else None
-        user_shapes = None
-        if input_shape:
-            from dldoctor.collect.inputs import parse_shape
-
-            user_shapes = [parse_shape(s) for s in input_shape]
+        user_shapes = parse_shapes(input_shape)
         opt = optimizer or (ref.memory.optimizer if ref is not None else None) or "adam"
-        load_options = None
+        opts = None
         if len(saved) < 2:
-            from dldoctor.load.base import LoadOptions
-
-            load_options = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()),
-                                       arch=arch, device=device)
-            if trust:
-                err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+            opts = load_options(trust, allow_class, code, arch, device)
+            warn_if_trusted(err, trust)
         notes: list[str] = []
         for s in (old, new):
             if s in reports:
                 continue
-            kw = dict(device=device, optimizer=opt, training=not no_training, load_options=load_options, rules=rules,
+            kw = dict(device=device, optimizer=opt, training=not no_training, load_options=opts, rules=rules,
                       config_file=config_file)
             shapes, dt, lender = user_shapes, dtype, None
             if shapes is None and ref is not None and ref.inputs:

@@ -6,35 +6,38 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import (FORMATS, deadline, emit, error_line, fail, handle_errors, max_input_bytes_option,
-                                 parse_max_input_bytes)
-from dldoctor.cli.options import HASH_HELP, TRUST_HELP, load_cli_config
+from dldoctor.cli.common import FORMATS, deadline, emit, error_line, fail, handle_errors
+from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, ConfigFile, Dtype, HashAll,
+                                  InputShape, InspectBatchSizes, InspectDevice, InspectFormat, Loss, MaxInputBytes,
+                                  Output, Quiet, Timeout, Trust, load_cli_config, load_options, parse_max_input_bytes,
+                                  parse_shapes, warn_if_trusted)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("inspect")
     @handle_errors
     def inspect_cmd(
         models: List[str] = typer.Argument(..., help="Model files, folders, or factory specs such as torchvision.models:resnet50 or mypkg.models:build(depth=18)."),
-        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype (float32, float16, bfloat16, int64...)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or meta. On meta nothing is allocated: inspect huge factory-built models."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file."),
-        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
-        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
-        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
-        hash_all: bool = typer.Option(False, "--hash", help=HASH_HELP),
+        input_shape: InputShape = None,
+        dtype: Dtype = None,
+        device: InspectDevice = "cpu",
+        arch: Arch = None,
+        allow_class: AllowClass = None,
+        code: Code = None,
+        trust: Trust = False,
+        hash_all: HashAll = False,
         optimizer: str = typer.Option("adam", "--optimizer", help="Optimizer for the training-step memory estimate: sgd, adam, adamw or none."),
         depth: Optional[int] = typer.Option(None, "--depth", "-d", help="Fold modules deeper than this in the layer table (terminal default 3; JSON keeps all unless set)."),
-        fmt: str = typer.Option("rich", "--format", "-f", help="Output format: rich or json."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
+        fmt: InspectFormat = "rich",
+        output: Output = None,
         no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass (FLOPs and memory of one step)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        quiet: Quiet = False,
         no_rules: bool = typer.Option(False, "--no-rules", help="Do not run the rules (findings are listed under the facts otherwise; they never change the exit code)."),
-        loss: Optional[str] = typer.Option(None, "--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, ...): the training pass uses it and the output-layer rules check against it."),
-        batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed)."),
-        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file for the rules (default: the nearest pyproject.toml / dldoctor.toml)."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
-        max_input_bytes: str = max_input_bytes_option(),
+        loss: Loss = None,
+        batch_sizes: InspectBatchSizes = None,
+        config_file: ConfigFile = None,
+        timeout: Timeout = None,
+        max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
         if fmt not in FORMATS:
@@ -57,16 +60,13 @@ def register(app: typer.Typer) -> None:
         from dldoctor.collect.inputs import input_budget, parse_shape
         from dldoctor.errors import DLDoctorError
         from dldoctor.api.inspect import inspect
-        from dldoctor.load.base import HASH_LIMIT, LoadOptions
         from dldoctor.render.text import markup
 
-        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
+        shapes = parse_shapes(input_shape)
         sizes = parse_shape(batch_sizes) if batch_sizes else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch, device=device,
-                           hash_limit=None if hash_all else HASH_LIMIT)
+        opts = load_options(trust, allow_class, code, arch, device, hash_all)
         err = Console(stderr=True, quiet=quiet)
-        if trust:
-            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        warn_if_trusted(err, trust)
         reports = []
         failed: list[str] = list(problems)
         for src in sources:

@@ -1,10 +1,22 @@
 """The options several commands share, declared once, and the helpers that turn them into API arguments.
 
-Commands import from here and from `cli/common.py`, never from each other's modules."""
+Each option is a `typing.Annotated[type, typer.Option(...)]` alias (Typer's documented style); a command writes
+`input_shape: InputShape = None`. A flag's names are spelled once here (the `_FLAGS` tuples); where commands mean
+something different by the same flag (`--device` is "cpu or cuda" for the commands that run the model for real,
+`--input-shape` is at batch 1 for profile and compress), the variant has its own alias beside the shared one.
+Options only one command has (--steps, --jobs, --depth...) stay in that command's signature. Commands import from here and from
+`cli/common.py`, never from each other's modules."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, List, Optional
+
+import typer
+
+from dldoctor.cli.common import fail
+
+if TYPE_CHECKING:
+    from dldoctor.load.base import LoadOptions
 
 TRUST_HELP = (
     "Load files that can run code (arbitrary pickles, TorchScript, torch.export archives). "
@@ -12,6 +24,122 @@ TRUST_HELP = (
 )
 HASH_HELP = ("Compute the sha256 of model files of any size (by default files over 4 GiB are not hashed: it "
              "reads every byte, about 10 s for a 14 GB checkpoint).")
+MAX_INPUT_BYTES_HELP = ("Refuse synthetic example inputs (from --input-shape, a guess, or an ONNX graph's declared "
+                        "dimensions) that would take more memory than this, before allocating them: 1GiB, 500MB, "
+                        "2e9. Checked wherever real input tensors are made: inspect, check, probe, profile (each "
+                        "batch size of the sweep) and compress.")
+SELECT_HELP = "Rules to run: codes (ARC004), prefixes (ARC), families (arch), names, or ALL; comma-separated or repeated. Replaces the config's select."
+IGNORE_HELP = "Rules to skip (same forms as --select); added to the config's ignore."
+
+_INPUT_SHAPE = ("--input-shape", "-s")
+_FORMAT = ("--format", "-f")
+_OUTPUT = ("--output", "-o")
+_QUIET = ("--quiet", "-q")
+
+# -- what to load and how (inspect, check, probe, profile, compress, diff) ---------------------------------------
+
+Arch = Annotated[Optional[str], typer.Option("--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file.")]
+DiffArch = Annotated[Optional[str], typer.Option("--arch", help="pkg.mod:factory that builds the module for state_dict or safetensors sides.")]
+AllowClass = Annotated[Optional[List[str]], typer.Option("--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable.")]
+Code = Annotated[Optional[List[str]], typer.Option("--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable.")]
+Trust = Annotated[bool, typer.Option("--trust", help=TRUST_HELP)]
+HashAll = Annotated[bool, typer.Option("--hash", help=HASH_HELP)]
+
+# inspect and check trace on meta too, and say what it costs each; probe and profile run the model for real
+CheckDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta (meta: nothing allocated; weight rules are skipped).")]
+InspectDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta. On meta nothing is allocated: inspect huge factory-built models.")]
+DiffDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta.")]
+RunDevice = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+
+# -- the example input ------------------------------------------------------------------------------------------
+
+InputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent.")]
+InputShapeAtBatch1 = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent).")]
+ProbeInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent.")]
+DiffInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed.")]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, float16, bfloat16, int64...).")]
+ProbeDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, int64...).")]  # it trains: float inputs match the weights
+DiffDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype for model sides (float32, float16, int64...).")]
+InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", help="Input dtype (float32, int64...).")]  # profile, compress: --dtype is the model's
+MaxInputBytes = Annotated[str, typer.Option("--max-input-bytes", help=MAX_INPUT_BYTES_HELP)]
+MAX_INPUT_BYTES_DEFAULT = "1GiB"
+Loss = Annotated[Optional[str], typer.Option("--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): the training pass uses it and the output-layer rules check against it.")]
+ProbeLoss = Annotated[Optional[str], typer.Option("--loss", help="ce, nll, bce, bce_logits, mse, l1 or huber (default: ce for a classifier head, mse otherwise).")]
+# profile's --dtype is the model's precision (its inputs' is --input-dtype)
+Precision = Annotated[str, typer.Option("--dtype", help="Model precision: fp32, fp16 or bf16.")]
+# inspect estimates memory at extra batch sizes; profile sweeps them (default "1", short -b)
+InspectBatchSizes = Annotated[Optional[str], typer.Option("--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed).")]
+ProfileBatchSizes = Annotated[str, typer.Option("--batch-sizes", "-b", help="Batch sizes to sweep, e.g. 1,8,32.")]
+
+# -- the rules and their configuration --------------------------------------------------------------------------
+
+ConfigFile = Annotated[Optional[str], typer.Option("--config", help="Configuration file (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder.")]
+ProfileConfigFile = Annotated[Optional[str], typer.Option("--config", help="Configuration file (budgets such as max-latency-ms).")]
+ConfigCmdFile = Annotated[Optional[str], typer.Option("--config", help="Read this file instead of the nearest pyproject.toml / dldoctor.toml.")]
+Select = Annotated[Optional[List[str]], typer.Option("--select", help=SELECT_HELP)]
+ExtendSelect = Annotated[Optional[List[str]], typer.Option("--extend-select", help="Rules to run in addition to the config's select.")]
+Ignore = Annotated[Optional[List[str]], typer.Option("--ignore", help=IGNORE_HELP)]
+FailOn = Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: error (default), warning, info or never.")]
+
+# -- the run and its output ---------------------------------------------------------------------------------------
+
+Quiet = Annotated[bool, typer.Option(*_QUIET, help="No progress on stderr.")]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs).")]
+# check runs each file in a worker process under --timeout: a file past it is an error for that file only
+CheckTimeout = Annotated[Optional[float], typer.Option("--timeout", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only.")]
+Output = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the report to this file (atomically) instead of stdout.")]
+DiffOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the diff to this file (atomically) instead of stdout.")]
+CompressOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to.")]
+# each command lists its own formats
+CheckFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich, json, sarif, markdown or github (workflow annotations).")]
+InspectFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich or json.")]
+ProbeFormat = Annotated[str, typer.Option(*_FORMAT, help="rich, json, or html (one self-contained page with plots; use -o).")]
+ProfileFormat = Annotated[str, typer.Option(*_FORMAT, help="rich, json, or html (plots; use -o).")]
+CompressFormat = Annotated[str, typer.Option(*_FORMAT, help="rich or json (the JSON report is always written beside the variants).")]
+DiffFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich, json or markdown.")]
+ConfigFormat = Annotated[str, typer.Option(*_FORMAT, help="toml or json.")]
+RulesFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (a table) or json.")]
+ExplainFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (rendered Markdown), markdown (the page) or json.")]
+
+
+# -- from flags to API arguments ----------------------------------------------------------------------------------
+
+def load_options(trust: bool, allow_class: list[str] | None, code: list[str] | None, arch: str | None,
+                 device: str = "cpu", hash_all: bool = False) -> LoadOptions:
+    """The `LoadOptions` of --trust, --allow-class, --code, --arch, --device and --hash. profile and compress load
+    on the CPU (the default) and move the model themselves."""
+    from dldoctor.load.base import HASH_LIMIT, LoadOptions
+
+    return LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch,
+                       device=device, hash_limit=None if hash_all else HASH_LIMIT)
+
+
+def warn_if_trusted(err: Any, trust: bool) -> None:
+    """The one warning --trust prints on the progress console (stderr)."""
+    if trust:
+        err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+
+
+def parse_shapes(input_shape: list[str] | None) -> list[list[int]] | None:
+    """--input-shape 1,3,224,224 (repeated for several inputs) -> [[1, 3, 224, 224]]; None when not given."""
+    if not input_shape:
+        return None
+    from dldoctor.collect.inputs import parse_shape
+
+    return [parse_shape(s) for s in input_shape]
+
+
+def parse_max_input_bytes(text: str) -> int:
+    """'2GiB' -> 2147483648; a usage error (one line, exit 2) for anything that is not a positive size."""
+    from dldoctor.rules.config import parse_quantity
+
+    try:
+        n = parse_quantity(str(text), is_bytes=True)
+    except ValueError as e:
+        fail(f"--max-input-bytes: {e}", "e.g. --max-input-bytes 2GiB or --max-input-bytes 500MB")
+    if not 1 <= n < 2**63:
+        fail(f"--max-input-bytes {text}: need a positive size below 8 EiB", "e.g. --max-input-bytes 2GiB")
+    return int(n)
 
 
 def load_cli_config(config_file: str | None, select: list[str] | None, extend_select: list[str] | None,

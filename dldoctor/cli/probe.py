@@ -5,9 +5,11 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import (deadline, emit_report_and_exit, fail, handle_errors, max_input_bytes_option,
-                                 parse_max_input_bytes)
-from dldoctor.cli.options import TRUST_HELP
+from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, ConfigFile, FailOn, Ignore,
+                                  MaxInputBytes, Output, ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet,
+                                  RunDevice, Select, Timeout, Trust, load_cli_config, load_options,
+                                  parse_max_input_bytes, parse_shapes, warn_if_trusted)
 
 PROBE_FORMATS = ("rich", "json", "html")
 
@@ -17,30 +19,30 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def probe_cmd(
         model: str = typer.Argument(..., help="A model file or a factory spec such as mypkg.models:build(depth=18)."),
-        loss: Optional[str] = typer.Option(None, "--loss", help="ce, nll, bce, bce_logits, mse, l1 or huber (default: ce for a classifier head, mse otherwise)."),
+        loss: ProbeLoss = None,
         optimizer: str = typer.Option("adam", "--optimizer", help="sgd (momentum 0.9), adam or adamw."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: adam/adamw 3e-3, sgd 5e-2)."),
         steps: int = typer.Option(60, "--steps", help="Training steps."),
         batch_size: int = typer.Option(16, "--batch-size", "-b", help="Samples in the synthetic batch."),
         seed: int = typer.Option(0, "--seed", help="Random seed (the run is deterministic under it)."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        device: RunDevice = "cpu",
         data: Optional[str] = typer.Option(None, "--data", help="pkg.mod:batches, a function returning an iterable of (x, y) batches (your own data; it also checks the inputs)."),
-        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="Input dtype (float32, int64...)."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file."),
-        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable."),
-        code: Optional[List[str]] = typer.Option(None, "--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable."),
-        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+        input_shape: ProbeInputShape = None,
+        dtype: ProbeDtype = None,
+        arch: Arch = None,
+        allow_class: AllowClass = None,
+        code: Code = None,
+        trust: Trust = False,
         no_attribution: bool = typer.Option(False, "--no-attribution", help="Skip the captum attributions."),
-        fmt: str = typer.Option("rich", "--format", "-f", help="rich, json, or html (one self-contained page with plots; use -o)."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically)."),
-        select: Optional[List[str]] = typer.Option(None, "--select", help="Only these rules (codes, prefixes, names)."),
-        ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Leave these rules out."),
-        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity: error (default), warning, info, never."),
-        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (default: the nearest pyproject.toml / dldoctor.toml)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
-        max_input_bytes: str = max_input_bytes_option(),
+        fmt: ProbeFormat = "rich",
+        output: Output = None,
+        select: Select = None,
+        ignore: Ignore = None,
+        fail_on: FailOn = None,
+        config_file: ConfigFile = None,
+        quiet: Quiet = False,
+        timeout: Timeout = None,
+        max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Train a deep copy for a few dozen steps and diagnose vanishing/exploding gradients, dead units,
         saturation, NaN, stuck weights, a loss that cannot fall, learning-rate and loss/head mistakes.
@@ -56,22 +58,17 @@ def register(app: typer.Typer) -> None:
             from dldoctor.fileops import check_output_path
 
             check_output_path(output, [model, *(code or ()), config_file])
-        from dldoctor.cli.options import load_cli_config
-
         config = load_cli_config(config_file, select, None, ignore, fail_on)
         from rich.console import Console
 
-        from dldoctor.collect.inputs import input_budget, parse_shape
-        from dldoctor.load.base import LoadOptions
+        from dldoctor.collect.inputs import input_budget
         from dldoctor.render.text import markup
         from dldoctor.api.probe import probe
 
-        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch,
-                           device=device)
+        shapes = parse_shapes(input_shape)
+        opts = load_options(trust, allow_class, code, arch, device)
         err = Console(stderr=True, quiet=quiet)
-        if trust:
-            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        warn_if_trusted(err, trust)
         with err.status(f"probing {markup(model)} ({steps} steps)", spinner="dots"), deadline(timeout), input_budget(budget):
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,

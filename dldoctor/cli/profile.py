@@ -5,9 +5,11 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import (deadline, emit_report_and_exit, fail, handle_errors, max_input_bytes_option,
-                                 parse_max_input_bytes)
-from dldoctor.cli.options import TRUST_HELP
+from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, FailOn, InputDtype,
+                                  InputShapeAtBatch1, MaxInputBytes, Output, Precision, ProfileBatchSizes,
+                                  ProfileConfigFile, ProfileFormat, Quiet, RunDevice, Timeout, Trust, load_cli_config,
+                                  load_options, parse_max_input_bytes, parse_shapes, warn_if_trusted)
 
 PROFILE_FORMATS = ("rich", "json", "html")
 
@@ -17,26 +19,26 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def profile_cmd(
         model: str = typer.Argument(..., help="A model file (PyTorch or ONNX) or a factory spec."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="Batch sizes to sweep, e.g. 1,8,32."),
-        dtype: str = typer.Option("fp32", "--dtype", help="Model precision: fp32, fp16 or bf16."),
+        device: RunDevice = "cpu",
+        batch_sizes: ProfileBatchSizes = "1",
+        dtype: Precision = "fp32",
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads) for the run."),
         warmup: int = typer.Option(10, "--warmup", help="Untimed runs before timing."),
         iters: int = typer.Option(50, "--iters", help="Timed runs per batch size."),
-        input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent)."),
-        input_dtype: Optional[str] = typer.Option(None, "--input-dtype", help="Input dtype (float32, int64...)."),
+        input_shape: InputShapeAtBatch1 = None,
+        input_dtype: InputDtype = None,
         no_whatifs: bool = typer.Option(False, "--no-whatifs", help="Skip the measured what-ifs."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="pkg.mod:factory that builds the module for a state_dict."),
-        allow_class: Optional[List[str]] = typer.Option(None, "--allow-class", help="Allow this class in a pickled model; repeatable."),
-        code: Optional[List[str]] = typer.Option(None, "--code", help="A module whose classes a pickled model may use; repeatable."),
-        trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
-        fmt: str = typer.Option("rich", "--format", "-f", help="rich, json, or html (plots; use -o)."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically)."),
-        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity (default error)."),
-        config_file: Optional[str] = typer.Option(None, "--config", help="Configuration file (budgets such as max-latency-ms)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs)."),
-        max_input_bytes: str = max_input_bytes_option(),
+        arch: Arch = None,
+        allow_class: AllowClass = None,
+        code: Code = None,
+        trust: Trust = False,
+        fmt: ProfileFormat = "rich",
+        output: Output = None,
+        fail_on: FailOn = None,
+        config_file: ProfileConfigFile = None,
+        quiet: Quiet = False,
+        timeout: Timeout = None,
+        max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Measure latency (p50/p90/p99), throughput per batch size, memory, the per-op and per-module time,
         achieved FLOP/s against the measured peak, and try changes for real (channels_last, bf16, inference_mode,
@@ -51,13 +53,10 @@ def register(app: typer.Typer) -> None:
             from dldoctor.fileops import check_output_path
 
             check_output_path(output, [model, *(code or ()), config_file])
-        from dldoctor.cli.options import load_cli_config
-
         config = load_cli_config(config_file, None, None, None, fail_on)
         from rich.console import Console
 
-        from dldoctor.collect.inputs import input_budget, parse_shape
-        from dldoctor.load.base import LoadOptions
+        from dldoctor.collect.inputs import input_budget
         from dldoctor.render.text import markup
         from dldoctor.api.profile import profile
 
@@ -67,11 +66,10 @@ def register(app: typer.Typer) -> None:
             sizes = []
         if not sizes or min(sizes) < 1:
             fail(f"--batch-sizes {batch_sizes!r}: each batch size must be at least 1", "e.g. --batch-sizes 1,8,32")
-        shapes = [parse_shape(s) for s in input_shape] if input_shape else None
-        opts = LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch)
+        shapes = parse_shapes(input_shape)
+        opts = load_options(trust, allow_class, code, arch)  # loaded on the CPU; profile moves it to --device
         err = Console(stderr=True, quiet=quiet)
-        if trust:
-            err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
+        warn_if_trusted(err, trust)
         with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout), input_budget(budget):
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,

@@ -6,6 +6,7 @@ from typing import Any, Optional
 import typer
 
 from dldoctor.cli.common import emit, fail, handle_errors
+from dldoctor.cli.options import ExplainFormat, RulesFormat
 
 
 def rule_dict(r: Any) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def rules_list(
         ctx: typer.Context,
-        fmt: str = typer.Option("rich", "--format", "-f", help="rich (a table) or json."),
+        fmt: RulesFormat = "rich",
         family: Optional[str] = typer.Option(None, "--family", help="Only this family (arch, output, init, ...)."),
     ) -> None:
         """List every rule: code, name, family, default severity, the facts it needs, its source and summary."""
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def explain(
         code: str = typer.Argument(..., help="A rule code (ARC004) or name (dropout-too-high)."),
-        fmt: str = typer.Option("rich", "--format", "-f", help="rich (rendered Markdown), markdown (the page) or json."),
+        fmt: ExplainFormat = "rich",
     ) -> None:
         """Print a rule's full documentation: what it does, why, an example, what to do instead, options."""
         r = find_rule(code)
