@@ -74,7 +74,7 @@ def test_absolute_budget(code, opt, value):
 def test_size_counts_buffers():
     rep = make(params=1000, buffers_bytes=100)
     (h,) = hits("BUD003", rep, max_size_bytes=4050)
-    assert h.evidence["value"] == 4100 and h.transform == "quantize"
+    assert h.evidence["value"] == 4100 and h.transform == "onnx-int8-dynamic"
 
 
 def test_partial_macs_over_budget_still_fires():

@@ -23,7 +23,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime.quantization")
 nn = torch.nn
 
-from dldoctor.transforms import onnx_tf as T  # noqa: E402
+from dldoctor.transforms import onnx_variants as T  # noqa: E402
 
 
 class _Encoder(nn.Module):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from dldoctor.transforms import torch_tf as T
+from dldoctor.transforms import torch_variants as T
 
 
 def _cnn() -> nn.Module:

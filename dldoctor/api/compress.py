@@ -24,17 +24,6 @@ from dldoctor.fileops import in_progress, temp_dir
 from dldoctor.load.onnx_file import save_with_data
 from dldoctor.report.compress_types import CompressResult, Fidelity, Variant
 
-TORCH_TRANSFORMS = ("fold-conv-bn", "torch-fp16", "torch-bf16", "torch-int8-dynamic", "prune-50")
-ONNX_TRANSFORMS = ("onnx-optimized", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16")
-ALL = TORCH_TRANSFORMS + ONNX_TRANSFORMS
-# the `transform` names the rules' findings carry -> the variants that apply them
-FROM_FINDINGS = {
-    "quantize-dynamic-int8": ("onnx-int8-dynamic", "torch-int8-dynamic"),
-    "quantize": ("onnx-int8-dynamic", "onnx-int8-static", "torch-int8-dynamic"),
-    "fuse-conv-bn": ("fold-conv-bn",),
-    "fp16": ("onnx-fp16", "torch-fp16"),
-    "prune-channels": ("prune-50",),
-}
 SLOWER = 0.95  # a variant whose speedup is below this is slower than the original beyond timing noise
 BIGGER = 1.01  # ... and one above this size ratio is bigger
 
@@ -61,25 +50,14 @@ def default_out_dir(source: str) -> Path:
 
 
 def _select(kind: str, module: Any, include: Iterable[str] | None) -> list[str]:
-    import torch
+    """The variants to make: the catalog's (dldoctor/transforms/catalog.py) in its order, or `include` in the
+    order given; an ONNX input gets only the ONNX ones, a PyTorch input those that apply to its module."""
+    from dldoctor.transforms import catalog
 
-    names = list(include) if include else list(ALL)
-    unknown = [n for n in names if n not in ALL]
-    if unknown:
-        raise InputSpecError(f"unknown transform(s): {', '.join(unknown)}", f"use: {', '.join(ALL)}")
+    names = catalog.check_names(include) if include else list(catalog.names())
     if kind == "onnx":
-        return [n for n in names if n in ONNX_TRANSFORMS]
-    types = {type(m) for m in module.modules()}
-    has_conv = any(issubclass(t, torch.nn.modules.conv._ConvNd) for t in types)
-    has_bn = any(issubclass(t, torch.nn.modules.batchnorm._BatchNorm) for t in types)
-    has_linear = any(issubclass(t, (torch.nn.Linear, torch.nn.RNNBase)) for t in types)
-    keep = []
-    for n in names:
-        if (n == "fold-conv-bn" and not (has_conv and has_bn)) or (n == "onnx-int8-static" and not has_conv) \
-                or (n == "prune-50" and not has_conv) or (n == "torch-int8-dynamic" and not has_linear):
-            continue
-        keep.append(n)
-    return keep
+        return [n for n in names if catalog.get(n).backend == "onnx"]
+    return [n for n in names if catalog.get(n).applies_to(module)]
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -286,13 +264,10 @@ def _held(make_input: Callable[[int], tuple], i: int) -> tuple:
 
 def _from_findings(report: Any, loaded: Any, names: list[str] | None) -> list[str]:
     from dldoctor.api.judge import judge
+    from dldoctor.transforms import catalog
 
     judge(report, loaded.module)
-    wanted: list[str] = []
-    for f in report.findings:
-        for n in FROM_FINDINGS.get(f.transform or "", ()):
-            if n not in wanted and (names is None or n in names):
-                wanted.append(n)
+    wanted = [n for n in catalog.for_findings(report.findings) if names is None or n in names]
     return ["onnx-optimized", *wanted]  # the optimised graph is always a candidate
 
 
@@ -325,7 +300,7 @@ def _calibration(calib: Any, make_input: Callable[[int], tuple]) -> list[tuple]:
 
 def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: str, held: list, make_input: Any,
               work: Path, warmup: int, iters: int) -> tuple[Variant, list, str | None, bool]:
-    from dldoctor.transforms import onnx_tf, torch_tf
+    from dldoctor.transforms import onnx_variants, torch_variants
 
     orig = Variant(name="original", transform="none", format=kind, path=source, status="original")
     onnx_fp32 = None
@@ -337,18 +312,18 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
         orig.p50, orig.cv = _latency_torch(m, make_input, warmup, iters)
         orig.p50_cuda = _cuda_p50(m, make_input, warmup, iters)
         try:
-            onnx_fp32 = onnx_tf.export_onnx(m, held[0], str(work / "original.onnx"))
+            onnx_fp32 = onnx_variants.export_onnx(m, held[0], str(work / "original.onnx"))
         except Exception as e:  # noqa: BLE001 - the ONNX variants fail with this reason, the others go on
             res.notes.append(f"ONNX export failed, no ONNX variants: {str(e).splitlines()[0][:300]}")
-        orig.ops_before = torch_tf.module_histogram(m)
+        orig.ops_before = torch_variants.module_histogram(m)
     else:
         onnx_fp32 = str(work / "original.onnx")
         save_with_data(loaded, onnx_fp32)
-        orig.size_bytes = onnx_tf.file_size(source if os.path.isfile(source) else onnx_fp32)
+        orig.size_bytes = onnx_variants.file_size(source if os.path.isfile(source) else onnx_fp32)
         orig.params = sum(int(math.prod(i.dims)) for i in loaded.onnx_model.graph.initializer)
         ref = _onnx_outputs(onnx_fp32, held)
         orig.p50, orig.cv = _latency_onnx(onnx_fp32, _first(held[0]), warmup, iters)
-        orig.ops_before = onnx_tf.op_histogram(onnx_fp32)
+        orig.ops_before = onnx_variants.op_histogram(onnx_fp32)
     classifier = ref[0].ndim == 2 and ref[0].shape[-1] > 1
     return orig, ref, onnx_fp32, classifier
 
@@ -360,26 +335,29 @@ def _first(batch: tuple) -> tuple:
 def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: list, make_input: Any,
              calib: Callable[[], list], warmup: int, iters: int) -> tuple[Variant, list | None, Any]:
     """Make one variant in the work folder and measure it: (variant, its outputs on the held inputs, module)."""
-    fmt = "onnx" if name.startswith("onnx") else "pytorch"
+    from dldoctor.transforms import catalog
+
+    tf = catalog.get(name)
+    fmt = tf.format
     v = Variant(name=name, transform=name, format=fmt)
     outputs, new = None, None
     t0 = time.perf_counter()
     try:
         if fmt == "onnx":
-            from dldoctor.transforms import onnx_tf
+            from dldoctor.transforms import onnx_variants
 
             if onnx_fp32 is None:
                 raise RuntimeError("no ONNX graph of the model (export failed)")
-            info = _make_onnx(name, onnx_fp32, str(work / f"{name}.onnx"), calib)
+            info = tf.build(onnx_fp32, str(work / f"{name}.onnx"), calib)
             v.path = info["path"]
-            v.size_bytes, v.params = onnx_tf.file_size(v.path), _onnx_params(v.path)
+            v.size_bytes, v.params = onnx_variants.file_size(v.path), _onnx_params(v.path)
             outputs = _onnx_outputs(v.path, held)
             v.p50, v.cv = _latency_onnx(v.path, _first(held[0]), warmup, iters)
             new = OnnxModule(v.path)  # so that --eval judges ONNX variants with the same fn(model)
         else:
             import torch
 
-            new, info = _make_torch(name, module, held[0])
+            new, info = tf.build(module, held[0])
             path = work / f"{name}.pt"
             torch.save(new, path)
             v.path, v.size_bytes = str(path), os.path.getsize(path)
@@ -425,44 +403,6 @@ def _onnx_params(path: str) -> int:
 
     m = onnx.load(path, load_external_data=False)
     return sum(int(math.prod(i.dims)) for i in m.graph.initializer)
-
-
-def _make_onnx(name: str, src: str, dst: str, calib: Callable[[], list]) -> dict:
-    from dldoctor.transforms import onnx_tf
-
-    if name == "onnx-optimized":
-        prep = onnx_tf.prepare_for_quantization(src, dst)
-        return {"path": dst, "preparation": prep, "ops_before": onnx_tf.op_histogram(src),
-                "ops_after": onnx_tf.op_histogram(dst)}
-    if name == "onnx-int8-dynamic":
-        return onnx_tf.quantize_dynamic_int8(src, dst)
-    if name == "onnx-int8-static":
-        import onnx
-
-        names = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
-        feeds = [{n: t.cpu().numpy() for n, t in zip(names, x)} for x in calib()]
-        return onnx_tf.quantize_static_int8(src, dst, feeds)
-    if name == "onnx-fp16":
-        return onnx_tf.to_fp16(src, dst)
-    raise ValueError(name)
-
-
-def _make_torch(name: str, module: Any, example: tuple) -> tuple[Any, dict]:
-    import torch
-
-    from dldoctor.transforms import torch_tf
-
-    if name == "fold-conv-bn":
-        return torch_tf.fold_conv_bn(module, example)
-    if name == "torch-fp16":
-        return torch_tf.to_half(module, torch.float16)
-    if name == "torch-bf16":
-        return torch_tf.to_half(module, torch.bfloat16)
-    if name == "torch-int8-dynamic":
-        return torch_tf.dynamic_int8(module)
-    if name == "prune-50":
-        return torch_tf.prune_channels(module, example, amount=0.5)
-    raise ValueError(name)
 
 
 def _judge(v: Variant, orig: Variant, drop: float, relative: bool) -> None:

@@ -205,7 +205,7 @@ def bias_before_batchnorm(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     ```python
     nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
     ```
-    For deployment, fold each norm into the conv before it (`dldoctor compress --fuse-conv-bn`).
+    For deployment, fold each norm into the conv before it (`dldoctor compress -t fold-conv-bn`).
 
     ## Options
     None.
@@ -231,7 +231,7 @@ def bias_before_batchnorm(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         evidence={"layers": [x.target for x, _ in pairs], "norms": [y.target for _, y in pairs],
                   "bias_params": wasted},
         fix="build these layers with bias=False",
-        transform="fuse-conv-bn" if any(x.type in CONVS for x, _ in pairs) else None,
+        transform="fold-conv-bn" if any(x.type in CONVS for x, _ in pairs) else None,
     )
 
 

@@ -29,7 +29,8 @@ _FIX = {
     "training_memory": "lower the batch size and accumulate gradients, train in bf16/fp16, "
                        "or checkpoint activations",
 }
-_TRANSFORM = {"size": "quantize", "inference_memory": "fp16"}
+# the `dldoctor compress` transform a finding names (the other int8 and fp16 variants declare `fixes=` these codes)
+_TRANSFORM = {"size": "onnx-int8-dynamic", "inference_memory": "onnx-fp16"}
 
 
 def _fmt(fig_or_unit: Figure | str, n: float | None) -> str:
@@ -215,7 +216,7 @@ def model_size_over_budget(facts: Facts, opts: BudgetOptions) -> Iterator[Hit]:
 
     ## Use instead
     Store the weights in fewer bits: int8 quantization shrinks fp32 weights about 4x and fp16 2x
-    (the `quantize` transform); prune weights that contribute little; or use a smaller architecture.
+    (`dldoctor compress -t onnx-int8-dynamic`); prune weights that contribute little; or use a smaller architecture.
 
     ## Options
     - `budget.max-size-bytes`: the most bytes parameters plus buffers may take; unset = no budget.

@@ -1,7 +1,7 @@
 """Efficiency and compression: cheap, safe savings the model's own numbers point to.
 
 These are mostly informational: a model that could be smaller or faster is not broken.
-Each finding names the `dldoctor compress` transform that applies it, when there is one,
+Each finding names the `dldoctor compress -t` transform that applies it, when there is one,
 and stays silent on models too small for the saving to matter (see the size options).
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def linear_dominated(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
               location=max(lin, key=lin.get) if lin else None,
               evidence={"linear_params": n, "share": round(share, 4), "bytes": before, "estimated_bytes": after},
               fix="torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8), then check accuracy",
-              transform="quantize-dynamic-int8")
+              transform="onnx-int8-dynamic")
 
 
 @rule(code="EFF002", name="sparse-weights-stored-dense", family="efficiency", severity=Severity.INFO,
@@ -187,7 +187,7 @@ def fp32_could_run_half(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
               f"halve that to about {nbytes(p.bytes // 2)} and use tensor cores",
               evidence={"params": p.total, "bytes": p.bytes, "fp32_share": round(_fp32_share(facts), 4)},
               fix="run inference under torch.autocast (or model.half()/to(torch.bfloat16)) and check the outputs",
-              transform="fp16")
+              transform="onnx-fp16")
 
 
 @rule(code="EFF004", name="unfused-conv-bn", family="efficiency", severity=Severity.INFO,
@@ -234,7 +234,7 @@ def unfused_conv_bn(facts: Facts, opts: EfficiencyOptions) -> Iterator[Hit]:
               location=pairs[0][0],
               evidence={"pairs": len(pairs), "examples": dict(pairs[:5]), "macs": macs},
               fix="model.eval(); torch.ao.quantization.fuse_modules(model, [[conv, bn], ...]) before export",
-              transform="fuse-conv-bn")
+              transform="fold-conv-bn")
 
 
 @rule(code="EFF005", name="float64-parameters", family="efficiency", severity=Severity.WARNING,

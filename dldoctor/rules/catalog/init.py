@@ -220,7 +220,7 @@ def dead_filters(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
     ## Use instead
     ```python
     model = nn.Sequential(nn.Conv2d(3, 24, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))  # dead ones removed
-    # or: dldoctor compress --transform prune-channels
+    # or: dldoctor compress -t prune-50 (removes the weakest half of the channels)
     ```
 
     ## Options
@@ -238,7 +238,7 @@ def dead_filters(facts: Facts, opts: InitOptions) -> Iterator[Hit]:
               evidence={"dead": worst.dead_rows, "channels": worst.shape[0], "total_dead": total,
                         "per_layer": _listing([(w.module, w.dead_rows) for w in bad])},
               fix="remove the dead channels (and the matching inputs of the next layer), or re-initialise them",
-              transform="prune-channels")
+              transform="prune-50")
 
 
 @rule(code="INI005", name="duplicate-filters", family="init", severity=Severity.WARNING,
