@@ -9,6 +9,7 @@ from dldoctor.cli.common import deadline, emit, fail, handle_errors
 from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, CompressFormat, CompressOutput,
                                   InputDtype, InputShapeAtBatch1, MaxInputBytes, Quiet, Timeout, Trust, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
+from dldoctor.transforms import catalog as transforms
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +18,7 @@ def register(app: typer.Typer) -> None:
     def compress_cmd(
         model: str = typer.Argument(..., help="A model file (PyTorch or ONNX) or a factory spec."),
         out_dir: CompressOutput = None,
-        transform: Optional[List[str]] = typer.Option(None, "--transform", "-t", help="Only these transforms (repeatable): fold-conv-bn, torch-fp16, torch-bf16, torch-int8-dynamic, prune-50, onnx-optimized, onnx-int8-dynamic, onnx-int8-static, onnx-fp16."),
+        transform: Optional[List[str]] = typer.Option(None, "--transform", "-t", help=f"Only these transforms (repeatable): {', '.join(transforms.names())}."),
         from_findings: bool = typer.Option(False, "--from-findings", help="Apply the transforms the rules' findings point to."),
         optimize: str = typer.Option("latency", "--optimize", help="Recommend the fastest (latency) or the smallest (size) variant within budget."),
         max_drop: str = typer.Option("1%", "--max-drop", help="Fidelity budget: 1% (relative) or 0.01 (absolute) of the --eval metric, or top-1 disagreement / 1 - cosine without one."),
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         if fmt not in ("rich", "json"):
             fail(f"unknown format {fmt!r}", "use rich or json")
         budget = parse_max_input_bytes(max_input_bytes)
+        transforms.check_names(transform or ())  # a mistyped -t fails before anything loads
         from dldoctor.fileops import check_output_path
         from dldoctor.api.compress import compress, default_out_dir
 
