@@ -163,6 +163,17 @@ def test_from_findings_without_findings_keeps_to_the_optimised_graph(mlp_file, t
     assert [v["name"] for v in json.loads(r.stdout)["compress"]["variants"]] == ["onnx-optimized"]
 
 
+def test_from_findings_applies_the_transform_a_finding_names(tmp_path):
+    # small_cnn's convolutions keep a bias before their BatchNorm: ARC002's finding names fold-conv-bn
+    p = tmp_path / "cnn.pt"
+    torch.save(small_cnn(), p)
+    r = run(p, "-o", tmp_path / "o", "-s", "1,3,32,32", "--from-findings", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert "fold-conv-bn" in [f["transform"] for f in doc["findings"] if f["code"] == "ARC002"]
+    assert [v["name"] for v in doc["compress"]["variants"]] == ["onnx-optimized", "fold-conv-bn"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_latency_of_torch_variants(mlp_file, tmp_path):
