@@ -1,7 +1,9 @@
-"""Many files in one run: a folder scan (`expand`), and checking them in worker processes with a per-file timeout
-(`dldoctor check --jobs N --timeout S`).
+"""Many files in one run (`dldoctor check` and `dldoctor inspect` over files and folders): the folder scan
+(`expand`), the loop over the files that keeps one file's failure from hiding the others' reports (`check_files`,
+`inspect_files`, both filling a `Batch`), and the worker processes `check --jobs N --timeout S` runs them in.
 
-Each worker is a long-lived process (torch is imported once per worker, not per file) that checks
+The loop takes no display: the caller passes `around(src)`, a context manager entered for each file (a progress
+line, a deadline), and reads the Batch afterwards. Each worker is a long-lived process (torch is imported once per worker, not per file) that checks
 one file at a time and sends back the report as plain data. A worker that crashes (segfault, out
 of memory) or runs past the timeout on a file is killed and replaced; that file is reported as an
 error and the others go on. Models are released after every file, so memory stays bounded.
@@ -12,10 +14,12 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
-from dldoctor.errors import LoadError
+from dldoctor.errors import DLDoctorError, LoadError
 
 
 
@@ -55,6 +59,130 @@ def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
             problems.extend(unlisted)
         out.extend(sorted(found))
     return out
+
+
+
+@dataclass
+class Batch:
+    """What a run over many files gathered: the reports (in the order of the sources) and one line per failure (a
+    folder that could not be listed, a file that did not load or crashed, an error diagnostic, a rule that failed);
+    any failure fails the run."""
+
+    reports: list[Any] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    unloaded: int = 0  # files that gave no report
+    failed: int = 0  # files that gave no report, or a report with an error diagnostic
+    rule_errors: int = 0
+    tracebacks: list[str] = field(default_factory=list)  # of the internal errors, for DLDOCTOR_DEBUG
+
+    def add_report(self, src: str, report: Any, rule_errors: Sequence[tuple[str, str]] = ()) -> None:
+        self.reports.append(report)
+        broken = [f"{src}: {d.message}" for d in report.diagnostics if d.level == "error"]
+        self.failed += bool(broken)
+        self.failures.extend(broken)
+        self.failures.extend(f"{src}: rule {c} failed: {m}" for c, m in rule_errors)
+        self.rule_errors += len(rule_errors)
+
+    def add_failure(self, src: str, message: str) -> None:
+        """A file that gave no report; its message is prefixed with the file once (a load error often names it)."""
+        self.failures.append(message if message.startswith(src) else f"{src}: {message}")
+        self.unloaded += 1
+        self.failed += 1
+
+    def add_result(self, result: tuple) -> None:
+        """A worker's result for one file (see `check_many`), filed as `run_files` files its own."""
+        from dldoctor.report.types import Report
+
+        kind, src, payload, extra = result
+        if kind == "ok":
+            self.add_report(src, Report.from_dict(payload), extra)
+            return
+        if kind == "internal-error" and extra:
+            self.tracebacks.append(extra)
+        self.add_failure(src, f"internal error: {payload}" if kind == "internal-error" else payload)
+
+
+Around = Callable[[str], AbstractContextManager]
+
+
+def run_files(sources: Sequence[str], one: Callable[[str], tuple[Any, Sequence[tuple[str, str]]]], *,
+              problems: Iterable[str] = (), around: Around | None = None, keep_going: bool = True,
+              catch_internal: bool = True) -> Batch:
+    """Call `one(src) -> (report, rule_errors)` for each source in this process, in order, inside `around(src)`.
+    A DLDoctorError is that file's failure line (raised instead when not `keep_going`); any other exception is an
+    "internal error" line for that file (raised instead when not `catch_internal`), so one model's crash does not
+    hide the others' results. `problems` (lines from `expand`) come first."""
+    batch = Batch(failures=list(problems))
+    for src in sources:
+        with around(src) if around is not None else nullcontext():
+            try:
+                report, rule_errors = one(src)
+            except DLDoctorError as e:
+                if not keep_going:
+                    raise
+                batch.add_failure(src, str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - one model's crash must not hide the others' results
+                if not catch_internal:
+                    raise
+                batch.tracebacks.append(traceback.format_exc())
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                batch.add_failure(src, f"internal error: {type(e).__name__}: {first}")
+                continue
+        batch.add_report(src, report, rule_errors)
+    return batch
+
+
+def in_workers(jobs: int, timeout: float | None) -> bool:
+    """`check_files` runs the files in worker processes with --jobs above 1, and with any --timeout (a file past
+    it is killed with its worker)."""
+    return jobs > 1 or timeout is not None
+
+
+def check_files(sources: Sequence[str], config: Any, *, jobs: int = 1, timeout: float | None = None,
+                max_input_bytes: int | None = None, problems: Iterable[str] = (), around: Around | None = None,
+                **check_kwargs: Any) -> Batch:
+    """`api.check.check_model(src, config, **check_kwargs)` for each source: in this process (inside `around(src)`),
+    or in `jobs` worker processes when `in_workers(jobs, timeout)` (`around` is not used then). Every file's
+    failure is a line of the Batch, never an exception. `max_input_bytes` is --max-input-bytes (default 1 GiB)."""
+    if in_workers(jobs, timeout):
+        batch = Batch(failures=list(problems))
+        check_many(sources, config, check_kwargs, jobs, timeout, batch.add_result, max_input_bytes=max_input_bytes)
+        order = {s: i for i, s in enumerate(sources)}
+        batch.reports.sort(key=lambda r: order.get(r.model.path, len(order)))
+        return batch
+    from dldoctor.api.check import check_model
+    from dldoctor.collect.inputs import DEFAULT_MAX_INPUT_BYTES, input_budget
+
+    budget = DEFAULT_MAX_INPUT_BYTES if max_input_bytes is None else max_input_bytes
+
+    def one(src: str) -> tuple[Any, Sequence[tuple[str, str]]]:
+        with input_budget(budget):
+            res = check_model(src, config, **check_kwargs)
+        return res.report, res.rules.errors
+
+    return run_files(sources, one, problems=problems, around=around)
+
+
+def inspect_files(sources: Sequence[str], config: Any = None, *, max_input_bytes: int | None = None,
+                  problems: Iterable[str] = (), around: Around | None = None, **inspect_kwargs: Any) -> Batch:
+    """`api.inspect.inspect` for each source, or `api.check.check_model` when a rules `config` is given (its rule
+    errors are not counted: inspect's findings never fail the run). A load error is that file's failure line when
+    there are several files, and raised when there is one; any other exception is raised."""
+    from dldoctor.api.check import check_model
+    from dldoctor.api.inspect import inspect
+    from dldoctor.collect.inputs import DEFAULT_MAX_INPUT_BYTES, input_budget
+
+    budget = DEFAULT_MAX_INPUT_BYTES if max_input_bytes is None else max_input_bytes
+
+    def one(src: str) -> tuple[Any, Sequence[tuple[str, str]]]:
+        with input_budget(budget):
+            if config is None:
+                return inspect(src, **inspect_kwargs), ()
+            return check_model(src, config, **inspect_kwargs).report, ()
+
+    return run_files(sources, one, problems=problems, around=around, keep_going=len(sources) > 1,
+                     catch_internal=False)
 
 
 def _worker(conn: Connection, config: Any, kwargs: dict, threads: int, max_input_bytes: int | None = None) -> None:

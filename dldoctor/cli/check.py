@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 
@@ -84,89 +84,44 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
 
-        # The one torch import of the run.
-        from dldoctor.api.check import check_model
-        from dldoctor.collect.inputs import input_budget
-        from dldoctor.errors import DLDoctorError
+        from dldoctor.api.batch import check_files, in_workers
         from dldoctor.render.text import markup
         from dldoctor.collect.facts import normalise_loss
 
         normalise_loss(loss)  # an unknown loss is a usage error before any model loads
         shapes = parse_shapes(input_shape)
         opts = load_options(trust, allow_class, code, arch, device, hash_all)
-        reports: list[Any] = []
-        failures: list[str] = list(problems)  # one line each on stderr; any of them makes the exit code 2
-        counts = {"unloaded": 0, "failed": 0, "rule_errors": 0}
-
-        def file_report(src: str, rep: Any, rule_errors: list) -> None:
-            reports.append(rep)
-            broken = [f"{src}: {d.message}" for d in rep.diagnostics if d.level == "error"]
-            counts["failed"] += bool(broken)
-            failures.extend(broken)
-            failures.extend(f"{src}: rule {c} failed: {m}" for c, m in rule_errors)
-            counts["rule_errors"] += len(rule_errors)
-
-        def file_failure(src: str, message: str) -> None:
-            failures.append(message if message.startswith(src) else f"{src}: {message}")
-            counts["unloaded"] += 1
-            counts["failed"] += 1
-
-        def one(src: str) -> None:
-            try:
-                with input_budget(budget):
-                    res = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
-                                      dataset_size=dataset_size, load_options=opts, profile=profile)
-            except DLDoctorError as e:
-                file_failure(src, str(e))
-                return
-            except Exception as e:  # noqa: BLE001 - one model's crash must not hide the others' results
-                if debug():
-                    traceback.print_exc()
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                file_failure(src, f"internal error: {type(e).__name__}: {first}")
-                return
-            file_report(src, res.report, res.rules.errors)
-
         if jobs < 1:
             fail(f"--jobs {jobs}: need at least 1", "e.g. --jobs 4")
         if timeout is not None and timeout <= 0:
             fail(f"--timeout {timeout:g}: need a positive number of seconds", "e.g. --timeout 120")
-
-        def absorb(result: tuple) -> None:
-            """A worker's result for one file, filed as `one` files its own."""
-            from dldoctor.report.types import Report
-
-            kind, src, payload, extra = result
-            if kind == "ok":
-                file_report(src, Report.from_dict(payload), extra)
-                return
-            if kind == "internal-error" and debug() and extra:
-                sys.stderr.write(extra)
-            file_failure(src, f"internal error: {payload}" if kind == "internal-error" else payload)
-
-        if jobs > 1 or timeout is not None:
-            from dldoctor.api.batch import check_many
-
-            kwargs = dict(input_shapes=shapes, dtype=dtype, device=device, loss=loss, dataset_size=dataset_size,
-                          load_options=opts, profile=profile)
+        kwargs = dict(jobs=jobs, timeout=timeout, max_input_bytes=budget, problems=problems, input_shapes=shapes,
+                      dtype=dtype, device=device, loss=loss, dataset_size=dataset_size, load_options=opts,
+                      profile=profile)
+        if in_workers(jobs, timeout):
             with err.status(f"checking {len(sources)} file(s) in {jobs} worker(s)", spinner="dots"):
-                check_many(sources, config, kwargs, jobs, timeout, absorb, max_input_bytes=budget)
-            order = {s: i for i, s in enumerate(sources)}
-            reports.sort(key=lambda r: order.get(r.model.path, len(order)))
+                batch = check_files(sources, config, **kwargs)
         elif len(sources) > 1 and not quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TextColumn("{task.description}"), console=err, transient=True) as progress:
                 task = progress.add_task("", total=len(sources))
-                for src in sources:
+
+                @contextmanager
+                def step(src: str) -> Iterator[None]:
                     progress.update(task, description=markup(os.path.basename(src)))
-                    one(src)
+                    yield
                     progress.advance(task)
+
+                batch = check_files(sources, config, around=step, **kwargs)
         else:
-            for src in sources:
-                with err.status(f"checking {markup(src)}", spinner="dots"):
-                    one(src)
+            batch = check_files(sources, config, around=lambda src: err.status(f"checking {markup(src)}", spinner="dots"),
+                                **kwargs)
+        if debug():
+            for tb in batch.tracebacks:
+                sys.stderr.write(tb)
+        reports, failures = batch.reports, batch.failures
 
         if write_baseline:
             text = render_baseline(reports, Path(write_baseline).resolve().parent)
@@ -175,7 +130,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"wrote {n} finding{'s' if n != 1 else ''} to the baseline {markup(write_baseline)}")
         suppressed = sum(known.filter(r) for r in reports) if known is not None else 0
 
-        stats = summary(reports, counts["unloaded"], counts["failed"], counts["rule_errors"], suppressed)
+        stats = summary(reports, batch.unloaded, batch.failed, batch.rule_errors, suppressed)
         emit(_render(fmt, reports, failures, stats, single=len(sources) == 1, output=output), output)
         for line in failures:
             error_line(line)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -56,10 +57,8 @@ def register(app: typer.Typer) -> None:
             config = load_cli_config(config_file, None, None, None, None)
         from rich.console import Console
 
-        from dldoctor.api.check import check_model
-        from dldoctor.collect.inputs import input_budget, parse_shape
-        from dldoctor.errors import DLDoctorError
-        from dldoctor.api.inspect import inspect
+        from dldoctor.api.batch import inspect_files
+        from dldoctor.collect.inputs import parse_shape
         from dldoctor.render.text import markup
 
         shapes = parse_shapes(input_shape)
@@ -67,28 +66,17 @@ def register(app: typer.Typer) -> None:
         opts = load_options(trust, allow_class, code, arch, device, hash_all)
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
-        reports = []
-        failed: list[str] = list(problems)
-        for src in sources:
-            with err.status(f"inspecting {markup(src)}", spinner="dots"), deadline(timeout), input_budget(budget):
-                try:
-                    if config is None:
-                        rep = inspect(src, input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
-                                      optimizer=optimizer, training=not no_training, load_options=opts, loss=loss,
-                                      batch_sizes=sizes)
-                    else:
-                        rep = check_model(src, config, input_shapes=shapes, dtype=dtype, device=device, loss=loss,
-                                          depth=depth if fmt == "json" else None, optimizer=optimizer,
-                                          training=not no_training, load_options=opts, batch_sizes=sizes).report
-                except DLDoctorError as e:
-                    if len(sources) == 1:
-                        raise
-                    failed.append(f"{src}: {e}")
-                    continue
-            reports.append(rep)
-            for d in rep.diagnostics:
-                if d.level == "error":
-                    failed.append(f"{src}: {d.message}")
+
+        @contextmanager
+        def shown(src: str) -> Iterator[None]:
+            with err.status(f"inspecting {markup(src)}", spinner="dots"), deadline(timeout):
+                yield
+
+        batch = inspect_files(sources, config, max_input_bytes=budget, problems=problems, around=shown,
+                              input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
+                              optimizer=optimizer, training=not no_training, load_options=opts, loss=loss,
+                              batch_sizes=sizes)
+        reports, failed = batch.reports, batch.failures
         if reports:
             if fmt == "json":
                 from dldoctor.render.json import render_json
