@@ -23,6 +23,8 @@ from dldoctor.report.types import (
 )
 
 
+all_rules()  # REGISTRY fills when the catalog loads: this file must not rely on another having loaded it
+
 def make(params=1000, buffers_bytes=0, macs=5000, flops_status=COMPLETE, inf_mem=10_000, train_mem=40_000, shape=(1, 16)):
     return Report(
         model=ModelInfo(path="m.pt", format="torch-module"),
