@@ -65,3 +65,82 @@ def test_render_modules_share_only_public_names() -> None:
     assert not private, private
     kit = (root / "html" / "kit.py").read_text(encoding="utf-8")
     assert "def render_probe_html" not in kit and "def svg_line" in kit  # the kit draws; the pages are beside it
+
+
+# -- one table: (result kind, format) -> renderer ------------------------------------------------------------------
+
+KINDS = {"inspect": ("rich", "json"), "check": ("rich", "json", "sarif", "markdown", "github"),
+         "probe": ("rich", "json", "html"), "profile": ("rich", "json", "html"), "compress": ("rich", "json"),
+         "diff": ("rich", "json", "markdown")}
+
+
+def test_the_table_lists_each_kinds_formats() -> None:
+    import pytest
+
+    from dldoctor.render import RENDERERS, formats, render, renderer
+
+    assert {k: formats(k) for k in KINDS} == KINDS
+    assert set(RENDERERS) == {(k, f) for k, fs in KINDS.items() for f in fs}
+    with pytest.raises(ValueError, match="use one of rich, json, markdown"):
+        renderer("diff", "sarif")
+    with pytest.raises(ValueError, match="unknown result kind"):
+        formats("nope")
+    with pytest.raises(ValueError):
+        render("inspect", "html", [])
+
+
+def test_rich_is_recorded_at_a_width_or_printed_to_a_console() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dldoctor.render import render
+
+    rep = Report(model=ModelInfo(path="wide-" + "x" * 150 + ".pt", format="pytorch"))
+    narrow, wide = render("inspect", "rich", [rep], width=60), render("inspect", "rich", [rep], width=200)
+    assert "\x1b" not in narrow and max(map(len, narrow.splitlines())) <= 60 < max(map(len, wide.splitlines()))
+    buf = io.StringIO()
+    assert render("inspect", "rich", [rep], console=Console(file=buf, width=200)) == ""
+    assert buf.getvalue() == wide
+    doc = render("check", "json", [rep], summary={"errors": 0}, failures=[], single=True)
+    assert '"summary": {\n    "errors": 0\n  }' in doc
+
+
+def test_cli_takes_its_formats_from_the_table(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from dldoctor.cli import app
+
+    runs = {"inspect": ["inspect", "m.pt"], "check": ["check", "m.pt"], "probe": ["probe", "m.pt"],
+            "profile": ["profile", "m.pt"], "diff": ["diff", "a.pt", "b.pt"]}
+    for kind, args in runs.items():
+        r = CliRunner().invoke(app, [*args, "-f", "xml"])
+        assert r.exit_code == 2, (kind, r.output)
+        assert f"use one of: {', '.join(KINDS[kind])}" in r.output, (kind, r.output)
+    r = CliRunner().invoke(app, ["compress", "m.pt", "-f", "xml"])
+    assert r.exit_code == 2 and "use rich or json" in r.output
+
+
+def test_commands_pick_no_renderer_themselves() -> None:
+    """cli/ hands results to render.render (through cli/common.py); no command imports a renderer module."""
+    import ast
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[1] / "dldoctor" / "cli"
+    picked = []
+    for name in ("inspect", "check", "diff", "compress", "probe", "profile", "common"):
+        tree = ast.parse((cli / f"{name}.py").read_text(encoding="utf-8"))
+        picked += [f"{name}: {n.module}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                   and (n.module or "").startswith("dldoctor.render.") and n.module != "dldoctor.render.text"]
+    assert not picked, picked
+
+
+def test_help_imports_no_renderer_and_no_torch() -> None:
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from dldoctor.cli import app\n"
+            "for args in (['--help'], ['check', '--help'], ['profile', '--help']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('dldoctor.render.'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,14 +9,12 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-from dldoctor.cli.common import debug, emit, error_line, fail, handle_errors
+from dldoctor.cli.common import check_format, debug, emit_rendered, error_line, fail, handle_errors
 from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, CheckDevice, CheckFormat, CheckTimeout,
                                   Code, ConfigFile, Dtype, ExtendSelect, FailOn, HashAll, Ignore, InputShape, Loss,
                                   MaxInputBytes, Output, Quiet, Select, Trust, load_cli_config, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.fileops import write_atomic
-
-CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
 
 
 def summary(reports: list[Any], unloaded: int, failed: int, rule_errors: int, suppressed: int) -> dict[str, int]:
@@ -61,8 +59,7 @@ def register(app: typer.Typer) -> None:
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
-        if fmt not in CHECK_FORMATS:
-            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(CHECK_FORMATS)}")
+        check_format("check", fmt)
         budget = parse_max_input_bytes(max_input_bytes)
         problems: list[str] = []  # folders a scan could not list: one error line each
         from dldoctor.api.batch import expand
@@ -131,7 +128,10 @@ def register(app: typer.Typer) -> None:
         suppressed = sum(known.filter(r) for r in reports) if known is not None else 0
 
         stats = summary(reports, batch.unloaded, batch.failed, batch.rule_errors, suppressed)
-        emit(_render(fmt, reports, failures, stats, single=len(sources) == 1, output=output), output)
+        from dldoctor.rules.registry import all_rules
+
+        emit_rendered("check", fmt, reports, output, failures=failures, summary=stats, single=len(sources) == 1,
+                      suppressed=suppressed, rules=all_rules())
         for line in failures:
             error_line(line)
         if failures:
@@ -140,41 +140,3 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(0)
         if any(config.fails(f.severity) for r in reports for f in r.findings):
             raise typer.Exit(1)
-
-
-def _render(fmt: str, reports: list[Any], failures: list[str], s: dict[str, int], single: bool, output: str | None) -> str:
-    suppressed = s["baseline_suppressed"]
-    if fmt == "json":
-        from dldoctor.render.json import render_json_doc
-
-        if single and len(reports) == 1:
-            doc: dict[str, Any] = {**reports[0].to_dict(), "summary": s}
-        else:
-            from dldoctor.report.types import SCHEMA_VERSION
-
-            doc = {"schema_version": SCHEMA_VERSION, "summary": s, "reports": [r.to_dict() for r in reports],
-                   "errors": failures}
-        return render_json_doc(doc)
-    if fmt == "sarif":
-        from dldoctor.render.sarif import render_sarif
-        from dldoctor.rules.registry import all_rules
-
-        return render_sarif(reports, all_rules(), failures)
-    if fmt == "markdown":
-        from dldoctor.render.markdown import render_markdown
-
-        return render_markdown(reports, failures, suppressed)
-    if fmt == "github":
-        from dldoctor.render.github import render_github
-
-        return render_github(reports, failures)
-    from rich.console import Console
-
-    from dldoctor.render.rich.report import render_check_rich
-
-    if output:
-        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-        render_check_rich(reports, console, s)
-        return console.export_text()
-    render_check_rich(reports, Console(), s)
-    return ""

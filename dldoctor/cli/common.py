@@ -14,9 +14,6 @@ import typer
 from dldoctor.errors import DLDoctorError, safe
 from dldoctor.fileops import remove_in_progress, write_atomic
 
-FORMATS = ("rich", "json")
-
-
 def debug() -> bool:
     return os.environ.get("DLDOCTOR_DEBUG", "") not in ("", "0")
 
@@ -122,26 +119,32 @@ def emit(text: str, output: str | None) -> None:
         sys.stdout.flush()
 
 
-def emit_report_and_exit(rep: Any, fmt: str, output: str | None, config: Any, html: Callable[[dict], str],
-                         rich: Callable[[list, Any], None], width: int = 140) -> None:
-    """Write one probe/profile report as json, html or rich text (to stdout or `output`, atomically),
-    then exit: 2 when the model could not be run, 1 when a finding reaches the config's fail-on."""
-    if fmt == "json":
-        from dldoctor.render.json import render_json
+def check_format(kind: str, fmt: str, hint: str | None = None) -> None:
+    """A usage error (one line, exit 2) unless the render table has a `fmt` renderer for this kind of result."""
+    from dldoctor.render import formats
 
-        emit(render_json([rep]), output)
-    elif fmt == "html":
-        emit(html(rep.to_dict()), output)
-    else:
+    if fmt not in formats(kind):
+        fail(f"unknown format {fmt!r}", hint or f"use one of: {', '.join(formats(kind))}")
+
+
+def emit_rendered(kind: str, fmt: str, result: Any, output: str | None, *, width: int = 140, **opts: Any) -> None:
+    """Render a result through the table (`dldoctor.render.render`) to `output` (atomically) or stdout. Rich output
+    for the terminal is printed by Rich itself; written to a file, it is the plain text of a `width`-column one."""
+    from dldoctor.render import render
+
+    if fmt == "rich" and not output:
         from rich.console import Console
 
-        if output:
-            with open(os.devnull, "w") as null:
-                console = Console(record=True, width=width, file=null)
-                rich([rep], console)
-            emit(console.export_text(), output)
-        else:
-            rich([rep], Console())
+        render(kind, fmt, result, console=Console(), **opts)
+    else:
+        emit(render(kind, fmt, result, width=width, **opts), output)
+
+
+def emit_report_and_exit(kind: str, rep: Any, fmt: str, output: str | None, config: Any, *, width: int = 140,
+                         **opts: Any) -> None:
+    """Write one probe/profile report as json, html or rich text (to stdout or `output`, atomically),
+    then exit: 2 when the model could not be run, 1 when a finding reaches the config's fail-on."""
+    emit_rendered(kind, fmt, rep, output, width=width, **opts)
     errors = [d.message for d in rep.diagnostics if d.level == "error"]
     if errors:
         for line in errors:

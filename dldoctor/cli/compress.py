@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit, fail, handle_errors
+from dldoctor.cli.common import check_format, deadline, emit_rendered, handle_errors
 from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, CompressFormat, CompressOutput,
                                   InputDtype, InputShapeAtBatch1, MaxInputBytes, Quiet, Timeout, Trust, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
@@ -40,8 +40,7 @@ def register(app: typer.Typer) -> None:
         """Make compressed variants (int8, fp16/bf16, pruned, folded), measure size, latency and output fidelity of
         each against the original in the same run, reject what is bigger, slower or outside the budget, and save
         the best. Exit 0 when a variant was produced, 1 when none could be, 2 on bad input."""
-        if fmt not in ("rich", "json"):
-            fail(f"unknown format {fmt!r}", "use rich or json")
+        check_format("compress", fmt, "use rich or json")
         budget = parse_max_input_bytes(max_input_bytes)
         transforms.check_names(transform or ())  # a mistyped -t fails before anything loads
         from dldoctor.fileops import check_output_path
@@ -71,14 +70,7 @@ def register(app: typer.Typer) -> None:
                            input_shapes=shapes, input_dtype=input_dtype, load_options=opts, iters=iters,
                            progress=progress)
         res = rep.compress
-        if fmt == "json":
-            from dldoctor.render.json import render_json
-
-            emit(render_json([rep]), None)
-        else:
-            from dldoctor.render.rich.compress import render_compress_rich
-
-            render_compress_rich(res, Console())
+        emit_rendered("compress", fmt, rep, None)  # -o names the folder of the variants, not this output
         if not any(v.status != "failed" for v in res.variants):
             typer.echo("dldoctor: no variant could be produced (see the reasons above)", err=True)
             raise typer.Exit(1)

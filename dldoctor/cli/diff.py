@@ -1,16 +1,13 @@
 """`dldoctor diff OLD NEW`: two models (or a model and a saved report) side by side, with growth budgets."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import emit, error_line, fail, handle_errors
+from dldoctor.cli.common import check_format, emit_rendered, error_line, fail, handle_errors
 from dldoctor.cli.options import (AllowClass, Code, ConfigFile, DiffArch, DiffDevice, DiffDtype, DiffFormat,
                                   DiffInputShape, DiffOutput, Quiet, Trust, load_options, parse_shapes, warn_if_trusted)
-
-DIFF_FORMATS = ("rich", "json", "markdown")
 
 GROWTH_HELP = "Fail (exit 1) when {what} grows more than this against OLD: 5% or 0.05 (a negative value demands a shrink)."
 
@@ -61,8 +58,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when every growth budget holds, 1 when one is exceeded (the reason on stderr), 2 when a side cannot be loaded or run.
         """
-        if fmt not in DIFF_FORMATS:
-            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(DIFF_FORMATS)}")
+        check_format("diff", fmt)
         if output is not None:
             from dldoctor.fileops import check_output_path
 
@@ -130,23 +126,7 @@ def register(app: typer.Typer) -> None:
         diff.notes[:0] = notes
         check_budgets(diff, a, b, max_growth=growth, fail_on_new_findings=fail_on_new_findings)
 
-        if fmt == "json":
-            from dldoctor.render.rich.diff import render_diff_json
-
-            emit(render_diff_json(diff), output)
-        elif fmt == "markdown":
-            from dldoctor.render.rich.diff import render_diff_markdown
-
-            emit(render_diff_markdown(diff), output)
-        else:
-            from dldoctor.render.rich.diff import render_diff_rich
-
-            if output:
-                console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-                render_diff_rich(diff, console)
-                emit(console.export_text(), output)
-            else:
-                render_diff_rich(diff, Console())
+        emit_rendered("diff", fmt, diff, output)
 
         for b_ in diff.unchecked:
             error_line(b_.message, prefix="warning")

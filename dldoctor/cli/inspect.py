@@ -1,13 +1,12 @@
 """`dldoctor inspect`: parameters, FLOPs, memory, receptive field and a layer table."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
 import typer
 
-from dldoctor.cli.common import FORMATS, deadline, emit, error_line, fail, handle_errors
+from dldoctor.cli.common import check_format, deadline, emit_rendered, error_line, handle_errors
 from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, ConfigFile, Dtype, HashAll,
                                   InputShape, InspectBatchSizes, InspectDevice, InspectFormat, Loss, MaxInputBytes,
                                   Output, Quiet, Timeout, Trust, load_cli_config, load_options, parse_max_input_bytes,
@@ -41,8 +40,7 @@ def register(app: typer.Typer) -> None:
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
-        if fmt not in FORMATS:
-            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+        check_format("inspect", fmt)
         budget = parse_max_input_bytes(max_input_bytes)
         problems: list[str] = []  # folders a scan could not list: one error line each
         from dldoctor.api.batch import expand
@@ -78,19 +76,8 @@ def register(app: typer.Typer) -> None:
                               batch_sizes=sizes)
         reports, failed = batch.reports, batch.failures
         if reports:
-            if fmt == "json":
-                from dldoctor.render.json import render_json
-
-                emit(render_json(reports, single=len(sources) == 1), output)
-            else:
-                from dldoctor.render.rich.report import render_rich
-
-                if output:
-                    console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-                    render_rich(reports, console, depth if depth is not None else 3)
-                    emit(console.export_text(), output)
-                else:
-                    render_rich(reports, Console(), depth if depth is not None else 3)
+            emit_rendered("inspect", fmt, reports, output, depth=depth if depth is not None else 3,
+                          single=len(sources) == 1)
         if failed:
             for line in failed:
                 error_line(line)

@@ -5,13 +5,11 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, ConfigFile, FailOn, Ignore,
                                   MaxInputBytes, Output, ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet,
                                   RunDevice, Select, Timeout, Trust, load_cli_config, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
-
-PROBE_FORMATS = ("rich", "json", "html")
 
 
 def register(app: typer.Typer) -> None:
@@ -49,8 +47,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when no finding reaches --fail-on, 1 when one does, 2 when the model cannot be loaded or run.
         """
-        if fmt not in PROBE_FORMATS:
-            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(PROBE_FORMATS)}")
+        check_format("probe", fmt)
         if device not in ("cpu", "cuda"):
             fail(f"unknown device {device!r}", "the probe trains for real: use cpu or cuda")
         budget = parse_max_input_bytes(max_input_bytes)
@@ -73,7 +70,4 @@ def register(app: typer.Typer) -> None:
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)
-        from dldoctor.render.html.probe import render_probe_html
-        from dldoctor.render.rich.probe import render_probe_rich
-
-        emit_report_and_exit(rep, fmt, output, config, render_probe_html, render_probe_rich, width=160)
+        emit_report_and_exit("probe", rep, fmt, output, config, width=160)

@@ -5,13 +5,11 @@ from typing import List, Optional
 
 import typer
 
-from dldoctor.cli.common import deadline, emit_report_and_exit, fail, handle_errors
+from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, FailOn, InputDtype,
                                   InputShapeAtBatch1, MaxInputBytes, Output, Precision, ProfileBatchSizes,
                                   ProfileConfigFile, ProfileFormat, Quiet, RunDevice, Timeout, Trust, load_cli_config,
                                   load_options, parse_max_input_bytes, parse_shapes, warn_if_trusted)
-
-PROFILE_FORMATS = ("rich", "json", "html")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,8 +44,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when no finding reaches --fail-on (a latency budget over is an error), 1 when one does, 2 on bad input.
         """
-        if fmt not in PROFILE_FORMATS:
-            fail(f"unknown format {fmt!r}", f"use one of: {', '.join(PROFILE_FORMATS)}")
+        check_format("profile", fmt)
         budget = parse_max_input_bytes(max_input_bytes)
         if output is not None:
             from dldoctor.fileops import check_output_path
@@ -74,7 +71,6 @@ def register(app: typer.Typer) -> None:
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
                           iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
                           whatifs=not no_whatifs)
-        from dldoctor.render.html.profile import render_profile_html
-        from dldoctor.render.rich.profile import render_profile_rich
-
-        emit_report_and_exit(rep, fmt, output, config, render_profile_html, render_profile_rich, width=140)
+        thresholds = config.family("profile")  # the page marks noise and speedups as the rules judged them
+        emit_report_and_exit("profile", rep, fmt, output, config, width=140, max_cv=thresholds.max_cv,
+                             min_speedup=thresholds.min_speedup)

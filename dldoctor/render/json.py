@@ -30,3 +30,13 @@ def render_json(reports: list[Report], single: bool = True) -> str:
     else:
         doc = {"schema_version": SCHEMA_VERSION, "reports": [r.to_dict() for r in reports]}
     return json.dumps(clean(doc), indent=2, sort_keys=False) + "\n"
+
+
+def render_check_json(reports: list[Report], summary: dict[str, int], failures: list[str], single: bool = True) -> str:
+    """`dldoctor check -f json`: one report with the run's summary, or every report, the summary and the errors."""
+    if single and len(reports) == 1:
+        doc: dict[str, Any] = {**reports[0].to_dict(), "summary": summary}
+    else:
+        doc = {"schema_version": SCHEMA_VERSION, "summary": summary, "reports": [r.to_dict() for r in reports],
+               "errors": failures}
+    return render_json_doc(doc)
