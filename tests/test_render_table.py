@@ -144,3 +144,21 @@ def test_help_imports_no_renderer_and_no_torch() -> None:
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('dldoctor.render.'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_profile_page_marks_noise_as_the_configuration_judged_it(tmp_path) -> None:
+    """`dldoctor profile -f html` hands the configured thresholds (here PRF002's max-cv) to the page."""
+    import torch
+    from typer.testing import CliRunner
+
+    from dldoctor.cli import app
+
+    torch.save(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()), tmp_path / "m.pt")
+    cfg = tmp_path / "dldoctor.toml"
+    cfg.write_text("[profile]\nmax-cv = 0.42\n")
+    page = tmp_path / "p.html"
+    r = CliRunner().invoke(app, ["profile", str(tmp_path / "m.pt"), "--trust", "--warmup", "1", "--iters", "3",
+                                 "--no-whatifs", "--config", str(cfg), "-f", "html", "-o", str(page)])
+    assert r.exit_code in (0, 1), r.output
+    text = page.read_text(encoding="utf-8")
+    assert "more than 42% (cv = std / mean)" in text  # the rule default is 10%
