@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dldoctor.transforms import onnx_variants as onnx_tf, torch_variants as torch_tf  # noqa: E402
-from tests.test_transforms_onnx import _fit_head, _task  # noqa: E402
+from tests.transforms.test_transforms_onnx import _fit_head, _task  # noqa: E402
 from dldoctor.api.compress import _latency_onnx, _onnx_outputs, _saved_size, _torch_outputs, fidelity  # noqa: E402
 
 

@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    from tests.test_large_files import big_model
+    from tests.e2e.test_large_files import big_model
 
     py = sys.executable
     dd = [py, "-m", "dldoctor", "inspect"]

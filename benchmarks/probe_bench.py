@@ -6,7 +6,7 @@
    the plain steps; the table gives the total ratio too.
 2. watch overhead: a training loop with `dldoctor.watch(model, opt)` at its default
    interval (every 100th step) against the same loop bare. The bar: at most 10%.
-3. Recall and false positives over tests/probe_cases.py: every planted fault, whether its
+3. Recall and false positives over tests/fixtures/probe_cases.py: every planted fault, whether its
    rule fired at its layer; every healthy control, how many findings (errors) it raised.
 
     python benchmarks/probe_bench.py [--out docs/benchmarks.md]
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, ROOT)
 
-from tests.probe_cases import FAULTS, HEALTHY, cnn, mlp  # noqa: E402
+from tests.fixtures.probe_cases import FAULTS, HEALTHY, cnn, mlp  # noqa: E402
 
 
 def plain_steps(model, x, y, steps: int, lr: float) -> float:
@@ -103,7 +103,7 @@ def watch_overhead(steps: int = 400, repeats: int = 5) -> list[tuple[str, float,
 
 
 def recall():
-    from tests.probe_cases import probe_findings
+    from tests.fixtures.probe_cases import probe_findings
 
     def fired(res):
         return {code: (hits[0][0].location, hits[0][1].value) for code, hits in probe_findings(res).items()}
@@ -151,7 +151,7 @@ def main() -> None:
     md += ["", "**`dldoctor.watch` overhead** at its default interval (every 100th step sampled), 400 Adam steps. "
            "Bar: at most 10%.", "", "| model | bare loop | with watch | overhead |", "|---|---:|---:|---:|"]
     md += [f"| {n} | {b:.3f} s | {w:.3f} s | {o:+.1%} |" for n, b, w, o in wo]
-    md += ["", f"**Planted faults** (tests/probe_cases.py): {caught} of {len(faults)} diagnosed by their rule at the "
+    md += ["", f"**Planted faults** (tests/fixtures/probe_cases.py): {caught} of {len(faults)} diagnosed by their rule at the "
            f"right layer. **Healthy controls**: {len(healthy)} models, {fp_err} with an error-level finding, "
            f"{fp_any} findings of any severity.", "",
            "| planted fault | what | must fire | caught at its layer | also raised | s |", "|---|---|---|---|---|---:|"]

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 def models():
     from torchvision.models import mobilenet_v3_small, resnet18
 
-    from tests.probe_cases import TinyTransformer
+    from tests.fixtures.probe_cases import TinyTransformer
 
     torch.manual_seed(0)
     yield "resnet18 (1×3×224×224)", resnet18(), [1, 3, 224, 224], "float32"

@@ -2,7 +2,7 @@
 
 Precision: every torchvision classification model (weights=None, torchvision's own init)
 is checked with every rule; the table lists what fires. No error may fire, and each
-warning must be one an expert would defend (tests/test_zoo_precision.py holds the
+warning must be one an expert would defend (tests/e2e/test_zoo_precision.py holds the
 expected set). Recall: faults planted in zoo models, each with the rule that must catch it.
 
     python benchmarks/zoo_findings.py --out docs/benchmarks.md
@@ -163,7 +163,7 @@ def render(rows, caught, tv: str, zoo_time: float) -> str:
         "## Rules: findings on the torchvision zoo, and planted faults",
         "",
         f"Every rule on every torchvision {tv} classification model (weights=None, built on the meta device, so "
-        "the weight rules are skipped here; tests/test_zoo_precision.py also runs them on real weights), "
+        "the weight rules are skipped here; tests/e2e/test_zoo_precision.py also runs them on real weights), "
         f"input at each model's published size. {len(rows)} models, {errors} errors, warnings on {len(warned)} "
         f"models ({', '.join(warned) or 'none'}), {zoo_time:.0f} s in all. Reproduce: `python benchmarks/zoo_findings.py`.",
         "",
@@ -173,7 +173,7 @@ def render(rows, caught, tv: str, zoo_time: float) -> str:
     lines += [f"| {n} | {e} | {w} | {i} | {codes} |" for n, e, w, i, codes in rows]
     found = sum(1 for c in caught if c[2])
     lines += ["", f"Planted faults in zoo models: {found} of {len(caught)} caught by the rule that must catch them "
-              "(errors and warnings listed; every rule's own bad/good pair is in tests/rule_cases/).", "",
+              "(errors and warnings listed; every rule's own bad/good pair is in tests/fixtures/rule_cases/).", "",
               "| planted fault | must fire | caught | errors and warnings raised |", "|---|---|---|---|"]
     lines += [f"| {d} | {c} | {'yes' if ok else '**no**'} | {got} |" for d, c, ok, got in caught]
     return "\n".join(lines) + "\n"

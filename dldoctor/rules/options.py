@@ -93,7 +93,7 @@ class BudgetOptions:  # [tool.dldoctor.budget]; None = no budget
 
 
 @dataclass(frozen=True)
-class ProbeOptions:  # [tool.dldoctor.probe]; calibrated on the healthy controls in tests/probe_cases.py
+class ProbeOptions:  # [tool.dldoctor.probe]; calibrated on the healthy controls in tests/fixtures/probe_cases.py
     vanishing_ratio: float = 1e-4  # first-to-last layer gradient-norm ratio below which gradients vanish (TRN001)
     exploding_ratio: float = 1e3  # first-to-last layer gradient-norm ratio above which gradients explode (TRN002)
     exploding_growth: float = 1e3  # growth of the total gradient norm over the run that counts as exploding (TRN002)

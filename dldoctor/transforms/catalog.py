@@ -14,7 +14,7 @@
 - `applies`: `applies(module) -> bool` on a PyTorch input: False leaves the transform out of a default run (no
   convolutions, nothing to fold). None: always. An ONNX input gets every ONNX transform and no torch one.
 - `fixes`: the rule codes whose findings the transform applies (`--from-findings`); checked against the rule
-  registry by tests/test_transform_catalog.py, not here, so that this module imports no rule.
+  registry by tests/transforms/test_transform_catalog.py, not here, so that this module imports no rule.
 - `summary`: one line for the help and the docs.
 
 The order of declaration is the order a run makes the variants in.

@@ -21,7 +21,7 @@ __all__ = ["render_profile_html"]
 
 NM = "not measured"
 # The defaults of [tool.dldoctor.profile] max-cv (PRF002) and min-speedup (PRF001), used when neither the run's
-# config nor the caller gives them (tests/test_render_table.py holds them to rules/options.py's ProfileOptions).
+# config nor the caller gives them (tests/render/test_render_table.py holds them to rules/options.py's ProfileOptions).
 MAX_CV = 0.1
 MIN_SPEEDUP = 1.1
 TOP_K = 20  # bars per breakdown chart

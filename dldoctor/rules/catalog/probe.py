@@ -3,7 +3,7 @@
 These rules read the statistics a probe recorded (see dldoctor/report/probe_types.py): gradient
 norms per parameter, activation statistics per layer, update-to-weight ratios, the loss
 curve, NaN/Inf, the output and the inputs. Thresholds are `[tool.dldoctor.probe]`
-options, calibrated so that the healthy controls in tests/probe_cases.py (MLP, MLP+BN,
+options, calibrated so that the healthy controls in tests/fixtures/probe_cases.py (MLP, MLP+BN,
 Conv-BN-ReLU CNN, a 50-block residual MLP, a tanh RNN, a small transformer) stay silent:
 a healthy Conv-BN-ReLU net can show a first-to-last gradient ratio near 0.07 and a deep
 ReLU MLP over 60% zero gradients, so the literature's tighter defaults are not used.

@@ -1,0 +1,234 @@
+"""`dldoctor compress`: variants measured against the original, regressions rejected, the input never touched."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from dldoctor.cli import app
+from dldoctor.api.compress import _fidelity_drop, _judge, parse_drop
+from dldoctor.report.compress_types import Fidelity, Variant
+
+runner = CliRunner()
+FAST = ["--iters", "8", "-q"]
+
+
+def linear_heavy() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def raising_batches():
+    raise RuntimeError("the calibration loader is broken")
+
+
+@pytest.fixture()
+def mlp_file(tmp_path):
+    p = tmp_path / "in" / "mlp.pt"
+    p.parent.mkdir()
+    torch.save(linear_heavy(), p)
+    return p
+
+
+def run(*args):
+    return runner.invoke(app, ["compress", *[str(a) for a in args]])
+
+
+def test_linear_heavy_model_gets_a_measured_int8_variant(mlp_file, tmp_path):
+    before = (mlp_file.read_bytes(), os.stat(mlp_file).st_mtime_ns)
+    out = tmp_path / "out"
+    r = run(mlp_file, "-o", out, "-t", "onnx-int8-dynamic", "-t", "torch-fp16", "-t", "onnx-optimized",
+            "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    assert (mlp_file.read_bytes(), os.stat(mlp_file).st_mtime_ns) == before  # the input is never touched
+    doc = json.loads(r.stdout)
+    res = doc["compress"]
+    by = {v["name"]: v for v in res["variants"]}
+    q = by["onnx-int8-dynamic"]
+    assert q["status"] in ("kept", "recommended", "rejected") and q["size_ratio"] >= 3.5, q
+    assert q["fidelity"]["cosine"] >= 0.99 and q["fidelity"]["top1"] >= 0.95
+    assert q["preparation"], "the report says what preparation made the quantizer work"
+    assert res["original"]["p50"] > 0 and q["p50"] > 0 and q["speedup"] == pytest.approx(res["original"]["p50"] / q["p50"])
+    # what is kept is written, what is rejected is not; the JSON report sits beside them
+    for v in res["variants"]:
+        if v["status"] in ("kept", "recommended"):
+            assert v["path"] and os.path.exists(v["path"]) and os.path.dirname(v["path"]) == str(out)
+            umask = os.umask(0)
+            os.umask(umask)
+            assert os.stat(v["path"]).st_mode & 0o777 == 0o666 & ~umask  # as readable as a plain open() makes it
+        else:
+            assert v["path"] is None
+    assert json.loads((out / "compress-report.json").read_text())["compress"]["recommended"] == res["recommended"]
+    assert not [f for f in os.listdir(out) if f.startswith(".")]  # no work or temp files left behind
+
+
+def test_failing_calibration_fails_one_variant_only(tmp_path):
+    p = tmp_path / "cnn.pt"
+    torch.save(small_cnn(), p)
+    r = run(p, "-o", tmp_path / "o", "-s", "1,3,32,32", "-t", "onnx-int8-static", "-t", "fold-conv-bn",
+            "--calib", "tests.api.test_compress:raising_batches", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    by = {v["name"]: v for v in json.loads(r.stdout)["compress"]["variants"]}
+    assert by["onnx-int8-static"]["status"] == "failed" and "calibration" in by["onnx-int8-static"]["reason"]
+    fold = by["fold-conv-bn"]
+    assert fold["status"] != "failed" and fold["fidelity"]["max_abs"] < 1e-3
+    assert fold["ops_after"].get("BatchNorm2d", 0) == 0
+
+
+def test_no_variant_produced_exits_1(tmp_path):
+    p = tmp_path / "m.pt"
+    torch.save(linear_heavy(), p)
+    r = run(p, "-o", tmp_path / "o", "-t", "onnx-int8-static", "--calib", "tests.api.test_compress:raising_batches", *FAST)
+    # onnx-int8-static does not apply to a model without convolutions: nothing to make
+    assert r.exit_code == 1, r.output
+
+
+@pytest.mark.parametrize("args, what", [
+    (["/no/such.pt"], "no such"),
+    (["{m}", "-t", "zip"], "unknown transform"),
+    (["{m}", "--max-drop", "lots"], "max-drop"),
+    (["{m}", "--optimize", "beauty"], "optimize"),
+    (["{m}", "-o", "{dir}"], "beside or over the input"),
+])
+def test_bad_usage_exit_2(mlp_file, args, what):
+    args = [a.format(m=mlp_file, dir=mlp_file.parent) for a in args]
+    r = run(*args, *FAST)
+    assert r.exit_code == 2, r.output
+    assert what in r.output.lower() and "Traceback" not in r.output
+
+
+def test_verdicts():
+    orig = Variant(name="original", transform="none", format="pytorch", size_bytes=1000, p50=0.010)
+    fast_small = Variant(name="a", transform="a", format="onnx", size_bytes=250, p50=0.005,
+                         fidelity=Fidelity(cosine=0.999, top1=1.0))
+    _judge(fast_small, orig, 0.01, True)
+    assert fast_small.status == "kept" and fast_small.size_ratio == 4 and fast_small.speedup == 2
+    bigger = Variant(name="b", transform="b", format="onnx", size_bytes=1200, p50=0.005, fidelity=Fidelity(cosine=1.0))
+    _judge(bigger, orig, 0.01, True)
+    assert bigger.status == "rejected" and "bigger" in bigger.reason
+    slower = Variant(name="c", transform="c", format="onnx", size_bytes=500, p50=0.02, fidelity=Fidelity(cosine=1.0))
+    _judge(slower, orig, 0.01, True)
+    assert slower.status == "rejected" and "slower" in slower.reason
+    assert _fidelity_drop(Fidelity(top1=0.98), 0.01, True) and not _fidelity_drop(Fidelity(top1=0.995), 0.01, True)
+    assert _fidelity_drop(Fidelity(metric=0.90, metric_original=0.92), 0.01, True)  # 2.2% relative drop
+    assert not _fidelity_drop(Fidelity(metric=0.915, metric_original=0.92), 0.01, False)  # 0.005 absolute
+    assert parse_drop("1%") == (0.01, True) and parse_drop("0.02") == (0.02, False)
+
+
+def test_pareto_front():
+    from dldoctor.api.compress import _pareto
+    from dldoctor.report.compress_types import CompressResult
+
+    orig = Variant(name="original", transform="none", format="pytorch", size_bytes=1000, p50=0.010, status="original")
+    small = Variant(name="small", transform="a", format="onnx", size_bytes=250, p50=0.012, status="kept",
+                    fidelity=Fidelity(cosine=0.995))
+    dominated = Variant(name="worse", transform="b", format="onnx", size_bytes=300, p50=0.013, status="kept",
+                        fidelity=Fidelity(cosine=0.99))
+    fast = Variant(name="fast", transform="c", format="onnx", size_bytes=900, p50=0.004, status="kept",
+                   fidelity=Fidelity(cosine=0.999))  # the original alone keeps the exact outputs
+    res = CompressResult(original=orig, variants=[small, dominated, fast])
+    _pareto(res)
+    assert (orig.pareto, small.pareto, dominated.pareto, fast.pareto) == (True, True, False, True)
+
+
+def test_every_transform_a_finding_names_is_known():
+    import re
+    from pathlib import Path
+
+    from dldoctor.transforms.catalog import CATALOG
+
+    catalog = Path(__file__).resolve().parents[2] / "dldoctor" / "rules" / "catalog"
+    named = set()
+    for f in catalog.glob("*.py"):
+        named |= set(re.findall(r'transform="([a-z0-9-]+)"', f.read_text()))
+        named |= set(re.findall(r'"(?:size|inference_memory)": "([a-z0-9-]+)"', f.read_text()))
+    # one name per transform: what a finding names is what `compress -t` takes (no translation table)
+    assert named and named <= set(CATALOG), named - set(CATALOG)
+
+
+def test_from_findings_without_findings_keeps_to_the_optimised_graph(mlp_file, tmp_path):
+    r = run(mlp_file, "-o", tmp_path / "o", "--from-findings", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    assert [v["name"] for v in json.loads(r.stdout)["compress"]["variants"]] == ["onnx-optimized"]
+
+
+def test_from_findings_applies_the_transform_a_finding_names(tmp_path):
+    # small_cnn's convolutions keep a bias before their BatchNorm: ARC002's finding names fold-conv-bn
+    p = tmp_path / "cnn.pt"
+    torch.save(small_cnn(), p)
+    r = run(p, "-o", tmp_path / "o", "-s", "1,3,32,32", "--from-findings", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert "fold-conv-bn" in [f["transform"] for f in doc["findings"] if f["code"] == "ARC002"]
+    assert [v["name"] for v in doc["compress"]["variants"]] == ["onnx-optimized", "fold-conv-bn"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_latency_of_torch_variants(mlp_file, tmp_path):
+    r = run(mlp_file, "-o", tmp_path / "o", "-t", "torch-fp16", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)["compress"]
+    assert doc["original"]["p50_cuda"] > 0 and doc["variants"][0]["p50_cuda"] > 0
+
+
+def mean_output_metric():
+    """An --eval factory: the metric is minus the mean |output - fp32 reference| on fixed inputs (higher is better)."""
+    x = torch.randn(32, 256, generator=torch.Generator().manual_seed(5))
+    ref = linear_heavy().eval()(x).detach()
+
+    def metric(model) -> float:
+        dt = next((p.dtype for p in model.parameters()), torch.float32)  # a fp16 variant takes fp16 inputs
+        with torch.inference_mode():
+            return -float((model(x.to(dt)).float() - ref).abs().mean())
+
+    return metric
+
+
+def test_eval_metric_judges_torch_and_onnx_variants(mlp_file, tmp_path):
+    r = run(mlp_file, "-o", tmp_path / "o", "-t", "onnx-int8-dynamic", "-t", "torch-fp16", "--max-drop", "0.5",
+            "--eval", "tests.api.test_compress:mean_output_metric", "--format", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    for v in json.loads(r.stdout)["compress"]["variants"]:
+        f = v["fidelity"]
+        assert f["metric"] is not None and f["metric_original"] == pytest.approx(0.0, abs=1e-6), v
+        assert f["metric"] <= 0
+
+
+def test_recommendation_breaks_timing_ties_by_size():
+    from dldoctor.api.compress import _recommend
+    from dldoctor.report.compress_types import CompressResult
+
+    a = Variant(name="a", transform="a", format="onnx", size_bytes=300, p50=0.00630, status="kept")
+    b = Variant(name="b", transform="b", format="onnx", size_bytes=100, p50=0.00640, status="kept")  # 1.6% slower
+    c = Variant(name="c", transform="c", format="onnx", size_bytes=50, p50=0.00900, status="kept")
+    res = CompressResult(variants=[a, b, c])
+    _recommend(res)
+    assert res.recommended == "b"
+    for v in (a, b, c):
+        v.status = "kept"
+    res = CompressResult(variants=[a, b, c], optimize="size")
+    _recommend(res)
+    assert res.recommended == "c"
+
+
+def test_api_refuses_an_output_folder_that_holds_the_input(mlp_file):
+    """The Python API checks the output folder as the CLI does (after loading: it knows the source then)."""
+    from dldoctor.api.compress import compress
+    from dldoctor.errors import DLDoctorError
+
+    before = sorted(p.name for p in mlp_file.parent.iterdir())
+    with pytest.raises(DLDoctorError, match="beside or over the input|which this run reads"):
+        compress(str(mlp_file), out_dir=str(mlp_file.parent), transforms=["torch-fp16"], iters=2, warmup=1)
+    assert sorted(p.name for p in mlp_file.parent.iterdir()) == before
