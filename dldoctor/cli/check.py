@@ -10,8 +10,8 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, debug, emit_rendered, error_line, fail, handle_errors
-from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, CheckDevice, CheckFormat, CheckTimeout,
-                                  Code, ConfigFile, Dtype, ExtendSelect, FailOn, HashAll, Ignore, InputShape, Loss,
+from dldoctor.cli.options import (AllowClass, Arch, CheckDevice, CheckFormat, CheckTimeout, Code, ConfigFile, Dtype, ExtendSelect, FailOn,
+                                  HashAll, Ignore, InputShape, Limit, Loss, MAX_INPUT_BYTES_DEFAULT,
                                   MaxInputBytes, Output, Quiet, Select, Trust, load_cli_config, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.fileops import write_atomic
@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         allow_class: AllowClass = None,
         code: Code = None,
         trust: Trust = False,
+        limit: Limit = None,
         hash_all: HashAll = False,
         baseline: Optional[str] = typer.Option(None, "--baseline", help="Ignore the findings recorded in this baseline file: only new ones are reported and counted."),
         write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="Record every current finding in this file (then exit 0 unless a model failed)."),
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
 
         normalise_loss(loss)  # an unknown loss is a usage error before any model loads
         shapes = parse_shapes(input_shape)
-        opts = load_options(trust, allow_class, code, arch, device, hash_all)
+        opts = load_options(trust, allow_class, code, arch, device, hash_all, limit)
         if jobs < 1:
             fail(f"--jobs {jobs}: need at least 1", "e.g. --jobs 4")
         if timeout is not None and timeout <= 0:

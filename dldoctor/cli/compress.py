@@ -6,8 +6,8 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_rendered, handle_errors
-from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, CompressFormat, CompressOutput,
-                                  InputDtype, InputShapeAtBatch1, MaxInputBytes, Quiet, Timeout, Trust, load_options,
+from dldoctor.cli.options import (AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, Limit,
+                                  MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Quiet, Timeout, Trust, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.transforms import catalog as transforms
 
@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         allow_class: AllowClass = None,
         code: Code = None,
         trust: Trust = False,
+        limit: Limit = None,
         fmt: CompressFormat = "rich",
         quiet: Quiet = False,
         timeout: Timeout = None,
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.collect.inputs import input_budget
 
         shapes = parse_shapes(input_shape)
-        opts = load_options(trust, allow_class, code, arch)
+        opts = load_options(trust, allow_class, code, arch, limit=limit)
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -6,8 +6,8 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, emit_rendered, error_line, fail, handle_errors
-from dldoctor.cli.options import (AllowClass, Code, ConfigFile, DiffArch, DiffDevice, DiffDtype, DiffFormat,
-                                  DiffInputShape, DiffOutput, Quiet, Trust, load_options, parse_shapes, warn_if_trusted)
+from dldoctor.cli.options import (AllowClass, Code, ConfigFile, DiffArch, DiffDevice, DiffDtype, DiffFormat, DiffInputShape, DiffOutput, Limit,
+                                  Quiet, Trust, load_options, parse_shapes, warn_if_trusted)
 
 GROWTH_HELP = "Fail (exit 1) when {what} grows more than this against OLD: 5% or 0.05 (a negative value demands a shrink)."
 
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         allow_class: AllowClass = None,
         code: Code = None,
         trust: Trust = False,
+        limit: Limit = None,
         optimizer: Optional[str] = typer.Option(None, "--optimizer", help="Optimizer for training memory: sgd, adam, adamw or none. Default: a report side's, else adam."),
         no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass on model sides."),
         rules: bool = typer.Option(True, "--rules/--no-rules", help="Run the rules on model sides so new and fixed findings can be compared."),
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
         opt = optimizer or (ref.memory.optimizer if ref is not None else None) or "adam"
         opts = None
         if len(saved) < 2:
-            opts = load_options(trust, allow_class, code, arch, device)
+            opts = load_options(trust, allow_class, code, arch, device, limit=limit)
             warn_if_trusted(err, trust)
         notes: list[str] = []
         for s in (old, new):

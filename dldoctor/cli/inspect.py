@@ -7,10 +7,10 @@ from typing import Iterator, List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_rendered, error_line, handle_errors
-from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, ConfigFile, Dtype, HashAll,
-                                  InputShape, InspectBatchSizes, InspectDevice, InspectFormat, Loss, MaxInputBytes,
-                                  Output, Quiet, Timeout, Trust, load_cli_config, load_options, parse_max_input_bytes,
-                                  parse_shapes, warn_if_trusted)
+from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, Dtype, HashAll, InputShape, InspectBatchSizes, InspectDevice, InspectFormat,
+                                  Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet, Timeout,
+                                  Trust, load_cli_config, load_options, parse_max_input_bytes, parse_shapes,
+                                  warn_if_trusted)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         allow_class: AllowClass = None,
         code: Code = None,
         trust: Trust = False,
+        limit: Limit = None,
         hash_all: HashAll = False,
         optimizer: str = typer.Option("adam", "--optimizer", help="Optimizer for the training-step memory estimate: sgd, adam, adamw or none."),
         depth: Optional[int] = typer.Option(None, "--depth", "-d", help="Fold modules deeper than this in the layer table (terminal default 3; JSON keeps all unless set)."),
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         shapes = parse_shapes(input_shape)
         sizes = parse_shape(batch_sizes) if batch_sizes else None
-        opts = load_options(trust, allow_class, code, arch, device, hash_all)
+        opts = load_options(trust, allow_class, code, arch, device, hash_all, limit)
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
 

@@ -44,6 +44,7 @@ AllowClass = Annotated[Optional[List[str]], typer.Option("--allow-class", help="
 Code = Annotated[Optional[List[str]], typer.Option("--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable.")]
 Trust = Annotated[bool, typer.Option("--trust", help=TRUST_HELP)]
 HashAll = Annotated[bool, typer.Option("--hash", help=HASH_HELP)]
+Limit = Annotated[Optional[List[str]], typer.Option("--limit", help="Change one of the resource limits a file is held to, e.g. --limit pickle_depth=2000 or --limit member_bytes=256MiB; repeatable (names and defaults: docs/security.md, Limits).")]
 
 # inspect and check trace on meta too, and say what it costs each; probe and profile run the model for real
 CheckDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta (meta: nothing allocated; weight rules are skipped).")]
@@ -105,13 +106,14 @@ ExplainFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (rendered Markd
 # -- from flags to API arguments ----------------------------------------------------------------------------------
 
 def load_options(trust: bool, allow_class: list[str] | None, code: list[str] | None, arch: str | None,
-                 device: str = "cpu", hash_all: bool = False) -> LoadOptions:
-    """The `LoadOptions` of --trust, --allow-class, --code, --arch, --device and --hash. profile and compress load
+                 device: str = "cpu", hash_all: bool = False, limit: list[str] | None = None) -> LoadOptions:
+    """The `LoadOptions` of --trust, --allow-class, --code, --arch, --device, --hash and --limit. profile and compress load
     on the CPU (the default) and move the model themselves."""
     from dldoctor.load.base import HASH_LIMIT, LoadOptions
+    from dldoctor.load.limits import parse
 
     return LoadOptions(trust=trust, allow_classes=tuple(allow_class or ()), code=tuple(code or ()), arch=arch,
-                       device=device, hash_limit=None if hash_all else HASH_LIMIT)
+                       device=device, hash_limit=None if hash_all else HASH_LIMIT, limits=parse(limit or ()))
 
 
 def warn_if_trusted(err: Any, trust: bool) -> None:

@@ -6,10 +6,10 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
-from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, ConfigFile, FailOn, Ignore,
-                                  MaxInputBytes, Output, ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet,
-                                  RunDevice, Select, Timeout, Trust, load_cli_config, load_options,
-                                  parse_max_input_bytes, parse_shapes, warn_if_trusted)
+from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, FailOn, Ignore, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output,
+                                  ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet, RunDevice, Select,
+                                  Timeout, Trust, load_cli_config, load_options, parse_max_input_bytes,
+                                  parse_shapes, warn_if_trusted)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         allow_class: AllowClass = None,
         code: Code = None,
         trust: Trust = False,
+        limit: Limit = None,
         no_attribution: bool = typer.Option(False, "--no-attribution", help="Skip the captum attributions."),
         fmt: ProbeFormat = "rich",
         output: Output = None,
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from dldoctor.api.probe import probe
 
         shapes = parse_shapes(input_shape)
-        opts = load_options(trust, allow_class, code, arch, device)
+        opts = load_options(trust, allow_class, code, arch, device, limit=limit)
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
         with err.status(f"probing {markup(model)} ({steps} steps)", spinner="dots"), deadline(timeout), input_budget(budget):

@@ -6,10 +6,10 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
-from dldoctor.cli.options import (MAX_INPUT_BYTES_DEFAULT, AllowClass, Arch, Code, FailOn, InputDtype,
-                                  InputShapeAtBatch1, MaxInputBytes, Output, Precision, ProfileBatchSizes,
-                                  ProfileConfigFile, ProfileFormat, Quiet, RunDevice, Timeout, Trust, load_cli_config,
-                                  load_options, parse_max_input_bytes, parse_shapes, warn_if_trusted)
+from dldoctor.cli.options import (AllowClass, Arch, Code, FailOn, InputDtype, InputShapeAtBatch1, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes,
+                                  Output, Precision, ProfileBatchSizes, ProfileConfigFile, ProfileFormat, Quiet,
+                                  RunDevice, Timeout, Trust, load_cli_config, load_options,
+                                  parse_max_input_bytes, parse_shapes, warn_if_trusted)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         allow_class: AllowClass = None,
         code: Code = None,
         trust: Trust = False,
+        limit: Limit = None,
         fmt: ProfileFormat = "rich",
         output: Output = None,
         fail_on: FailOn = None,
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         if not sizes or min(sizes) < 1:
             fail(f"--batch-sizes {batch_sizes!r}: each batch size must be at least 1", "e.g. --batch-sizes 1,8,32")
         shapes = parse_shapes(input_shape)
-        opts = load_options(trust, allow_class, code, arch)  # loaded on the CPU; profile moves it to --device
+        opts = load_options(trust, allow_class, code, arch, limit=limit)  # loaded on the CPU; profile moves it to --device
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
         with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout), input_budget(budget):

@@ -63,6 +63,13 @@ def load(source: str, opts: LoadOptions | None = None) -> Loaded:
     Raises LoadError (bad input) or UnsafeModelError (the file wants code; nothing ran).
     """
     opts = opts or LoadOptions()
+    from dldoctor.load.limits import in_force
+
+    with in_force(opts.limits):
+        return _load(source, opts)
+
+
+def _load(source: str, opts: LoadOptions) -> Loaded:
     if opts.device not in _DEVICES:
         raise LoadError(f"unknown device {opts.device!r}", hint="use --device cpu, cuda or meta")
     if is_spec(source):

@@ -18,6 +18,7 @@ class LoadOptions:
     arch: str | None = None  # "pkg.mod:factory(args)" to build a module for a state_dict
     device: str = "cpu"  # "cpu" | "cuda" | "meta"
     hash_limit: int | None = HASH_LIMIT  # files larger than this get no sha256 (None: hash every file)
+    limits: Any = None  # a load.limits.Limits from --limit NAME=VALUE; None: the defaults
 
 
 @dataclass

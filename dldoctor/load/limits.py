@@ -12,7 +12,10 @@ the tensor bytes it actually loads. docs/security.md ("Limits") has the same tab
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, fields, replace
+from typing import Iterator
 
 from dldoctor.errors import LoadError
 
@@ -79,7 +82,70 @@ class Limits:
     """Subgraphs nested in node attributes (If/Loop/Scan bodies)."""
 
 
-LIMITS = Limits()
+_CURRENT: ContextVar[Limits] = ContextVar("dldoctor_limits", default=Limits())
+
+
+class _InForce:
+    """`LIMITS.x`: the limit in force now: the default, or the value `--limit x=N` set for this load."""
+
+    def __getattr__(self, name: str) -> int:
+        return getattr(_CURRENT.get(), name)
+
+    def __repr__(self) -> str:
+        return repr(_CURRENT.get())
+
+
+LIMITS: Limits = _InForce()  # type: ignore[assignment]
+
+
+def names() -> list[str]:
+    return [f.name for f in fields(Limits)]
+
+
+def parse(items: list[str] | tuple[str, ...]) -> Limits | None:
+    """`--limit NAME=VALUE` (repeatable) -> the Limits with those values; None when none is given. A usage
+    error (LoadError) for an unknown name or a value that is not a positive integer (sizes as 64MiB work)."""
+    if not items:
+        return None
+    changes: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in names():
+            raise LoadError(f"--limit {item!r}: not NAME=VALUE with a known limit",
+                            hint="limits: " + ", ".join(names()) + " (see 'Limits' in docs/security.md)")
+        try:
+            n = _size(value.strip())
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise LoadError(f"--limit {item!r}: the value must be a positive integer (sizes like 64MiB work)",
+                            hint=f"e.g. --limit {name}={getattr(Limits(), name)}")
+        changes[name] = n
+    return replace(Limits(), **changes)
+
+
+def _size(text: str) -> int:
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 10**3,
+             "m": 10**6, "g": 10**9}
+    low = text.lower().replace("_", "")
+    for suffix, mult in units.items():
+        if low.endswith(suffix):
+            return int(float(low[: -len(suffix)]) * mult)
+    return int(low)
+
+
+@contextmanager
+def in_force(limits: Limits | None) -> Iterator[None]:
+    """Make `limits` the ones every loader reads (LIMITS) for the duration of the block; None keeps the defaults."""
+    if limits is None:
+        yield
+        return
+    token = _CURRENT.set(limits)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
 
 HINT = (
     "the file is past one of dldoctor's resource limits (see 'Limits' in docs/security.md): it was "

@@ -492,3 +492,29 @@ def test_onnx_walks_have_a_depth_limit_and_a_node_budget():
         list(all_tensors(model, Limits(onnx_depth=2)))
     with pytest.raises(ResourceLimitError, match=r"the ONNX graph has more than 10 nodes \(limit 10\)"):
         list(all_tensors(model, Limits(walk_nodes=10)))
+
+
+def test_limit_flag_changes_a_limit_for_the_whole_run(tmp_path):
+    """--limit NAME=VALUE: a checkpoint legitimately nested past the default is loaded when the user raises the
+    limit, in this process and in check's worker processes; a bad name or value is one usage line."""
+    from dldoctor.load.base import LoadOptions
+    from dldoctor.load.limits import parse
+
+    obj = {"x": torch.zeros(2)}
+    for _ in range(250):  # past walk_depth (200), far below anything that could hurt
+        obj = {"n": obj}
+    p = tmp_path / "nested.pt"
+    torch.save(obj, p)
+    with pytest.raises(ResourceLimitError, match=r"\(limit 200\)"):
+        load(str(p))
+    loaded = load(str(p), LoadOptions(limits=parse(["walk_depth=400"])))
+    assert loaded.tensors and LIMITS.walk_depth == 200  # the raised limit held for that load only
+    ok, refused, jobs, bad_name, bad_value = run_cli(
+        ["inspect", str(p), "-q", "--limit", "walk_depth=400"], ["inspect", str(p), "-q"],
+        ["check", str(p), str(p), "-q", "--jobs", "2", "--limit", "walk-depth=400", "--select", "ARC001"],
+        ["inspect", str(p), "--limit", "bogus=1"], ["inspect", str(p), "--limit", "walk_depth=-3"])
+    assert ok["code"] == 0, ok
+    assert_refused(refused, "(limit 200)")
+    assert jobs["code"] in (0, 1) and "refused" not in jobs["out"], jobs
+    for res in (bad_name, bad_value):
+        assert res["code"] == 2 and res["out"].count("dldoctor: error:") == 1 and "--limit" in res["out"], res
