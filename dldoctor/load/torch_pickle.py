@@ -12,10 +12,8 @@ Anything else raises UnsafeModelError, unless the user passed trust.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
-import importlib.util
 import os
 import pickle
 import re
@@ -28,7 +26,7 @@ from typing import Any
 from dldoctor.errors import LoadError, UnsafeModelError, quote
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import SUPPORTED_HINT, check_zip, describe_exc, first_line, read_member, stem
-from dldoctor.load.factory import cwd_on_path, import_module
+from dldoctor.load.factory import cwd_on_path, import_module, import_path
 from dldoctor.load.limits import ResourceLimitError
 from dldoctor.load.pickle_scan import PickleLimitError, PickleScanError, scan, scan_torch_legacy, strip_legacy_module_ids
 from dldoctor.load.statedict import (
@@ -233,32 +231,7 @@ def _import_code(spec: str) -> Any:
                     return mod
             except LoadError:
                 pass
-        name = stem(path)
-        existing = sys.modules.get(name)
-        if existing is not None:
-            f = getattr(existing, "__file__", None)
-            if f and os.path.realpath(f) == path:
-                return existing
-        if existing is not None or not name.isidentifier():
-            digest = hashlib.sha1(path.encode()).hexdigest()[:8]
-            safe = re.sub(r"\W", "_", name)
-            name = f"_dldoctor_code_{safe}_{digest}"
-            if name in sys.modules:
-                return sys.modules[name]
-        parent = os.path.dirname(path)
-        if parent not in sys.path:  # appended, never first: the file's neighbours must not shadow installed packages
-            sys.path.append(parent)
-        mspec = importlib.util.spec_from_file_location(name, path)
-        if mspec is None or mspec.loader is None:
-            raise LoadError(f"{what}: cannot import this file", hint="give a .py file")
-        module = importlib.util.module_from_spec(mspec)
-        sys.modules[name] = module
-        try:
-            mspec.loader.exec_module(module)
-        except Exception as e:
-            sys.modules.pop(name, None)
-            raise LoadError(f"{what}: importing it raised {describe_exc(e)}", hint="fix the error in that file") from None
-        return module
+        return import_path(path, what)  # its own name unless an installed module has it; folder appended
     if not all(p.isidentifier() for p in spec.split(".")):
         raise LoadError(f"{what}: not a module name or .py file", hint="give pkg.module or path/to/file.py")
     return import_module(spec, what)

@@ -796,3 +796,17 @@ def test_cli_hash_flag_computes_it_however_large(tmp_path, monkeypatch):
         r = CliRunner().invoke(app, ["inspect", str(p), "-f", "json", "-q", *extra])
         assert r.exit_code == 0, r.output
         assert _json.loads(r.stdout)["model"]["sha256"] == want
+
+
+def test_code_file_named_like_an_installed_package_never_takes_its_name(tmp_path):
+    """--code ./captum.py: the file is imported under a name of its own; a later `import captum` (the probe's
+    attributions) still gets the installed package, even when nothing had imported it before."""
+    import subprocess
+    import sys
+
+    (tmp_path / "captum.py").write_text("class Net:\n    pass\n")
+    code = ("import sys; from dldoctor.load.torch_pickle import _import_code; "
+            f"m = _import_code({str(tmp_path / 'captum.py')!r}); import captum; "
+            "print(m.__name__ != 'captum', hasattr(captum, 'attr'), hasattr(m, 'Net'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "True", "True"], r.stdout + r.stderr
