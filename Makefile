@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (Python 3.11, nothing installed):
 #   make demo   set up .venv and inspect a sample model
-#   make test   set up .venv (with torchvision for the zoo-parity tests) and run the suite
+#   make test   set up .venv (with torchvision for the zoo-parity tests and the hf extra) and run the suite
 PY     ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_CPU ?= torch==2.13.0
 TORCH_ZOO ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv zoo samples bench rules-docs clean browser
+.PHONY: demo test venv zoo hf samples bench rules-docs clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ venv: $(BIN)/python
 zoo: $(BIN)/python
 	@$(BIN)/python -c "import torchvision" 2>/dev/null || $(PIP) install $(TORCH_ZOO)
 
+# transformers + timm + safetensors: Hugging Face folders (dldoctor[hf]); the tests of load/hf_folder.py need them
+hf: venv
+	@$(BIN)/python -c "import transformers, timm, safetensors" 2>/dev/null || $(PIP) install -e ".[dev,hf]"
+
 samples: venv
 	$(BIN)/python sample_models/build.py --out sample_models/out
 
@@ -31,7 +35,7 @@ demo: samples
 browser:
 	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || echo "chromium not installed: the headless-browser test will skip"
 
-test: zoo venv browser
+test: zoo venv hf browser
 	$(BIN)/python -m pytest -q -ra
 
 bench: zoo venv

@@ -10,7 +10,8 @@ For each model in ``sample_models.zoo.FACTORIES`` this writes:
 * ``<name>.onnx``         ONNX, opset 17, dynamic batch axis (TorchScript exporter)
 * ``<name>.safetensors``  state_dict in the safetensors format (written here, no package)
 
-plus ``plain_cnn.torchscript.pt``, ``plain_cnn.pt2`` (``torch.export``; skipped
+plus ``hf_gpt2/`` (a Hugging Face ``save_pretrained`` folder of a 2-layer GPT-2; needs transformers),
+``plain_cnn.torchscript.pt``, ``plain_cnn.pt2`` (``torch.export``; skipped
 with a note where export fails) and ``external/plain_cnn.onnx`` whose weights
 live in ``external/weights.bin``.
 """
@@ -173,10 +174,44 @@ def build(out_dir: os.PathLike | str, verbose: bool = True) -> List[Path]:
         if name == "plain_cnn":
             _plain_cnn_extras(model, x, out, wrote, verbose)
 
+    folder = build_hf_gpt2(out)
+    if folder is None:
+        if verbose:
+            print(f"skipped {out / HF_GPT2}/: needs transformers (pip install \"dldoctor[hf]\")")
+    else:
+        for path in sorted(folder.iterdir()):
+            wrote(path)
+
     if verbose:
         total = sum(p.stat().st_size for p in written)
         print(f"{len(written)} files, {total:,} bytes ({total / 2**20:.2f} MiB) in {out}")
     return written
+
+
+HF_GPT2 = "hf_gpt2"
+
+
+def build_hf_gpt2(out_dir: os.PathLike | str, seed: int = 0) -> Path | None:
+    """A Hugging Face folder (``save_pretrained``: config.json + model.safetensors) of a 2-layer GPT-2 (n_embd 32,
+    2 heads, 256 tokens, 128 positions; lm_head tied to the token embedding, so written once). None without
+    transformers. Built offline from a config; leaves the global RNG alone."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import transformers
+    except ImportError:
+        return None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=256, n_positions=128,
+                                  bos_token_id=0, eos_token_id=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.GPT2LMHeadModel(cfg).eval()
+    folder = Path(out_dir) / HF_GPT2
+    with _quiet():
+        model.save_pretrained(str(folder))
+    return folder
 
 
 def _plain_cnn_extras(model: nn.Module, x: torch.Tensor, out: Path,

@@ -31,12 +31,16 @@ def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
     """Folders become the model files inside them (sorted, recursive, hidden entries skipped); everything else
     passes through. An entry named like a model that is not a regular file (a FIFO, a socket, a device, a link to
     nothing) is kept: loading it gives one error line for that entry, and the other files are still read. A
-    folder named like a model is searched like any other folder. A folder that cannot be listed is one line in
+    folder named like a model is searched like any other folder. A Hugging Face model folder (config.json beside
+    its weights, or a hub cache entry models--org--name/, see load/hf_folder.py), given or found, is one model: its
+    shards are not listed one by one. A folder that cannot be listed is one line in
     `problems` (when given) instead of being passed over in silence; a folder with no model file in it at all
     raises LoadError."""
+    from dldoctor.load.hf_folder import is_hf_folder
+
     out: list[str] = []
     for s in sources:
-        if not os.path.isdir(s):
+        if not os.path.isdir(s) or is_hf_folder(s):  # a Hugging Face folder is one model, not its shards
             out.append(s)
             continue
         found: list[str] = []
@@ -47,6 +51,9 @@ def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
 
         for folder, dirs, files in os.walk(s, onerror=note):  # links to folders are not followed
             dirs[:] = [d for d in dirs if not d.startswith(".")]
+            hf = [d for d in dirs if is_hf_folder(os.path.join(folder, d))]
+            found.extend(os.path.normpath(os.path.join(folder, d)) for d in hf)
+            dirs[:] = [d for d in dirs if d not in hf]
             for name in files:
                 if not name.startswith(".") and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
                     found.append(os.path.normpath(os.path.join(folder, name)))

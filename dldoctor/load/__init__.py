@@ -48,6 +48,7 @@ FORMATS = (
     "torchscript",
     "torch-export",
     "safetensors",
+    "hf-folder",  # a Hugging Face model folder (config.json + weights), see load/hf_folder.py
 )
 
 _DEVICES = ("cpu", "cuda", "meta")
@@ -78,6 +79,12 @@ def _load(source: str, opts: LoadOptions) -> Loaded:
         return load_factory(source, opts)
 
     try:
+        from dldoctor.load.hf_folder import is_hf_folder
+
+        if is_hf_folder(source):
+            from dldoctor.load.hf_folder import load_hf_folder
+
+            return load_hf_folder(source, opts)
         return _load_file(source, opts)
     except OSError as e:
         # a read that fails (EIO from a failing disk or network mount, a file removed or made unreadable mid-scan):
