@@ -12,7 +12,10 @@ Convention (the same as torchvision's published `_ops`): a MAC is one
 multiply-accumulate in a convolution, a matrix product or attention. Elementwise,
 normalisation, pooling and data-movement ops are listed in `NO_MAC_OPS` with the
 reason they are not counted. Any other op is reported by name as uncounted and
-makes the figure partial.
+makes the figure partial. Detection models add torchvision's `nms` and `roi_align`
+(selection and bilinear sampling), language models `cumsum` (position ids) and MoE
+routers `histc`/`bincount`/`floor_divide`; all listed, so they leave the status
+`complete`. Grouped (MoE expert) matrix products `_grouped_mm` have a formula.
 """
 from __future__ import annotations
 
@@ -116,6 +119,23 @@ def _mkldnn_conv(args: tuple, kwargs: dict, out: Any) -> int:
     return int(_fc.conv_flop_count(args[0].shape, args[1].shape, out.shape, False))
 
 
+def _grouped_mm(args: tuple, kwargs: dict, out: Any) -> int:
+    """`_grouped_mm(self, mat2, offs=None, ...)` and its scaled (fp8) twins: one matrix product per group.
+
+    The groups partition one dimension, so each output element is one dot product of length K
+    (self's last dimension) in every layout but one: 2D x 3D (MoE experts: rows of self split by
+    `offs`, out M x N, sum over groups m_g*K*N = M*K*N), 3D x 3D (a batch of G products, out
+    G x M x N) and 3D x 2D (columns split, out M x N) all cost out.numel() * K. In 2D x 2D the
+    contraction dimension is split (the weight gradient of the experts: out G x M x N, group g
+    sums k_g products), so the total is M * N * K with K the whole of self's last dimension.
+    """
+    a, b = args[0], args[1]
+    k = a.shape[-1]
+    if a.dim() == 2 and b.dim() == 2:
+        return 2 * (out.numel() // max(out.shape[0], 1)) * k
+    return 2 * out.numel() * k
+
+
 def _build_table() -> dict[Any, Formula]:
     table: dict[Any, Formula] = {p: _from_torch(p) for p in _fc.flop_registry}
     extra: dict[str, Formula] = {
@@ -135,6 +155,10 @@ def _build_table() -> dict[Any, Formula]:
         "vdot": _dot,
         "_addmm_activation": _addmm_activation,
         "mkldnn_convolution": _mkldnn_conv,
+        "_grouped_mm": _grouped_mm,
+        "grouped_mm": _grouped_mm,
+        "_scaled_grouped_mm": _grouped_mm,
+        "_scaled_grouped_mm_v2": _grouped_mm,
     }
     for name, f in extra.items():
         packet = getattr(aten, name, None)
@@ -173,7 +197,21 @@ for _reason, _names in {
     "interpolation (a few elementwise operations per output)": "upsample_bilinear2d upsample_bicubic2d upsample_linear1d "
     "upsample_trilinear3d grid_sampler_2d _upsample_bilinear2d_aa",
     "sorting and selection (comparisons, not MACs)": "topk sort argsort max min argmax argmin nonzero unique _unique2 kthvalue "
-    "median cummax cummin searchsorted bucketize where",
+    "median cummax cummin searchsorted bucketize where unique_consecutive unique_dim nonzero_static argwhere isin "
+    "nms",  # nms: torchvision::nms, box overlaps compared against a threshold
+    "running sums and products (scans: additions or products along a dimension, not MACs)": "cumsum cumsum_ cumprod "
+    "cumprod_ logcumsumexp _logcumsumexp",
+    "counting into bins (comparisons and increments, not MACs)": "histc histogram bincount _histogramdd_bin_edges "
+    "_histogramdd_from_bin_cts _histogramdd_from_bin_tensors",
+    "integer and remainder division (elementwise, not a MAC)": "floor_divide floor_divide_ remainder fmod diff",
+    "indexing with accumulation (additions into an index, not MACs)": "index_add index_add_ scatter_reduce "
+    "scatter_reduce_ index_reduce index_reduce_ _index_put_impl_",
+    "indexing (data movement, no arithmetic)": "masked_select masked_scatter masked_scatter_ take take_along_dim "
+    "index_fill index_fill_ index_copy index_copy_ put put_ one_hot meshgrid",
+    "region pooling of detection heads (bilinear samples or a max over each box, not MACs)": "roi_align roi_pool "
+    "ps_roi_align ps_roi_pool _roi_align_backward _roi_pool_backward _ps_roi_align_backward _ps_roi_pool_backward",
+    "runtime checks (no arithmetic)": "_assert_async _functional_assert_async _assert_scalar _functional_assert_scalar "
+    "_assert_tensor_metadata sym_constrain_range sym_constrain_range_for_size _print item",
     "gradient bookkeeping in the backward pass (elementwise)": "threshold_backward native_batch_norm_backward "
     "native_layer_norm_backward native_group_norm_backward max_pool2d_with_indices_backward avg_pool2d_backward "
     "_adaptive_avg_pool2d_backward _softmax_backward_data _log_softmax_backward_data embedding_dense_backward "

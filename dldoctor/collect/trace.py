@@ -6,7 +6,9 @@ and the bytes of live tensors (for peak activation memory). The pass runs on the
 meta device by default: shapes and op choice are the same, nothing is allocated,
 and PyTorch's fused attention fast path (invisible to other counters) is not
 taken. The user's module is never changed: parameters and buffers are swapped
-for stand-ins with `torch.func.functional_call`, hooks are removed and training
+for stand-ins with `torch.func.functional_call`, tensors kept in plain attributes
+(`AnchorGenerator.cell_anchors`, a list) are swapped for copies and every plain
+attribute is put back as found (`kept_as_found`), hooks are removed and training
 flags restored in `finally` blocks.
 """
 from __future__ import annotations
@@ -276,6 +278,132 @@ def _stand_ins(module: torch.nn.Module, device: str, train: bool) -> dict[str, t
     return state
 
 
+# what nn.Module.__init__ puts in every module's __dict__: torch's own bookkeeping, not the user's state
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+_MAX_ITEMS = 100_000  # container items walked per pass: a pathological attribute cannot make the walk slow
+
+
+class _PlainState:
+    """Every plain attribute of every submodule, as found, and copies of the tensors they hold.
+
+    Parameters and buffers are swapped by `functional_call`; a tensor a module keeps in a plain
+    attribute (a tensor, or inside a list, tuple or dict) is not, so a pass could move it to meta
+    (`self.cell_anchors = [a.to(device) ...]`), change it in place, or replace it, and the next
+    pass would find it changed. Inside the block each such tensor is a copy on its own device (the
+    stand-in of a parameter or buffer when it is one), so the originals are never touched; on exit
+    each module's plain attributes are put back by identity, attributes the pass added are removed,
+    and lists, dicts and sets reachable from them get their contents back.
+    """
+
+    def __init__(self, module: torch.nn.Module, aliases: dict[int, torch.Tensor] | None = None) -> None:
+        self.dicts: list[tuple[dict, dict]] = []
+        self.containers: dict[int, tuple[Any, Any]] = {}
+        self.copies: dict[int, Any] = {}  # id(original) -> its stand-in (shared objects stay shared)
+        self.aliases = aliases or {}
+        self.items = 0
+        seen: set[int] = set()
+        for m in module.modules():
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            d = m.__dict__
+            snap = {k: v for k, v in d.items() if k not in _MODULE_INTERNALS}
+            self.dicts.append((d, snap))
+            for v in snap.values():
+                self._remember(v, 0)
+
+    def _remember(self, v: Any, depth: int) -> None:
+        if depth > 4 or self.items > _MAX_ITEMS or not isinstance(v, (list, dict, set, tuple)) or id(v) in self.containers:
+            return
+        self.items += len(v)
+        if not isinstance(v, tuple):
+            self.containers[id(v)] = (v, dict(v) if isinstance(v, dict) else (set(v) if isinstance(v, set) else list(v)))
+        for x in v.values() if isinstance(v, dict) else v:
+            self._remember(x, depth + 1)
+
+    def _has_tensor(self, v: Any, depth: int = 0) -> bool:
+        if isinstance(v, torch.Tensor):
+            return True
+        if depth > 4 or not isinstance(v, (list, tuple, dict)):
+            return False
+        return any(self._has_tensor(x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+    def _copy(self, v: Any, depth: int = 0) -> Any:
+        if id(v) in self.copies:
+            return self.copies[id(v)]
+        if isinstance(v, torch.Tensor):
+            c = self.aliases.get(id(v))
+            if c is None:
+                try:
+                    c = v.detach().clone()
+                    if v.requires_grad and v.is_floating_point():
+                        c.requires_grad_(True)
+                except Exception:  # noqa: BLE001 - an exotic tensor it cannot copy stays itself
+                    c = v
+        elif depth > 4 or not self._has_tensor(v, depth):
+            return v
+        elif isinstance(v, dict):
+            c = type(v)((k, self._copy(x, depth + 1)) for k, x in v.items()) if type(v) is dict else v
+        elif isinstance(v, tuple) and type(v) is tuple:
+            c = tuple(self._copy(x, depth + 1) for x in v)
+        elif type(v) is list:
+            c = [self._copy(x, depth + 1) for x in v]
+        else:  # a subclass (a namedtuple, an OrderedDict...) is left as it is; restored by identity after
+            return v
+        self.copies[id(v)] = c
+        return c
+
+    def swap_in(self) -> list[torch.Tensor]:
+        """Put copies in place of every tensor held in plain attributes; returns the copies."""
+        for d, snap in self.dicts:
+            for k, v in snap.items():
+                if self._has_tensor(v):
+                    d[k] = self._copy(v)
+        return [c for c in self.copies.values() if isinstance(c, torch.Tensor)]
+
+    def restore(self) -> None:
+        for c, saved in self.containers.values():
+            if isinstance(c, dict):
+                if c.keys() != saved.keys() or any(c[k] is not saved[k] for k in saved):
+                    c.clear()
+                    c.update(saved)
+            elif isinstance(c, set):
+                if c != saved:
+                    c.clear()
+                    c.update(saved)
+            elif len(c) != len(saved) or any(a is not b for a, b in zip(c, saved)):
+                c[:] = saved
+        for d, snap in self.dicts:
+            for k in [k for k in d if k not in _MODULE_INTERNALS and k not in snap]:
+                del d[k]
+            for k, v in snap.items():
+                if d.get(k, _NO_KEY) is not v:
+                    d[k] = v
+
+
+@contextmanager
+def kept_as_found(module: torch.nn.Module, aliases: dict[int, torch.Tensor] | None = None) -> Iterator[list[torch.Tensor]]:
+    """Inside the block, tensors in the modules' plain attributes are copies; on exit every plain
+    attribute is as it was found (identity, and the contents of lists and dicts), whatever the block did.
+
+    `aliases` maps id(parameter or buffer) to its stand-in, so an attribute holding one gets the stand-in.
+    Yields the copies (their storages existed before the pass)."""
+    st = _PlainState(module, aliases)
+    try:
+        yield st.swap_in()
+    finally:
+        st.restore()
+
+
+def _aliases(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """id(parameter or buffer) -> its stand-in in `state`."""
+    out = {}
+    for name, t in (*module.named_parameters(), *module.named_buffers()):
+        if name in state:
+            out[id(t)] = state[name]
+    return out
+
+
 @contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     """The module in eval mode inside the block; every submodule's own flag restored after."""
@@ -297,7 +425,9 @@ def stand_ins(module: torch.nn.Module, device: str = "meta") -> Iterator[None]:
     """
     from torch.nn.utils.stateless import _reparametrize_module
 
-    with _reparametrize_module(module, _stand_ins(module, device, False), tie_weights=True, strict=False):
+    state = _stand_ins(module, device, False)
+    with kept_as_found(module, _aliases(module, state)), \
+            _reparametrize_module(module, state, tie_weights=True, strict=False):
         yield
 
 
@@ -365,8 +495,9 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
              loss: str | None = None) -> PassResult:
     """Run one forward pass (and, with `train`, a backward pass of the loss) under the counter.
 
-    The module's parameters, buffers, grads, hooks and training flags are the same afterwards,
-    whether the pass succeeds or raises; a failure is recorded in the result, not raised.
+    The module's parameters, buffers, plain attributes (tensors in them included), grads, hooks and
+    training flags are the same afterwards, whether the pass succeeds or raises; a failure is recorded
+    in the result, not raised.
     """
     r = PassResult(device=device)
     stack: list[str] = []
@@ -398,9 +529,10 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
         module.train(train)
         state = _stand_ins(module, device, train)
         args = _to_device(inputs, device)
-        live = _LiveBytes(_storage_keys(list(state.values()) + tree_flatten(args)[0]))
-        mode = _Mode(r, stack, live)
         with ExitStack() as es:
+            plain = es.enter_context(kept_as_found(module, _aliases(module, state)))
+            live = _LiveBytes(_storage_keys(list(state.values()) + plain + tree_flatten(args)[0]))
+            mode = _Mode(r, stack, live)
             if not train:
                 es.enter_context(torch.no_grad())
             es.enter_context(mode)

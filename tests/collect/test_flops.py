@@ -171,3 +171,70 @@ def test_torchvision_published_ops(name):
     assert abs(got - ref) <= max(0.01 * ref, 0.0005), (name, got, ref)
     assert rep.flops.status == "complete", rep.flops.uncounted_ops
     del tv
+
+
+# --- grouped (MoE expert) matrix products -------------------------------------------------
+
+def _grouped_cases():
+    """(self, mat2, offs, hand-counted MACs): the four layouts of aten._grouped_mm."""
+    g, m, k, n = 3, 16, 8, 16
+    offs = torch.tensor([4, 12, 16], dtype=torch.int32)  # groups of 4, 8 and 4 rows (or columns, or K)
+    rows = [4, 8, 4]
+    return [
+        # 2D x 3D, MoE forward: rows of self split among G experts: sum m_g*K*N = M*K*N
+        ("2d3d", torch.randn(m, k), torch.randn(g, k, n), offs, sum(r * k * n for r in rows)),
+        # 3D x 3D: a batch of G products
+        ("3d3d", torch.randn(g, 4, k), torch.randn(g, k, n), None, g * 4 * k * n),
+        # 2D x 2D, the experts' weight gradient: K split, out G x M x N, group g sums k_g products
+        ("2d2d", torch.randn(k, m), torch.randn(n, m).t(), offs, sum(k * r * n for r in rows)),
+        # 3D x 2D: columns of mat2 split among the groups
+        ("3d2d", torch.randn(g, 4, k), torch.randn(m, k).t(), offs, sum(4 * k * c for c in rows)),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.aten, "_grouped_mm"), reason="this torch has no _grouped_mm")
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("case", _grouped_cases(), ids=lambda c: c[0])
+def test_grouped_mm_against_a_hand_count(case, device):
+    name, a, b, offs, expected = case
+    dtype = torch.bfloat16  # the meta kernel takes bf16/fp16 only; the CPU one takes both
+    fn = Fn(lambda x, w, o=offs: torch.ops.aten._grouped_mm(x, w, o) if o is not None else torch.ops.aten._grouped_mm(x, w))
+    args = (a.to(dtype), b.to(dtype))
+
+    class G(nn.Module):
+        def forward(self, x, w):
+            return fn.fn(x, w)
+
+    r = run_pass(G(), args, device=device)
+    assert r.error is None, r.error
+    assert r.macs == expected, (name, r.macs, expected)
+    assert not r.uncounted
+    if device == "cpu" and name == "2d3d":  # the groups really are what the count assumes
+        out = torch.ops.aten._grouped_mm(a, b, offs)
+        ref = torch.cat([a[0:4] @ b[0], a[4:12] @ b[1], a[12:16] @ b[2]])
+        assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_non_mac_ops_of_detection_and_language_models_are_listed():
+    from dldoctor.collect.flops import mac_formula, no_mac_reason
+
+    ops = [torch.ops.aten.cumsum.default, torch.ops.aten.histc.default, torch.ops.aten.floor_divide.default,
+           torch.ops.aten.bincount.default, torch.ops.aten.sort.default, torch.ops.aten.topk.default,
+           torch.ops.aten.searchsorted.Tensor, torch.ops.aten._unique2.default, torch.ops.aten.argsort.default]
+    try:
+        import torchvision  # noqa: F401 - registers torchvision::nms and roi_align
+
+        ops += [torch.ops.torchvision.nms.default, torch.ops.torchvision.roi_align.default]
+    except ImportError:
+        pass
+    for op in ops:
+        assert mac_formula(op) is None and no_mac_reason(op), op
+
+    class Router(nn.Module):  # what an MoE router and position ids do: no MACs, and a complete figure
+        def forward(self, x):
+            ids = torch.ones(x.shape[:2], dtype=torch.long).cumsum(-1)
+            counts = torch.histc(x.float(), bins=4, min=0, max=1)
+            return x.sum() + ids.sum() + counts.sum() + torch.floor_divide(ids, 2).sum()
+
+    rep = dldoctor.inspect(Router(), input_shapes=[[2, 3]], training=False, receptive_field=False)
+    assert rep.flops.status == "complete" and not rep.flops.uncounted_ops, rep.flops.reason
