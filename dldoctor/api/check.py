@@ -50,6 +50,7 @@ def check_model(
     baseline_report: Report | None = None,
     batch_sizes: list[int] | None = None,
     profile: bool = False,
+    plan: Any = None,
 ) -> CheckResult:
     """Inspect one model and judge it. Load errors raise (DLDoctorError); rule failures do not."""
     from dldoctor.api.inspect import inspect_loaded
@@ -59,7 +60,7 @@ def check_model(
         training = needs_training_pass(config)
     report, loaded = inspect_loaded(
         model_or_path, inputs, input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
-        training=training, load_options=load_options, loss=loss, batch_sizes=batch_sizes,
+        training=training, load_options=load_options, loss=loss, batch_sizes=batch_sizes, plan=plan,
     )
     if profile and (loaded.module is not None or loaded.onnx_model is not None):
         # the latency budget's measurement: its batch size on its device, no breakdown, no what-ifs

@@ -10,6 +10,7 @@ from dldoctor.collect.memory import OPTIMIZERS
 from dldoctor.collect.torch_model import inspect_module, weights_only
 from dldoctor.errors import InputSpecError
 from dldoctor.load.base import Loaded, LoadOptions
+from dldoctor.report.llm_types import STRATEGIES, PlanOptions
 from dldoctor.report.types import ModelInfo, Report
 
 
@@ -20,7 +21,8 @@ def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
     without them one is guessed from the first layer and marked assumed. `loss` (ce, mse,
     bce_logits, ...) makes the training-step pass backpropagate that loss instead of a sum.
     Options: input_shapes, dtype, device, depth, optimizer, training, receptive_field,
-    load_options, loss (see `inspect_loaded`).
+    load_options, loss, plan (a `PlanOptions`: context, batch_size, gpus, strategy, lora_rank and kv_dtype of
+    the memory plan of a decoder; see `inspect_loaded`).
     """
     return inspect_loaded(model_or_path, inputs, **options)[0]
 
@@ -39,6 +41,7 @@ def inspect_loaded(
     load_options: LoadOptions | None = None,
     loss: str | None = None,
     batch_sizes: list[int] | None = None,
+    plan: PlanOptions | None = None,
 ) -> tuple[Report, Loaded]:
     """`inspect`, also handing back what was loaded: the rules' collectors need the module."""
     if optimizer not in OPTIMIZERS:
@@ -47,6 +50,7 @@ def inspect_loaded(
         raise InputSpecError(f"unknown device {device!r}", "use cpu, cuda or meta")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputSpecError("--device cuda asked for, but CUDA is not available here", "use --device cpu or meta")
+    check_plan_options(plan)
     loaded = _load(model_or_path, load_options, device)
     report = Report(model=ModelInfo(path=loaded.source, format=loaded.format, sha256=loaded.sha256, name=loaded.name))
     for note in loaded.notes:
@@ -63,8 +67,27 @@ def inspect_loaded(
     from dldoctor.report.facts import normalise_loss
 
     inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
-                    receptive_field, normalise_loss(loss), batch_sizes=batch_sizes)
+                    receptive_field, normalise_loss(loss), batch_sizes=batch_sizes, plan=plan)
     return report, loaded
+
+
+def check_plan_options(plan: PlanOptions | None) -> None:
+    """A usage error for a memory-plan option out of range, before anything loads."""
+    if plan is None:
+        return
+    from dldoctor.collect.llm_plan import DTYPE_BYTES, dtype_name
+
+    for name, v in (("context", plan.context), ("batch_size", plan.batch_size)):
+        if v is not None and v < 1:
+            raise InputSpecError(f"--{name.replace('_', '-')} {v}: need a positive integer", f"e.g. --{name.replace('_', '-')} 4096")
+    if plan.gpus < 1:
+        raise InputSpecError(f"--gpus {plan.gpus}: need a positive integer", "e.g. --gpus 8")
+    if plan.lora_rank < 1:
+        raise InputSpecError(f"--lora-rank {plan.lora_rank}: need a positive integer", "e.g. --lora-rank 16")
+    if plan.strategy not in STRATEGIES:
+        raise InputSpecError(f"unknown --strategy {plan.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
+    if plan.kv_dtype is not None and dtype_name(plan.kv_dtype) is None:
+        raise InputSpecError(f"unknown --kv-dtype {plan.kv_dtype!r}", f"use one of: {', '.join(DTYPE_BYTES)}, fp16, bf16, fp8")
 
 
 def _load(model_or_path: Any, opts: LoadOptions | None, device: str) -> Loaded:

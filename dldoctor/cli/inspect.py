@@ -11,6 +11,7 @@ from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, Dtype, Has
                                   Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet, Timeout,
                                   Trust, load_cli_config, load_options, parse_max_input_bytes, parse_shapes,
                                   warn_if_trusted)
+from dldoctor.cli.options import PlanContext, PlanGpus, PlanKvDtype, PlanLoraRank, PlanStrategy
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +40,11 @@ def register(app: typer.Typer) -> None:
         config_file: ConfigFile = None,
         timeout: Timeout = None,
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
+        context: PlanContext = None,
+        gpus: PlanGpus = 1,
+        strategy: PlanStrategy = "ddp",
+        lora_rank: PlanLoraRank = 16,
+        kv_dtype: PlanKvDtype = None,
     ) -> None:
         """Parameters, FLOPs/MACs, memory, receptive field and a per-layer table for each model."""
         check_format("inspect", fmt)
@@ -71,10 +77,15 @@ def register(app: typer.Typer) -> None:
             with err.status(f"inspecting {markup(src)}", spinner="dots"), deadline(timeout):
                 yield
 
+        from dldoctor.api.inspect import check_plan_options
+        from dldoctor.report.llm_types import PlanOptions
+
+        plan = PlanOptions(context=context, gpus=gpus, strategy=strategy, lora_rank=lora_rank, kv_dtype=kv_dtype)
+        check_plan_options(plan)
         batch = inspect_files(sources, config, max_input_bytes=budget, problems=problems, around=shown,
                               input_shapes=shapes, dtype=dtype, device=device, depth=depth if fmt == "json" else None,
                               optimizer=optimizer, training=not no_training, load_options=opts, loss=loss,
-                              batch_sizes=sizes)
+                              batch_sizes=sizes, plan=plan)
         reports, failed = batch.reports, batch.failures
         if reports:
             emit_rendered("inspect", fmt, reports, output, depth=depth if depth is not None else 3,

@@ -72,6 +72,14 @@ Precision = Annotated[str, typer.Option("--dtype", help="Model precision: fp32, 
 InspectBatchSizes = Annotated[Optional[str], typer.Option("--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed).")]
 ProfileBatchSizes = Annotated[str, typer.Option("--batch-sizes", "-b", help="Batch sizes to sweep, e.g. 1,8,32.")]
 
+# -- the memory plan of a decoder (inspect) ----------------------------------------------------------------------
+
+PlanContext = Annotated[Optional[int], typer.Option("--context", help="Memory plan of a decoder (causal LM with a config): context length in tokens for the KV cache, FLOPs and memory (default: the input's T).")]
+PlanGpus = Annotated[int, typer.Option("--gpus", help="Memory plan: number of GPUs the training memory is split over (see --strategy).")]
+PlanStrategy = Annotated[str, typer.Option("--strategy", help="Memory plan: ddp (nothing sharded), zero1 (optimizer states sharded), zero2 (+ gradients) or zero3 (FSDP full sharding: + weights).")]
+PlanLoraRank = Annotated[int, typer.Option("--lora-rank", help="Memory plan: LoRA rank on the attention projections q, k, v, o.")]
+PlanKvDtype = Annotated[Optional[str], typer.Option("--kv-dtype", help="Memory plan: KV-cache dtype (fp16, bf16, fp32, fp8; default the model's).")]
+
 # -- the rules and their configuration --------------------------------------------------------------------------
 
 ConfigFile = Annotated[Optional[str], typer.Option("--config", help="Configuration file (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder.")]

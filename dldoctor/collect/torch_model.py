@@ -12,6 +12,7 @@ from dldoctor.collect.params import dtype_name, module_param_counts, param_stats
 from dldoctor.collect.trace import PassResult, run_pass
 from dldoctor.errors import InputSpecError
 from dldoctor.load.base import Loaded
+from dldoctor.report.llm_types import LLMPlan, PlanOptions
 from dldoctor.report.types import (
     COMPLETE,
     PARTIAL,
@@ -84,6 +85,7 @@ def inspect_module(
     want_rf: bool,
     loss: str | None = None,
     batch_sizes: list[int] | None = None,
+    plan: PlanOptions | None = None,
 ) -> None:
     report.device = device
     params = param_stats(module)
@@ -103,6 +105,7 @@ def inspect_module(
         report.memory.reason = e.message
         report.receptive_field = ReceptiveField(status=UNAVAILABLE, reason=e.message)
         report.diag("warning", f"{e.message}; {e.hint}")
+        report.llm_plan = llm_plan_for(module, plan, report)
         return
 
     inf = count_pass(module, args, device, False, report)
@@ -131,6 +134,47 @@ def inspect_module(
     else:
         report.receptive_field = ReceptiveField(status=UNAVAILABLE, reason="not computed (disabled)")
     report.layers = _layers(module, inf, per_module_rf, depth)
+    report.llm_plan = llm_plan_for(module, plan, report)
+
+
+_DECODER_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_DEFAULT_CONTEXT = 128
+
+
+def llm_plan_for(module: torch.nn.Module, opts: PlanOptions | None, report: Report | None = None) -> LLMPlan | None:
+    """The memory plan of a decoder that carries its transformers-style `config` (num_hidden_layers,
+    hidden_size, num_attention_heads, ...); None for anything else (nothing is inferred from the module's
+    structure alone). Context and batch default to the example input's (batch, T), else 1 × 128."""
+    from dldoctor.collect.llm_plan import arch_from_config, build_plan
+
+    config = getattr(module, "config", None)
+    names = [type(module).__name__, *(_config_get(config, "architectures") or ())]
+    if config is None or not any(str(n).endswith(_DECODER_SUFFIXES) for n in names):
+        return None
+    unique = {id(p): p for p in module.parameters()}
+    emb = {id(p): p for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters(recurse=False)}
+    total = sum(p.numel() for p in unique.values())
+    wbytes = sum(p.numel() * p.element_size() for p in unique.values())
+    by_dtype: dict[str, int] = {}
+    for p in unique.values():
+        by_dtype[dtype_name(p.dtype)] = by_dtype.get(dtype_name(p.dtype), 0) + p.numel()
+    wdtype = max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
+    arch = arch_from_config(config, total, sum(p.numel() for p in emb.values()), wbytes, wdtype)
+    if arch is None:
+        return None
+    opts = opts or PlanOptions()
+    context, batch = opts.context, opts.batch_size
+    tokens = next((i.shape for i in (report.inputs if report else []) if len(i.shape) == 2
+                   and not i.dtype.startswith(("float", "bfloat", "complex"))), None)
+    if context is None:
+        context = tokens[1] if tokens else _DEFAULT_CONTEXT
+    if batch is None:
+        batch = tokens[0] if tokens else 1
+    return build_plan(arch, opts, max(1, context), max(1, batch))
+
+
+def _config_get(config: Any, name: str) -> Any:
+    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
 
 
 def _memory_by_batch(module: torch.nn.Module, args: tuple, sizes: list[int], params: ParamStats, trainable_bytes: int,

@@ -11,10 +11,11 @@ from enum import Enum
 from typing import Any
 
 from dldoctor.report.compress_types import CompressResult
+from dldoctor.report.llm_types import LLMPlan
 from dldoctor.report.probe_types import ProbeResult
 from dldoctor.report.profile_types import ProfileResult
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.2"
 
 COMPLETE = "complete"
 PARTIAL = "partial"
@@ -160,6 +161,7 @@ class Report:
     probe: ProbeResult | None = None  # from `dldoctor probe` / `dldoctor.watch`
     profile: ProfileResult | None = None  # from `dldoctor profile`
     compress: CompressResult | None = None  # from `dldoctor compress`
+    llm_plan: LLMPlan | None = None  # decoders (causal LMs) with a config: the memory plan
     schema_version: str = SCHEMA_VERSION
 
     # -- serialisation -----------------------------------------------------
@@ -191,6 +193,7 @@ class Report:
             probe=_probe_from(d.get("probe")),
             profile=_profile_from(d.get("profile")),
             compress=_compress_from(d.get("compress")),
+            llm_plan=LLMPlan.from_dict(d.get("llm_plan")),
         )
 
     def diag(self, level: str, message: str, where: str | None = None) -> None:

@@ -39,7 +39,8 @@ def summary(r: Report) -> Panel:
     t.add_column()
     t.add_row("model", f"{markup(r.model.path)}  [dim]({markup(r.model.format)})[/]")
     if r.inputs:
-        ins = "; ".join(f"{'×'.join(map(str, i.shape))} {markup(i.dtype)}" + (" [dim](assumed)[/]" if i.assumed else "") for i in r.inputs)
+        ins = "; ".join((f"{markup(i.name)} " if getattr(i, "name", None) else "") + f"{'×'.join(map(str, i.shape))} "
+                        f"{markup(i.dtype)}" + (" [dim](assumed)[/]" if i.assumed else "") for i in r.inputs)
         t.add_row("input", ins)
     p = r.params
     ptxt = f"{p.total:,} ({si(p.total)})  trainable {p.trainable:,}  frozen {p.frozen:,}  buffers {p.buffers:,}"
@@ -80,6 +81,41 @@ def summary(r: Report) -> Panel:
     if r.onnx:
         t.add_row("onnx", plain(f"opset {r.onnx.get('opset')}  ops " + ", ".join(f"{k}×{v}" for k, v in list(r.onnx.get("op_histogram", {}).items())[:8])))
     return Panel(t, title=plain(f"dldoctor · {r.model.name or r.model.path}"), expand=False)
+
+
+def plan_panel(r: Report) -> Panel | None:
+    """The memory plan of a decoder: parameters, FLOPs per token, KV cache, inference, training, per GPU."""
+    p = r.llm_plan
+    if p is None:
+        return None
+    a = p.architecture
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("decoder", f"{a.get('n_layers')} layers, hidden {a.get('hidden')}, {a.get('n_heads')} heads / "
+                         f"{a.get('n_kv_heads')} kv × {a.get('head_dim')}, vocab {a.get('vocab'):,}"
+                         + ("  [dim]tied embeddings[/]" if a.get("tied_embeddings") else ""))
+    t.add_row("parameters", f"{p.params_total:,} ({si(p.params_total)})  non-embedding {si(p.params_non_embedding)}"
+                            f"  embedding {si(p.params_embedding)}")
+    t.add_row("FLOPs/token", f"prefill {si(p.flops_per_token_prefill, 'FLOPs')} (at T={p.context:,})  "
+                             f"decode {si(p.flops_per_token_decode, 'FLOPs')} (context {p.context:,})")
+    t.add_row("KV cache", f"{nbytes(p.kv_cache_bytes_per_token)}/token ({markup(p.kv_dtype)});  {nbytes(p.kv_cache_bytes)} "
+                          f"at context {p.context:,} × batch {p.batch_size}")
+    i = p.inference
+    t.add_row("inference", f"{nbytes(i.get('total'))} = weights {nbytes(i.get('weights'))} + KV {nbytes(i.get('kv_cache'))}"
+                           f" + activations {nbytes(i.get('activations'))}")
+
+    def tr(x: dict) -> str:
+        return f"{nbytes(x.get('total'))}, checkpointed {nbytes(x.get('total_checkpointed'))}"
+
+    full, lora = p.training.get("full", {}), p.training.get("lora", {})
+    t.add_row("full fine-tune", f"{tr(full)}  [dim](bf16 AdamW, 16 B/param)[/]")
+    t.add_row(f"LoRA r={p.lora_rank}", f"{tr(lora)}  [dim]({p.lora_trainable_params:,} trainable, q k v o)[/]")
+    g = p.per_gpu
+    t.add_row(f"per GPU ×{p.gpus}", f"{markup(p.strategy)}: {tr(g)}\n[dim]weights {nbytes(g.get('params'))} + grads "
+                                   f"{nbytes(g.get('gradients'))} + optimizer {nbytes(g.get('optimizer'))} + activations "
+                                   f"{nbytes(g.get('activations'))}[/]")
+    return Panel(t, title="memory plan", expand=False)
 
 
 def layer_table(r: Report, depth: int | None) -> Table | None:
@@ -197,7 +233,7 @@ def _rule_codes(r: Report) -> set[str]:
 def render_rich(reports: list[Report], console: Console, depth: int | None = 3) -> None:
     for r in reports:
         parts = [summary(r)]
-        for extra in (layer_table(r, depth), tensor_table(r), findings_table(r), diagnostics(r)):
+        for extra in (plan_panel(r), layer_table(r, depth), tensor_table(r), findings_table(r), diagnostics(r)):
             if extra is not None:
                 parts.append(extra)
         console.print(Group(*parts))
