@@ -159,6 +159,10 @@ def llm_plan_for(module: torch.nn.Module, opts: PlanOptions | None, report: Repo
     for p in unique.values():
         by_dtype[dtype_name(p.dtype)] = by_dtype.get(dtype_name(p.dtype), 0) + p.numel()
     wdtype = max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
+    stated = _stated_dtype(config)
+    if stated and unique and all(p.is_meta for p in unique.values()):
+        # built on meta from a config: the weights are what the config says they are (fp16 for a Llama folder)
+        wdtype, wbytes = stated, total * torch.empty(0, dtype=getattr(torch, stated)).element_size()
     arch = arch_from_config(config, total, sum(p.numel() for p in emb.values()), wbytes, wdtype)
     if arch is None:
         return None
@@ -175,6 +179,16 @@ def llm_plan_for(module: torch.nn.Module, opts: PlanOptions | None, report: Repo
 
 def _config_get(config: Any, name: str) -> Any:
     return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+
+
+def _stated_dtype(config: Any) -> str | None:
+    """The weights' dtype a transformers config states (`torch_dtype`, `dtype` in transformers 5), if a float one."""
+    for name in ("dtype", "torch_dtype"):
+        v = _config_get(config, name)
+        v = dtype_name(v) if isinstance(v, torch.dtype) else str(v).removeprefix("torch.") if v else None
+        if v in ("float32", "float16", "bfloat16"):
+            return v
+    return None
 
 
 def _memory_by_batch(module: torch.nn.Module, args: tuple, sizes: list[int], params: ParamStats, trainable_bytes: int,

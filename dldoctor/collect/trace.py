@@ -218,8 +218,28 @@ def _batch_norm_meta(x: Any, weight: Any, bias: Any, running_mean: Any, running_
                         device="meta"))
 
 
+def _grouped_mm_meta(a: Any, b: Any, offs: Any = None, bias: Any = None, out_dtype: Any = None) -> Any:
+    """`_grouped_mm` in float32: the CPU kernel takes it, the meta kernel refuses it (bf16/fp16 only, as on
+    CUDA), so an fp32 MoE model could not be counted on meta. Its output shape, by layout (see flops)."""
+    if a.dtype != torch.float32 or b.dtype != torch.float32 or bias is not None:
+        return None
+    if a.dim() == 2 and b.dim() == 3:
+        shape = (a.shape[0], b.shape[2])
+    elif a.dim() == 3 and b.dim() == 3:
+        shape = (a.shape[0], a.shape[1], b.shape[2])
+    elif a.dim() == 2 and b.dim() == 2 and offs is not None:
+        shape = (offs.shape[0], a.shape[0], b.shape[1])
+    elif a.dim() == 3 and b.dim() == 2 and offs is not None:
+        shape = (a.shape[1], b.shape[1])
+    else:
+        return None
+    return torch.empty(shape, dtype=out_dtype or a.dtype, device="meta")
+
+
 _FAST_META = {torch.ops.aten.convolution.default: _conv_meta,
               torch.ops.aten.native_batch_norm.default: _batch_norm_meta}
+if hasattr(torch.ops.aten, "_grouped_mm"):
+    _FAST_META[torch.ops.aten._grouped_mm.default] = _grouped_mm_meta
 
 
 # elementwise activations torch does not tag pointwise (their in-place forms keep the shape all the same)

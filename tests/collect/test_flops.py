@@ -193,11 +193,13 @@ def _grouped_cases():
 
 
 @pytest.mark.skipif(not hasattr(torch.ops.aten, "_grouped_mm"), reason="this torch has no _grouped_mm")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 @pytest.mark.parametrize("case", _grouped_cases(), ids=lambda c: c[0])
-def test_grouped_mm_against_a_hand_count(case, device):
+def test_grouped_mm_against_a_hand_count(case, device, dtype):
+    # torch's meta kernel takes bf16/fp16 only (the CUDA rule), the CPU kernel float32 too: the pass gives
+    # fp32 its output shape itself, so an fp32 MoE model is counted on meta (r.device), not only on cpu
     name, a, b, offs, expected = case
-    dtype = torch.bfloat16  # the meta kernel takes bf16/fp16 only; the CPU one takes both
     fn = Fn(lambda x, w, o=offs: torch.ops.aten._grouped_mm(x, w, o) if o is not None else torch.ops.aten._grouped_mm(x, w))
     args = (a.to(dtype), b.to(dtype))
 
@@ -208,6 +210,7 @@ def test_grouped_mm_against_a_hand_count(case, device):
     r = run_pass(G(), args, device=device)
     assert r.error is None, r.error
     assert r.macs == expected, (name, r.macs, expected)
+    assert r.device == device
     assert not r.uncounted
     if device == "cpu" and name == "2d3d":  # the groups really are what the count assumes
         out = torch.ops.aten._grouped_mm(a, b, offs)
@@ -238,3 +241,20 @@ def test_non_mac_ops_of_detection_and_language_models_are_listed():
 
     rep = dldoctor.inspect(Router(), input_shapes=[[2, 3]], training=False, receptive_field=False)
     assert rep.flops.status == "complete" and not rep.flops.uncounted_ops, rep.flops.reason
+
+
+def test_small_mixtral_counts_its_experts_by_hand():
+    tf = pytest.importorskip("transformers")
+    T, H, I, L, E, k, V, heads, kv = 64, 128, 256, 2, 4, 2, 1000, 4, 2
+    cfg = tf.MixtralConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L,
+                           num_attention_heads=heads, num_key_value_heads=kv, num_local_experts=E,
+                           num_experts_per_tok=k, max_position_embeddings=256)
+    torch.manual_seed(0)
+    m = tf.MixtralForCausalLM(cfg).eval()
+    rep = dldoctor.inspect(m, inputs=(torch.randint(0, V, (1, T)),), training=False, receptive_field=False)
+    kv_dim = H * kv // heads
+    attention = L * (2 * T * H * H + 2 * T * H * kv_dim + 2 * T * T * H)  # q and o, k and v (GQA), QK^T and AV
+    experts = L * (T * k * 3 * H * I + T * H * E)  # each token through k experts of 3 matrices, and the router
+    assert rep.flops.macs == attention + experts + T * H * V, rep.flops.uncounted_ops  # + the LM head
+    assert rep.flops.status == "complete", rep.flops.reason
+    assert rep.device in ("cpu", "meta") and not [d for d in rep.diagnostics if "counted on" in d.message]

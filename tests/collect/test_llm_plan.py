@@ -199,6 +199,19 @@ def test_plan_from_module_matches_the_counted_macs():
     assert back.llm_plan == p and r.to_dict()["llm_plan"]["per_gpu"]["gradients"] == -(-2 * p.params_total // 2)
 
 
+def test_on_meta_the_weights_are_the_configs_dtype():
+    with torch.device("meta"):
+        m = TinyForCausalLM()
+    m.config.torch_dtype = "bfloat16"  # a folder's config.json: the file holds bf16, the meta module is fp32
+    p = llm_plan_for(m, PlanOptions(context=10))
+    total = sum(x.numel() for x in m.parameters())
+    assert (p.weight_dtype, p.kv_dtype, p.inference["weights"]) == ("bfloat16", "bfloat16", 2 * total)
+    assert p.kv_cache_bytes_per_token == 2 * 2 * 2 * 8 * 2
+    m = TinyForCausalLM()  # real values: their own dtype wins
+    m.config.torch_dtype = "bfloat16"
+    assert llm_plan_for(m, None).weight_dtype == "float32"
+
+
 def test_no_plan_without_a_decoder_config():
     assert llm_plan_for(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10)), None) is None  # no config: nothing inferred
     m = TinyForCausalLM()
@@ -239,7 +252,7 @@ def test_cli_memory_plan_block_and_json():
     r = runner.invoke(app, ["inspect", spec, "-s", "1,16", "--dtype", "int64", "--no-rules", "--context", "64",
                             "--gpus", "4", "--strategy", "zero3", "--kv-dtype", "bf16"], env={"COLUMNS": "100"})
     assert r.exit_code == 0, r.output
-    assert "memory plan" in r.output and "128 B/token (bfloat16)" in r.output and "zero3" in r.output
+    assert "memory plan" in r.output and "128 B/token bfloat16" in r.output and "zero3" in r.output
     r = runner.invoke(app, ["inspect", spec, "-s", "1,16", "--dtype", "int64", "--no-rules", "-f", "json"])
     d = json.loads(r.output)["llm_plan"]
     assert (d["context"], d["strategy"], d["gpus"], d["lora_rank"]) == (16, "ddp", 1, 16)

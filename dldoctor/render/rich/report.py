@@ -92,29 +92,29 @@ def plan_panel(r: Report) -> Panel | None:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("decoder", f"{a.get('n_layers')} layers, hidden {a.get('hidden')}, {a.get('n_heads')} heads / "
+    t.add_row("decoder", f"{a.get('n_layers')} layers, hidden {a.get('hidden')}, heads {a.get('n_heads')}/"
                          f"{a.get('n_kv_heads')} kv × {a.get('head_dim')}, vocab {a.get('vocab'):,}"
-                         + ("  [dim]tied embeddings[/]" if a.get("tied_embeddings") else ""))
-    t.add_row("parameters", f"{p.params_total:,} ({si(p.params_total)})  non-embedding {si(p.params_non_embedding)}"
-                            f"  embedding {si(p.params_embedding)}")
-    t.add_row("FLOPs/token", f"prefill {si(p.flops_per_token_prefill, 'FLOPs')} (at T={p.context:,})  "
-                             f"decode {si(p.flops_per_token_decode, 'FLOPs')} (context {p.context:,})")
-    t.add_row("KV cache", f"{nbytes(p.kv_cache_bytes_per_token)}/token ({markup(p.kv_dtype)});  {nbytes(p.kv_cache_bytes)} "
-                          f"at context {p.context:,} × batch {p.batch_size}")
+                         + (" [dim](tied)[/]" if a.get("tied_embeddings") else ""))
+    t.add_row("parameters", f"{si(p.params_total)} (non-embedding {si(p.params_non_embedding)}, "
+                            f"embedding {si(p.params_embedding)})")
+    t.add_row("FLOPs/token", f"{si(p.flops_per_token_prefill)} prefill at T={p.context:,}; "
+                             f"{si(p.flops_per_token_decode)} decode at {p.context:,}")
+    t.add_row("KV cache", f"{nbytes(p.kv_cache_bytes_per_token)}/token {markup(p.kv_dtype)}; "
+                          f"{nbytes(p.kv_cache_bytes)} at {p.context:,} × batch {p.batch_size}")
     i = p.inference
-    t.add_row("inference", f"{nbytes(i.get('total'))} = weights {nbytes(i.get('weights'))} + KV {nbytes(i.get('kv_cache'))}"
-                           f" + activations {nbytes(i.get('activations'))}")
+    t.add_row("inference", f"{nbytes(i.get('total'))}: weights {nbytes(i.get('weights'))}, KV {nbytes(i.get('kv_cache'))}, "
+                           f"act. {nbytes(i.get('activations'))}")
 
     def tr(x: dict) -> str:
-        return f"{nbytes(x.get('total'))}, checkpointed {nbytes(x.get('total_checkpointed'))}"
+        return f"{nbytes(x.get('total'))} (checkpointed {nbytes(x.get('total_checkpointed'))})"
 
     full, lora = p.training.get("full", {}), p.training.get("lora", {})
-    t.add_row("full fine-tune", f"{tr(full)}  [dim](bf16 AdamW, 16 B/param)[/]")
-    t.add_row(f"LoRA r={p.lora_rank}", f"{tr(lora)}  [dim]({p.lora_trainable_params:,} trainable, q k v o)[/]")
+    t.add_row("full tuning", f"{tr(full)}, AdamW, 16 B/param")
+    t.add_row(f"LoRA r={p.lora_rank}", f"{tr(lora)}, {si(p.lora_trainable_params)} trainable (q k v o)")
     g = p.per_gpu
-    t.add_row(f"per GPU ×{p.gpus}", f"{markup(p.strategy)}: {tr(g)}\n[dim]weights {nbytes(g.get('params'))} + grads "
-                                   f"{nbytes(g.get('gradients'))} + optimizer {nbytes(g.get('optimizer'))} + activations "
-                                   f"{nbytes(g.get('activations'))}[/]")
+    t.add_row(f"{markup(p.strategy)} ×{p.gpus}", f"{tr(g)} per GPU: weights {nbytes(g.get('params'))}, grads "
+                                              f"{nbytes(g.get('gradients'))}, optimizer {nbytes(g.get('optimizer'))}, "
+                                              f"activations {nbytes(g.get('activations'))}")
     return Panel(t, title="memory plan", expand=False)
 
 
