@@ -242,6 +242,28 @@ def test_llama2_7b_on_meta_with_transformers():
     assert p.lora_trainable_params == 16_777_216
 
 
+def test_transformers_gpt2_tied_and_llama_gqa_match_the_counted_flops():
+    transformers = pytest.importorskip("transformers")
+    import dldoctor
+
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300,
+                                                                n_positions=64))
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+        vocab_size=300, max_position_embeddings=64))
+    want = {  # (tied, mlp matrices, kv heads, embedding parameters: GPT-2's token and position tables)
+        "GPT2LMHeadModel": (True, 2, 4, 300 * 64 + 64 * 64),
+        "LlamaForCausalLM": (False, 3, 2, 300 * 64),
+    }
+    for m in (gpt2, llama):
+        r = dldoctor.inspect(m, input_shapes=[[2, 16]], dtype="int64", receptive_field=False, training=False)
+        p, a = r.llm_plan, r.llm_plan.architecture
+        assert (a["tied_embeddings"], a["mlp_matrices"], a["n_kv_heads"], p.params_embedding) == want[type(m).__name__]
+        assert p.params_total == r.params.total
+        assert r.flops.status == "complete" and abs(p.prefill_flops - r.flops.flops) <= 1e-3 * r.flops.flops
+        assert p.kv_cache_bytes_per_token == 2 * 2 * a["n_kv_heads"] * 16 * 4
+
+
 # -- the CLI ----------------------------------------------------------------------------------------------------
 
 def test_cli_memory_plan_block_and_json():
