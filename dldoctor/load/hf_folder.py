@@ -344,6 +344,41 @@ def _fit(module: Any, weights: _Weights, folder: str) -> list[str]:
     return notes
 
 
+def _sub(cfg: Any, key: str, default: Any) -> Any:
+    for c in (cfg, getattr(cfg, "vision_config", None), getattr(cfg, "encoder", None)):
+        v = getattr(c, key, None) if c is not None else None
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return default
+
+
+def _inputs_note(module: Any, cfg: Any) -> str | None:
+    """A line for models whose forward needs more than one input (encoder-decoders, text + image, Whisper): the
+    guessed single input cannot run them, so name the --input-shape to pass. None for the others."""
+    import inspect as _inspect
+
+    try:
+        params = _inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    shapes = {
+        "input_ids": "1,128:int64",
+        "pixel_values": f"1,{_sub(cfg, 'num_channels', 3)},{_sub(cfg, 'image_size', 224)},{_sub(cfg, 'image_size', 224)}",
+        "input_features": f"1,{_sub(cfg, 'num_mel_bins', 80)},{2 * _sub(cfg, 'max_source_positions', 1500)}",
+        "decoder_input_ids": "1,128:int64",
+    }
+    wanted = [n for n in ("input_ids", "pixel_values", "input_features") if n in params]
+    if "input_features" in wanted:
+        wanted = ["input_features"]
+    if getattr(cfg, "is_encoder_decoder", False) and "decoder_input_ids" in params:
+        wanted = wanted[:1] + ["decoder_input_ids"]
+    if len(wanted) < 2:
+        return None
+    flags = " ".join(f"--input-shape {n}={shapes[n]}" for n in wanted)
+    return (f"{type(module).__name__}.forward takes {', '.join(wanted)}: one guessed input cannot run it; pass them by "
+            f"name, e.g. {flags}")
+
+
 def _weights_only(source: str, name: str, weights: _Weights | None, notes: list[str]) -> Loaded:
     tensors = list(weights.infos.values()) if weights is not None else []
     return Loaded(source=source, format="hf-folder", tensors=tensors, notes=notes, name=name)
@@ -418,5 +453,12 @@ def load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
             notes.append("built on the meta device: shapes only, no weight values")
         if hasattr(module, "tie_weights"):
             module.tie_weights()
+    cfg_obj = getattr(module, "config", None)
+    more = _inputs_note(module, cfg_obj)
+    if more:
+        notes.append(more)
+    # use_cache stays as config.json says: with use_cache=False and no attention_mask, transformers' mask code checks
+    # position_ids for packed sequences with .item(), which the meta device cannot answer (the count would fall back
+    # to a real forward, impossible for a model too big for memory)
     module.eval()
     return Loaded(source=path, format="hf-folder", module=module, notes=notes, name=name)

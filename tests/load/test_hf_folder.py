@@ -80,6 +80,7 @@ def _check_exact(m: torch.nn.Module, folder: Path) -> None:
     assert r.params.total == params_once(m)
     assert r.flops.status == "complete", (r.flops.uncounted_ops, r.flops.reason)
     assert r.flops.macs == meta_macs(m)
+    assert not [d.message for d in r.diagnostics if "counted on cpu" in d.message]  # counted on meta
 
 
 def test_single_file_bert(tmp_path: Path) -> None:
@@ -246,3 +247,11 @@ def test_sample_folder_builds_and_inspects(tmp_path: Path) -> None:
     r = inspect(str(folder))
     assert r.model.format == "hf-folder" and r.flops.status == "complete"
     assert r.inputs[0].shape == [1, 128] and r.inputs[0].dtype == "int64"
+
+
+def test_encoder_decoder_names_the_inputs_to_pass(tmp_path: Path) -> None:
+    cfg = transformers.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=100)
+    folder = _save(transformers.T5ForConditionalGeneration(cfg), tmp_path / "t5")
+    loaded = load(str(folder), LoadOptions(device="meta"))
+    assert any("--input-shape input_ids=1,128:int64 --input-shape decoder_input_ids=1,128:int64" in n
+               for n in loaded.notes)
