@@ -379,6 +379,18 @@ def _inputs_note(module: Any, cfg: Any) -> str | None:
             f"name, e.g. {flags}")
 
 
+def _file_dtype(module: Any, weights: _Weights) -> None:
+    """A model left on meta takes the floating dtype its files hold (one dtype for all: a bf16 checkpoint is
+    described as bf16, not as the float32 the constructor made)."""
+    import torch
+
+    floats = {i.dtype for i in weights.infos.values() if i.dtype.startswith(("float", "bfloat"))}
+    if len(floats) == 1:
+        dt = getattr(torch, floats.pop(), None)
+        if isinstance(dt, torch.dtype) and dt.is_floating_point:
+            module.to(dt)
+
+
 def _weights_only(source: str, name: str, weights: _Weights | None, notes: list[str]) -> Loaded:
     tensors = list(weights.infos.values()) if weights is not None else []
     return Loaded(source=source, format="hf-folder", tensors=tensors, notes=notes, name=name)
@@ -451,6 +463,8 @@ def load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
                                 hint="the weights do not fit config.json") from None
         elif opts.device != "meta" and not any("meta device" in n for n in notes):
             notes.append("built on the meta device: shapes only, no weight values")
+        if not real:
+            _file_dtype(module, weights)
         if hasattr(module, "tie_weights"):
             module.tie_weights()
     cfg_obj = getattr(module, "config", None)

@@ -124,10 +124,12 @@ def test_sharded_llama(tmp_path: Path) -> None:
 
 
 def test_meta_device_reads_headers_only(tmp_path: Path) -> None:
-    m, folder = llama(tmp_path / "llama")
+    m, _ = llama(tmp_path / "llama")
+    folder = _save(m.to(torch.bfloat16), tmp_path / "llama-bf16")
     loaded = load(str(folder), LoadOptions(device="meta"))
     assert all(p.is_meta for p in loaded.module.parameters())
     assert params_once(loaded.module) == params_once(m)
+    assert {p.dtype for p in loaded.module.parameters()} == {torch.bfloat16}  # the files' dtype, not float32
 
 
 def test_weights_that_do_not_fit_config(tmp_path: Path) -> None:
