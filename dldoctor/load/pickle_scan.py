@@ -84,6 +84,8 @@ class ScanResult:
     root: Any
     globals: list[tuple[str, str]]  # (module, name) in order of appearance, deduplicated
     persid_kinds: set = field(default_factory=set)  # first item of tuple persistent ids ("storage", "module")
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)  # (global, opcode, first argument) of every
+    # REDUCE / INST / OBJ whose callable is a global: what the unpickler would CALL with arguments from the file
 
     @property
     def global_names(self) -> list[str]:
@@ -138,7 +140,12 @@ def scan(stream: bytes | bytearray | BinaryIO, max_ops: int | None = None, limit
     memo_depth: dict = {}  # only for memoized containers
     seen: dict[tuple[str, str], None] = {}
     persid_kinds: set = set()
+    calls: list[tuple[str, str, Any]] = []
     marks = 0  # MARKs open on the stack
+
+    def called(func: Any, args: Any, how: str) -> None:
+        if isinstance(func, Global) and len(calls) < 10_000:
+            calls.append((func.full, how, args[0] if isinstance(args, tuple) and args else None))
 
     def persid(pid: Any) -> PersId:
         if isinstance(pid, tuple) and pid and isinstance(pid[0], (str, bytes)):
@@ -302,15 +309,20 @@ def scan(stream: bytes | bytearray | BinaryIO, max_ops: int | None = None, limit
             elif name == "INST":
                 module, _, gname = str(arg).partition(" ")
                 args, d = take_mark()
-                push(Call(record(module, gname), tuple(args)), d + 1)
+                cls = record(module, gname)
+                called(cls, tuple(args), "INST")
+                push(Call(cls, tuple(args)), d + 1)
             elif name == "OBJ":
                 items, d = take_mark()
                 if not items:
                     raise PickleScanError("OBJ without class")
+                called(items[0], tuple(items[1:]), "OBJ")
                 push(Call(items[0], tuple(items[1:])), d + 1)
             elif name in ("REDUCE", "NEWOBJ"):
                 args, da = pop()
                 func, df = pop()
+                if name == "REDUCE":
+                    called(func, args, name)
                 push(Call(func, args), max(da, df) + 1)
             elif name == "NEWOBJ_EX":
                 kwargs, dk = pop()
@@ -336,7 +348,7 @@ def scan(stream: bytes | bytearray | BinaryIO, max_ops: int | None = None, limit
         raise PickleScanError(f"corrupt or truncated pickle ({type(e).__name__}: {e})") from None
     if not stopped:
         raise PickleScanError("corrupt or truncated pickle (no STOP opcode)")
-    return ScanResult(root, list(seen), persid_kinds)
+    return ScanResult(root, list(seen), persid_kinds, calls)
 
 
 def pickle_globals(data: bytes | bytearray | BinaryIO) -> list[str]:
@@ -588,3 +600,26 @@ def strip_legacy_module_ids(data: bytes, limits: Limits = LIMITS) -> bytes | Non
     if not changed:
         return None
     return data[:start] + bytes(out) + data[end:]
+
+
+def risky_calls(res: ScanResult) -> list[str]:
+    """Calls a pickle asks for that torch.save never writes and that let a tiny file buy a large cost, although
+    the callable itself is on the allowlist: a torch.nn class called with arguments (torch.save rebuilds modules
+    with NEWOBJ and BUILD, never by calling them: `Linear(30000, 30000)` allocates 3.6 GB), and `bytearray` called
+    with a number (a zeroed buffer of that size) instead of the bytes or text it is saved from."""
+    out = []
+    for name, how, first in res.calls:
+        short = name.rsplit(".", 1)[-1]
+        if name.startswith("torch.nn.") and short[:1].isupper():
+            out.append(f"{how} calls {name}(...) with arguments from the file")
+        elif name in ("builtins.bytearray", "bytearray", "__builtin__.bytearray") and not _bytes_like(first):
+            out.append(f"{how} calls bytearray({first if isinstance(first, int) else type(first).__name__})")
+    return sorted(set(out))
+
+
+def _bytes_like(x: Any) -> bool:
+    """What pickle saves a bytearray from: its bytes, text, or (protocol 2) `_codecs.encode(text, 'latin1')`."""
+    if x is None or isinstance(x, (str, bytes, bytearray)):
+        return True
+    return (isinstance(x, Call) and isinstance(x.func, Global) and x.func.full == "_codecs.encode"
+            and bool(x.args) and isinstance(x.args, tuple) and isinstance(x.args[0], str))

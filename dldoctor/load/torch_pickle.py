@@ -28,7 +28,8 @@ from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import SUPPORTED_HINT, check_zip, describe_exc, first_line, read_member, stem
 from dldoctor.load.factory import cwd_on_path, import_module, import_path
 from dldoctor.load.limits import ResourceLimitError
-from dldoctor.load.pickle_scan import PickleLimitError, PickleScanError, scan, scan_torch_legacy, strip_legacy_module_ids
+from dldoctor.load.pickle_scan import (PickleLimitError, PickleScanError, risky_calls, scan, scan_torch_legacy,
+                                      strip_legacy_module_ids)
 from dldoctor.load.statedict import (
     ARCH_NOTE,
     apply_arch,
@@ -112,6 +113,19 @@ def _zip_data_pkls(z: zipfile.ZipFile, path: str) -> list[zipfile.ZipInfo]:
     return found
 
 
+def _refuse_risky_calls(path: str, res: Any) -> None:
+    """Allowed callables called in ways torch.save never writes (see pickle_scan.risky_calls): refused, with or
+    without --allow-class, before torch's unpickler would make the call."""
+    risky = risky_calls(res)
+    if risky:
+        raise UnsafeModelError(
+            f"{path}: refused to load: the pickle {'; '.join(map(quote, risky[:3]))}, which torch.save never writes "
+            "and which can allocate memory at the file's command",
+            hint="nothing was executed; re-save the model with torch.save (or load it yourself with --trust if you "
+                 "wrote it)",
+        )
+
+
 def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool]:
     """(module, name) of every global the file's pickles reference, and whether
     the legacy format stored module classes as persistent ids (which torch's
@@ -122,6 +136,7 @@ def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool
         if legacy:
             with open(path, "rb") as f:
                 for res in scan_torch_legacy(f):
+                    _refuse_risky_calls(path, res)
                     found.update(dict.fromkeys(res.globals))
                     legacy_modules = legacy_modules or "module" in res.persid_kinds
         else:
@@ -130,7 +145,9 @@ def wanted_globals(path: str, legacy: bool) -> tuple[list[tuple[str, str]], bool
                 # refused before it sees the file, and data.pkl is read within LIMITS.member_bytes
                 check_zip(path, z.infolist())
                 for info in _zip_data_pkls(z, path):
-                    found.update(dict.fromkeys(scan(read_member(z, info, path)).globals))
+                    res = scan(read_member(z, info, path))
+                    _refuse_risky_calls(path, res)
+                    found.update(dict.fromkeys(res.globals))
             # torch's own scanner as a cross-check (it only knows protocol 2, so it may fail)
             try:
                 import torch

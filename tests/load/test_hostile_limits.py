@@ -518,3 +518,33 @@ def test_limit_flag_changes_a_limit_for_the_whole_run(tmp_path):
     assert jobs["code"] in (0, 1) and "refused" not in jobs["out"], jobs
     for res in (bad_name, bad_value):
         assert res["code"] == 2 and res["out"].count("dldoctor: error:") == 1 and "--limit" in res["out"], res
+
+
+def _call_gadget(payload: bytes, path: Path) -> Path:
+    return torch_zip(path, payload)
+
+
+@pytest.mark.parametrize("payload, words", [
+    # builtins.bytearray is on torch's own weights-only allowlist: bytearray(2**31) is a 2 GB zeroed buffer
+    (b"\x80\x02}(X\x01\x00\x00\x00wcbuiltins\nbytearray\nJ\x00\x00\x00\x7f\x85Ru.", "bytearray(2130706432)"),
+    # a torch.nn class CALLED with the file's arguments (torch.save rebuilds modules with NEWOBJ, never this)
+    (b"\x80\x02ctorch.nn.modules.linear\nLinear\nM\x20\x4eM\x20\x4e\x86R.", "torch.nn.modules.linear.Linear(...)"),
+    (b"(M\x20\x4eM\x20\x4eitorch.nn.modules.linear\nLinear\n.", "INST calls torch.nn.modules.linear.Linear"),
+])
+def test_allowed_callables_called_to_allocate_are_refused(tmp_path, payload, words):
+    p = _call_gadget(payload, tmp_path / "gadget.pt")
+    with pytest.raises(LoadError, match="torch.save never writes"):
+        load(str(p))
+    (res,) = run_cli(["inspect", str(p), "-q"])
+    assert res["code"] == 2 and words in res["out"] and "Traceback" not in res["out"], res
+    assert_bounded(res)
+
+
+def test_what_torch_save_writes_with_the_same_callables_still_loads(tmp_path):
+    """Modules pickled by torch.save (NEWOBJ + BUILD) and bytearrays saved from their bytes are not refused."""
+    torch.save({"b": bytearray(b"xyz"), "w": torch.zeros(3)}, tmp_path / "ckpt.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 3)), tmp_path / "zip.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 3)), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert load(str(tmp_path / "ckpt.pt")).tensors
+    assert load(str(tmp_path / "zip.pt")).module is not None
+    assert load(str(tmp_path / "legacy.pt")).module is not None
