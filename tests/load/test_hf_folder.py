@@ -257,3 +257,32 @@ def test_encoder_decoder_names_the_inputs_to_pass(tmp_path: Path) -> None:
     loaded = load(str(folder), LoadOptions(device="meta"))
     assert any("--input-shape input_ids=1,128:int64 --input-shape decoder_input_ids=1,128:int64" in n
                for n in loaded.notes)
+
+
+def test_sharded_pytorch_model_bin(tmp_path: Path) -> None:
+    m, folder = llama(tmp_path / "llama")
+    os.remove(folder / "model.safetensors")
+    sd = m.state_dict()
+    names = list(sd)
+    halves = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
+              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    for f, keys in halves.items():
+        torch.save({k: sd[k] for k in keys}, folder / f)
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in halves.items() for k in keys}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    loaded = load(str(folder), LoadOptions())
+    ids = torch.randint(0, 200, (1, T))
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(input_ids=ids).logits, m(input_ids=ids).logits, atol=1e-5)
+
+
+def test_index_naming_a_shard_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    m, folder = llama(tmp_path / "llama", max_shard_size="50KB")
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(next(folder.glob("model-*.safetensors")), outside)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = "../outside.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(LoadError, match="outside the folder"):
+        load(str(folder), LoadOptions(device="meta"))
