@@ -53,8 +53,9 @@ def watch(model: Any, optimizer: Any, every: int = 100, **options: Any) -> Any:
 
 def profile(model_or_path: Any, **options: Any) -> Report:
     """Measure a module, file or factory spec (latency, throughput, memory, breakdown, what-ifs); the Report's
-    `profile` and `findings` are filled. Options: device, batch_sizes, dtype, threads, warmup, iters, input_shapes,
-    input_dtype, load_options, config, whatifs, breakdown (see `dldoctor.api.profile.profile`)."""
+    `profile` and `findings` are filled. Options: device, batch_sizes, dtype (the inputs'), precision (the model's:
+    fp32, fp16 or bf16), threads, warmup, iters, input_shapes, load_options, config, whatifs, breakdown (see
+    `dldoctor.api.profile.profile`)."""
     from dldoctor.api.profile import profile as _profile
 
     return _profile(model_or_path, **options)

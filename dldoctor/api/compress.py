@@ -166,15 +166,17 @@ def compress(
     eval_fn: Callable[[Any], float] | str | None = None,
     calib: Callable[[], Iterable[Any]] | str | None = None,
     keep_rejected: bool = False,
-    input_shapes: list[list[int]] | None = None,
+    input_shapes: Any = None,
     input_dtype: str | None = None,
     load_options: Any = None,
     warmup: int = 5,
+    dtype: str | None = None,
     iters: int = 30,
     held: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
-    """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult."""
+    """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult. `dtype` is the
+    inputs' dtype (`input_dtype` its older name); inputs are positional only."""
     import torch
 
     from dldoctor.api.common import prepare
@@ -183,9 +185,15 @@ def compress(
     if optimize not in ("latency", "size"):
         raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
     drop, relative = parse_drop(max_drop)
+    from dldoctor.collect.inputs import InputSpec, normalize_shapes
+
+    named = [s.name for s in normalize_shapes(input_shapes) or [] if isinstance(s, InputSpec) and s.name]
+    if named:  # the variants are exported and fed positionally (ONNX Runtime, quantization calibration)
+        raise InputSpecError(f"compress takes positional inputs only, and {named[0]!r} is named",
+                             "give the inputs positionally in the order forward() takes them, e.g. -s 1,128:int64")
     say = progress or (lambda text, done, total: None)
     run = prepare(model_or_path, action="compress makes variants of a model it can run", input_shapes=input_shapes,
-                  dtype=input_dtype, load_options=load_options, need_input="always")
+                  dtype=dtype or input_dtype, load_options=load_options, need_input="always")
     report, loaded = run.report, run.loaded
     source = loaded.source or "model"
     out = Path(out_dir) if out_dir else default_out_dir(source)

@@ -17,8 +17,10 @@ from dldoctor.report.types import ModelInfo, Report
 def inspect(model_or_path: Any, inputs: Any = None, **options: Any) -> Report:
     """Inspect a module, a model file or a `pkg.mod:factory` spec.
 
-    `inputs` (a tensor or tuple of tensors) or `input_shapes` fix the example input;
-    without them one is guessed from the first layer and marked assumed. `loss` (ce, mse,
+    `inputs` (a tensor, a tuple of tensors, a dict of keyword inputs {"input_ids": t, ...}, or a tuple whose last
+    element is such a dict) or `input_shapes` (shapes, "input_ids=1,128:int64" strings, InputSpecs, or a dict
+    {name: shape}) fix the example input; the model is called as `model(*positional, **named)`. Without them one
+    is guessed from the first layer and marked assumed. `loss` (ce, mse,
     bce_logits, ...) makes the training-step pass backpropagate that loss instead of a sum.
     Options: input_shapes, dtype, device, depth, optimizer, training, receptive_field,
     load_options, loss, plan (a `PlanOptions`: context, batch_size, gpus, strategy, lora_rank and kv_dtype of
@@ -31,7 +33,7 @@ def inspect_loaded(
     model_or_path: Any,
     inputs: Any = None,
     *,
-    input_shapes: list[list[int]] | None = None,
+    input_shapes: Any = None,
     dtype: str | None = None,
     device: str = "cpu",
     depth: int | None = None,
@@ -50,6 +52,9 @@ def inspect_loaded(
         raise InputSpecError(f"unknown device {device!r}", "use cpu, cuda or meta")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputSpecError("--device cuda asked for, but CUDA is not available here", "use --device cpu or meta")
+    from dldoctor.collect.inputs import normalize_shapes, shape_of
+
+    input_shapes = normalize_shapes(input_shapes)
     check_plan_options(plan)
     loaded = _load(model_or_path, load_options, device)
     report = Report(model=ModelInfo(path=loaded.source, format=loaded.format, sha256=loaded.sha256, name=loaded.name))
@@ -58,7 +63,8 @@ def inspect_loaded(
     if loaded.onnx_model is not None:
         from dldoctor.collect.onnx import inspect_onnx
 
-        inspect_onnx(loaded.onnx_model, report, input_shapes=input_shapes)
+        inspect_onnx(loaded.onnx_model, report,  # ONNX graph inputs are filled in order (names are not matched)
+                     input_shapes=[shape_of(s) for s in input_shapes] if input_shapes else None)
         report.device = "onnx"
         return report, loaded
     if loaded.module is None:

@@ -20,20 +20,25 @@ def profile(
     *,
     device: str = "cpu",
     batch_sizes: Sequence[int] = (1,),
-    dtype: str = "fp32",
+    dtype: str | None = None,
+    precision: str = "fp32",
     threads: int | None = None,
     warmup: int = 10,
     iters: int = 50,
-    input_shapes: list[list[int]] | None = None,
+    input_shapes: Any = None,
     input_dtype: str | None = None,
     load_options: Any = None,
     config: Any = None,
     whatifs: bool = True,
     breakdown: bool = True,
 ) -> Report:
-    """Load a model as `inspect` does, measure it, try the what-ifs, and judge it with the rules."""
-    if dtype not in DTYPES:
-        raise InputSpecError(f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPES)}")
+    """Load a model as `inspect` does, measure it, try the what-ifs, and judge it with the rules.
+
+    `dtype` is the inputs' dtype (as for inspect; `input_dtype` is its deprecated old name), `precision` the
+    model's compute precision (fp32, fp16 or bf16)."""
+    if precision not in DTYPES:
+        raise InputSpecError(f"unknown precision {precision!r}", f"use one of: {', '.join(DTYPES)}")
+    dtype = dtype or input_dtype
     check_device(device, why="a profile measures real hardware")
     sizes = sorted({int(b) for b in batch_sizes})
     if not sizes or sizes[0] < 1:
@@ -41,10 +46,10 @@ def profile(
     if warmup < 0 or iters < 2:
         raise InputSpecError(f"--warmup {warmup} --iters {iters}: need warmup >= 0 and iters >= 2",
                              "e.g. --warmup 10 --iters 50")
-    run = prepare(model_or_path, action="a profile runs the model", input_shapes=input_shapes, dtype=input_dtype,
+    run = prepare(model_or_path, action="a profile runs the model", input_shapes=input_shapes, dtype=dtype,
                   load_options=load_options)
     report, loaded = run.report, run.loaded
-    report.profile = measure_loaded(report, loaded, device=device, batch_sizes=sizes, dtype=dtype, threads=threads,
+    report.profile = measure_loaded(report, loaded, device=device, batch_sizes=sizes, precision=precision, threads=threads,
                                     warmup=warmup, iters=iters, whatifs=whatifs, breakdown=breakdown)
     if report.profile.error:
         report.diag("error", f"the model could not be run: {report.profile.error}", "profile")
@@ -55,7 +60,7 @@ def profile(
 
 
 def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_sizes: Sequence[int] = (1,),
-                   dtype: str = "fp32", threads: int | None = None, warmup: int = 10, iters: int = 50,
+                   precision: str = "fp32", threads: int | None = None, warmup: int = 10, iters: int = 50,
                    whatifs: bool = True, breakdown: bool = True) -> Any:
     """Measure what `inspect_loaded` loaded (a module at the report's input, or an ONNX graph)."""
     require(report, loaded, "a profile runs the model")
@@ -69,7 +74,7 @@ def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_si
 
     module = loaded.module
     make_input = Prepared(report, loaded).make_input(seed=0)
-    res = measure_torch(module, make_input, device=device, dtype=dtype, breakdown=breakdown, **kw)
+    res = measure_torch(module, make_input, device=device, dtype=precision, breakdown=breakdown, **kw)
     if whatifs and res.error is None:
         from dldoctor.collect.whatif import run_whatifs
 

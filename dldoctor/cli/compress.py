@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_rendered, handle_errors
-from dldoctor.cli.options import (AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, Limit,
+from dldoctor.cli.options import (AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, RunDtype, Limit,
                                   MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Quiet, Timeout, Trust, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.transforms import catalog as transforms
@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         calib: Optional[str] = typer.Option(None, "--calib", help="pkg.mod:batches: calibration batches for static int8 (default: synthetic)."),
         keep_rejected: bool = typer.Option(False, "--keep-rejected", help="Also write the rejected variants."),
         input_shape: InputShapeAtBatch1 = None,
+        dtype: RunDtype = None,
         input_dtype: InputDtype = None,
         iters: int = typer.Option(30, "--iters", help="Timed runs per variant."),
         arch: Arch = None,
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
             rep = compress(model, out_dir=out_dir, transforms=transform, from_findings=from_findings, optimize=optimize,
                            max_drop=max_drop, eval_fn=eval_fn, calib=calib, keep_rejected=keep_rejected,
-                           input_shapes=shapes, input_dtype=input_dtype, load_options=opts, iters=iters,
+                           input_shapes=shapes, input_dtype=dtype or input_dtype, load_options=opts, iters=iters,
                            progress=progress)
         res = rep.compress
         emit_rendered("compress", fmt, rep, None)  # -o names the folder of the variants, not this output

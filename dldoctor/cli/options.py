@@ -32,6 +32,8 @@ SELECT_HELP = "Rules to run: codes (ARC004), prefixes (ARC), families (arch), na
 IGNORE_HELP = "Rules to skip (same forms as --select); added to the config's ignore."
 
 _INPUT_SHAPE = ("--input-shape", "-s")
+_NAMED_HELP = (" Keyword inputs: NAME=D0,D1,... (e.g. -s input_ids=1,128:int64 -s pixel_values=1,3,224,224); "
+               ":DTYPE gives one input its own dtype. Positional inputs first.")
 _FORMAT = ("--format", "-f")
 _OUTPUT = ("--output", "-o")
 _QUIET = ("--quiet", "-q")
@@ -54,20 +56,22 @@ RunDevice = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 
 # -- the example input ------------------------------------------------------------------------------------------
 
-InputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent.")]
-InputShapeAtBatch1 = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent).")]
-ProbeInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent.")]
-DiffInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed.")]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, float16, bfloat16, int64...).")]
+InputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent." + _NAMED_HELP)]
+InputShapeAtBatch1 = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent)." + _NAMED_HELP)]
+ProbeInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent." + _NAMED_HELP)]
+DiffInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed." + _NAMED_HELP)]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, float16, bfloat16, int64...) of the inputs without a :DTYPE of their own.")]
 ProbeDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, int64...).")]  # it trains: float inputs match the weights
 DiffDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype for model sides (float32, float16, int64...).")]
-InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", help="Input dtype (float32, int64...).")]  # profile, compress: --dtype is the model's
+# profile and compress: --dtype is the inputs' dtype like everywhere; --input-dtype is its deprecated old spelling
+RunDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, int64...) of the inputs without a :DTYPE of their own.")]
+InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", hidden=True, help="Deprecated: use --dtype.")]
 MaxInputBytes = Annotated[str, typer.Option("--max-input-bytes", help=MAX_INPUT_BYTES_HELP)]
 MAX_INPUT_BYTES_DEFAULT = "1GiB"
 Loss = Annotated[Optional[str], typer.Option("--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): the training pass uses it and the output-layer rules check against it.")]
 ProbeLoss = Annotated[Optional[str], typer.Option("--loss", help="ce, nll, bce, bce_logits, mse, l1 or huber (default: ce for a classifier head, mse otherwise).")]
-# profile's --dtype is the model's precision (its inputs' is --input-dtype)
-Precision = Annotated[str, typer.Option("--dtype", help="Model precision: fp32, fp16 or bf16.")]
+# the model's compute precision (profile); --dtype is the inputs' dtype
+Precision = Annotated[str, typer.Option("--precision", help="The model's compute precision: fp32, fp16 or bf16 (the weights and float inputs are cast to it).")]
 # inspect estimates memory at extra batch sizes; profile sweeps them (default "1", short -b)
 InspectBatchSizes = Annotated[Optional[str], typer.Option("--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed).")]
 ProfileBatchSizes = Annotated[str, typer.Option("--batch-sizes", "-b", help="Batch sizes to sweep, e.g. 1,8,32.")]
@@ -130,13 +134,15 @@ def warn_if_trusted(err: Any, trust: bool) -> None:
         err.print("[yellow]warning:[/] --trust loads files that may run code; use it only for files you would run as a program")
 
 
-def parse_shapes(input_shape: list[str] | None) -> list[list[int]] | None:
-    """--input-shape 1,3,224,224 (repeated for several inputs) -> [[1, 3, 224, 224]]; None when not given."""
+def parse_shapes(input_shape: list[str] | None) -> list[Any] | None:
+    """-s 1,3,224,224 (repeated for several inputs) -> [[1, 3, 224, 224]]; a spec with a name or a dtype
+    (-s input_ids=1,128:int64, -s 1,128:int64) -> an InputSpec. None when not given. Positional inputs come first,
+    each name once; a bad spec is an InputSpecError (one line, exit 2)."""
     if not input_shape:
         return None
-    from dldoctor.collect.inputs import parse_shape
+    from dldoctor.collect.inputs import normalize_shapes
 
-    return [parse_shape(s) for s in input_shape]
+    return normalize_shapes(list(input_shape))
 
 
 def parse_max_input_bytes(text: str) -> int:

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
-from dldoctor.cli.options import (AllowClass, Arch, Code, FailOn, InputDtype, InputShapeAtBatch1, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes,
+from dldoctor.cli.options import (AllowClass, Arch, Code, FailOn, InputDtype, InputShapeAtBatch1, RunDtype, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes,
                                   Output, Precision, ProfileBatchSizes, ProfileConfigFile, ProfileFormat, Quiet,
                                   RunDevice, Timeout, Trust, load_cli_config, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="A model file (PyTorch or ONNX) or a factory spec."),
         device: RunDevice = "cpu",
         batch_sizes: ProfileBatchSizes = "1",
-        dtype: Precision = "fp32",
+        precision: Precision = "fp32",
+        dtype: RunDtype = None,
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads) for the run."),
         warmup: int = typer.Option(10, "--warmup", help="Untimed runs before timing."),
         iters: int = typer.Option(50, "--iters", help="Timed runs per batch size."),
@@ -42,6 +43,9 @@ def register(app: typer.Typer) -> None:
         """Measure latency (p50/p90/p99), throughput per batch size, memory, the per-op and per-module time,
         achieved FLOP/s against the measured peak, and try changes for real (channels_last, bf16, inference_mode,
         torch.compile, threads, ONNX Runtime, larger batch), recommending only measured gains.
+
+        --dtype (or -s NAME=...:DTYPE) is the inputs' dtype, as for inspect; --precision the model's compute
+        precision (--input-dtype is a deprecated spelling of --dtype).
 
         Exit 0 when no finding reaches --fail-on (a latency budget over is an error), 1 when one does, 2 on bad input.
         """
@@ -69,8 +73,8 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
         with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout), input_budget(budget):
-            rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype, threads=threads, warmup=warmup,
-                          iters=iters, input_shapes=shapes, input_dtype=input_dtype, load_options=opts, config=config,
+            rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype or input_dtype, precision=precision,
+                          threads=threads, warmup=warmup, iters=iters, input_shapes=shapes, load_options=opts, config=config,
                           whatifs=not no_whatifs)
         thresholds = config.family("profile")  # the page marks noise and speedups as the rules judged them
         emit_report_and_exit("profile", rep, fmt, output, config, width=140, max_cv=thresholds.max_cv,

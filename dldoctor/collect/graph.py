@@ -158,7 +158,9 @@ def collect_graph(module: torch.nn.Module, inputs: tuple, device: str = "meta") 
             g.nodes.append(node)
             producer[t] = node.id
         with stand_ins(module, device), torch.no_grad(), _Recorder(g, producer, state):
-            out = module(*args)
+            from dldoctor.collect.inputs import call_model  # model(*positional, **named)
+
+            out = call_model(module, args)
         g.outputs = _producers(producer, [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)])
     finally:
         for h in handles:

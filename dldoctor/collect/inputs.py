@@ -4,9 +4,11 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import torch
+from torch.utils._pytree import register_pytree_node
 
 from dldoctor.errors import DLDoctorError, InputSpecError
 from dldoctor.report.types import InputInfo
@@ -77,9 +79,13 @@ _DTYPES = {
 
 def parse_dtype(name: str) -> torch.dtype:
     try:
-        return _DTYPES[name.lower()]
+        return _DTYPES[name.strip().lower()]
     except KeyError:
         raise InputSpecError(f"unknown dtype {name!r}", f"use one of: {', '.join(sorted(_DTYPES))}") from None
+
+
+def dtype_name(dt: torch.dtype) -> str:
+    return str(dt).replace("torch.", "")
 
 
 def parse_shape(text: str) -> list[int]:
@@ -90,6 +96,142 @@ def parse_shape(text: str) -> list[int]:
     if not dims or any(d <= 0 for d in dims):
         raise InputSpecError(f"bad input shape {text!r}", "every size must be a positive integer, e.g. 1,3,224,224")
     return dims
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One example input as the user described it: its shape, its own dtype (None: --dtype, else a default) and the
+    keyword the model takes it by (None: positional). `-s input_ids=1,128:int64` is
+    InputSpec((1, 128), "int64", "input_ids")."""
+
+    shape: tuple[int, ...]
+    dtype: str | None = None
+    name: str | None = None
+
+    def at_batch(self, b: int) -> InputSpec:
+        return InputSpec((b, *self.shape[1:]), self.dtype, self.name)
+
+
+Shape = Union[Sequence[int], InputSpec]
+_SPEC_HINT = "write NAME=D0,D1,...[:DTYPE] or D0,D1,...[:DTYPE], e.g. -s input_ids=1,128:int64 -s pixel_values=1,3,224,224"
+
+
+def parse_input(text: str) -> InputSpec:
+    """`1,3,224,224`, `1,128:int64`, `input_ids=1,128:int64` -> an InputSpec; one InputSpecError for anything else."""
+    body, name, dt = text.strip(), None, None
+    if "=" in body:
+        name, body = (p.strip() for p in body.split("=", 1))
+        if not name.isidentifier():
+            raise InputSpecError(f"bad input shape {text!r}: {name!r} is not an argument name", _SPEC_HINT)
+    if ":" in body:
+        body, dt_text = (p.strip() for p in body.rsplit(":", 1))
+        try:
+            dt = dtype_name(parse_dtype(dt_text))
+        except InputSpecError as e:
+            raise InputSpecError(f"bad input shape {text!r}: unknown dtype {dt_text!r}", e.hint) from None
+    try:
+        shape = parse_shape(body)
+    except InputSpecError as e:
+        raise InputSpecError(f"bad input shape {text!r}: the sizes {body!r} must be positive integers",
+                             _SPEC_HINT if name or dt else e.hint) from None
+    return InputSpec(tuple(shape), dt, name)
+
+
+def normalize_shapes(input_shapes: Any) -> list[Shape] | None:
+    """The `input_shapes` the API takes -> plain shapes and InputSpecs, checked (positional first, names once).
+    Accepted: a list whose entries are shapes ([1, 3, 224, 224]), InputSpecs, or CLI strings
+    ("input_ids=1,128:int64"); or a dict {name: shape or "1,128:int64"} of keyword inputs."""
+    if not input_shapes:
+        return None
+    if isinstance(input_shapes, dict):
+        out: list[Shape] = []
+        for name, v in input_shapes.items():
+            sp = parse_input(v) if isinstance(v, str) else as_spec(v)
+            out.append(InputSpec(sp.shape, sp.dtype, str(name)))
+    else:
+        out = []
+        for v in input_shapes:
+            if isinstance(v, str):
+                sp = parse_input(v)
+                out.append(sp if sp.name or sp.dtype else list(sp.shape))
+            elif isinstance(v, InputSpec):
+                out.append(v)
+            else:
+                out.append([int(d) for d in v])
+    check_order(out)
+    return out
+
+
+def as_spec(s: Shape) -> InputSpec:
+    return s if isinstance(s, InputSpec) else InputSpec(tuple(int(d) for d in s))
+
+
+def with_batch(s: Shape, b: int) -> Shape:
+    """The same input with its first dimension set to b (a plain shape stays a plain list)."""
+    return s.at_batch(b) if isinstance(s, InputSpec) else [b, *list(s)[1:]]
+
+
+def shape_of(s: Shape) -> list[int]:
+    return list(s.shape) if isinstance(s, InputSpec) else [int(d) for d in s]
+
+
+def check_order(specs: Sequence[Shape]) -> None:
+    """Positional inputs first, each keyword once."""
+    seen: set[str] = set()
+    for s in specs:
+        name = s.name if isinstance(s, InputSpec) else None
+        if name is None and seen:
+            raise InputSpecError("a positional input shape comes after a named one",
+                                 "give the positional inputs first, then NAME=... ones")
+        if name is not None:
+            if name in seen:
+                raise InputSpecError(f"input {name!r} given twice", "give each named input once")
+            seen.add(name)
+
+
+class Named(dict):
+    """The keyword inputs of a model call, carried as the last element of an inputs tuple: the model is called as
+    `model(*positional, **named)` (see `split_inputs`, `call_model`). A pytree node, so tree_map / tree_flatten
+    (moving inputs to a device, to meta) see its tensors."""
+
+
+register_pytree_node(Named, lambda d: (list(d.values()), list(d.keys())), lambda values, keys: Named(zip(keys, values)))
+
+
+def join_inputs(args: Sequence[Any], kwargs: dict[str, Any] | None = None) -> tuple:
+    """(positional..., Named(kwargs)) -- or the plain tuple when there are no keyword inputs."""
+    return (*args, Named(kwargs)) if kwargs else tuple(args)
+
+
+def split_inputs(inputs: Any) -> tuple[tuple, dict[str, Any]]:
+    """An inputs value (a tensor, a tuple possibly ending with Named, a dict) -> (args, kwargs)."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, dict):
+        return (), dict(inputs)
+    inputs = tuple(inputs)
+    if inputs and isinstance(inputs[-1], dict):
+        return inputs[:-1], dict(inputs[-1])
+    return inputs, {}
+
+
+def normalize_inputs(inputs: Any) -> tuple:
+    """What a user passed as `inputs` (a tensor, a tuple or list of them, a dict of keyword inputs, or a tuple whose
+    last element is such a dict) -> the inputs tuple every pass takes."""
+    args, kwargs = split_inputs(inputs)
+    return join_inputs(args, kwargs)
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    args, kwargs = split_inputs(inputs)
+    return model(*args, **kwargs)
+
+
+def input_tensors(inputs: Any) -> list[tuple[str | None, torch.Tensor]]:
+    """(name or None, tensor) for each top-level input tensor, positional first."""
+    args, kwargs = split_inputs(inputs)
+    return [(None, t) for t in args if isinstance(t, torch.Tensor)] + [
+        (k, t) for k, t in kwargs.items() if isinstance(t, torch.Tensor)]
 
 
 def _first_layer(module: torch.nn.Module) -> torch.nn.Module | None:
@@ -133,55 +275,97 @@ def guess_shape(module: torch.nn.Module, batch: int = 1) -> tuple[list[int], tor
     )
 
 
+_INT_NAMES = ("input_ids", "decoder_input_ids", "token_type_ids", "position_ids", "labels", "attention_mask",
+              "decoder_attention_mask")
+
+
+def _default_dtype(module: torch.nn.Module | None, spec: InputSpec, n: int) -> torch.dtype:
+    """A positional input (or a model's only input) takes int64 when the first layer is an embedding; a named one
+    takes int64 when its name says token ids or a mask, else float32."""
+    if spec.name is not None and (spec.name in _INT_NAMES or spec.name.endswith(("_ids", "_mask"))):
+        return torch.int64
+    if spec.name is None or n == 1:
+        first = _first_layer(module) if module is not None else None
+        if isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+            return torch.int64
+    return torch.float32
+
+
+def _tensor(module: torch.nn.Module | None, shape: list[int], dt: torch.dtype, name: str | None,
+            gen: torch.Generator) -> torch.Tensor:
+    if dt.is_floating_point:
+        return torch.randn(shape, generator=gen).to(dt)
+    if dt == torch.bool:
+        return torch.zeros(shape, dtype=torch.bool)
+    if name is not None and name.endswith("mask"):
+        return torch.ones(shape, dtype=dt)
+    if name == "token_type_ids":
+        return torch.zeros(shape, dtype=dt)
+    high = 2
+    if name is None:
+        first = _first_layer(module) if module is not None else None
+        emb = first if isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag)) else None
+    else:  # a named integer input: token ids within the first embedding's vocabulary
+        emb = next((m for m in module.modules() if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))),
+                   None) if module is not None else None
+    if emb is not None:
+        high = emb.num_embeddings
+    return torch.randint(0, high, shape, generator=gen, dtype=dt)
+
+
 def make_inputs(
     module: torch.nn.Module | None,
-    shapes: list[list[int]] | None = None,
+    shapes: Sequence[Shape] | None = None,
     dtype: str | None = None,
     device: str = "cpu",
     seed: int = 0,
-) -> tuple[tuple[torch.Tensor, ...], list[InputInfo], str | None]:
-    """Tensors to run the model with, their descriptions, and why they were assumed (or None)."""
+) -> tuple[tuple, list[InputInfo], str | None]:
+    """Inputs to run the model with (a tuple for `call_model`: positional tensors, then a Named dict of the keyword
+    ones), their descriptions, and why they were assumed (or None). `shapes` are plain shapes (positional, of
+    `dtype`) or InputSpecs (each with its own name and dtype; `dtype` fills in where it has none)."""
     why = None
+    default = parse_dtype(dtype) if dtype else None
     if shapes:
-        dt = parse_dtype(dtype) if dtype else None
-        if dt is None:
-            first = _first_layer(module) if module is not None else None
-            dt = torch.int64 if isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag)) else torch.float32
-        specs = [(s, dt) for s in shapes]
+        check_order(shapes)
+        given = [as_spec(s) for s in shapes]
+        specs = [(list(sp.shape), parse_dtype(sp.dtype) if sp.dtype else default or _default_dtype(module, sp, len(given)),
+                  sp.name) for sp in given]
         assumed = False
     else:
         s, dt, why = guess_shape(module)
-        if dtype:
-            dt = parse_dtype(dtype)
-        specs = [(s, dt)]
+        specs = [(s, default or dt, None)]
         assumed = True
-    check_input_bytes((f"input {i + 1}" if len(specs) > 1 else "the input", shape, str(dt).replace("torch.", ""),
-                       torch.empty((), dtype=dt).element_size()) for i, (shape, dt) in enumerate(specs))
+    check_input_bytes((name or (f"input {i + 1}" if len(specs) > 1 else "the input"), shape, dtype_name(dt),
+                       torch.empty((), dtype=dt).element_size()) for i, (shape, dt, name) in enumerate(specs))
     gen = torch.Generator().manual_seed(seed)
-    tensors = []
+    args: list[torch.Tensor] = []
+    named: dict[str, torch.Tensor] = {}
     infos = []
-    for shape, dt in specs:
-        if dt.is_floating_point:
-            t = torch.randn(shape, generator=gen).to(dt)
-        elif dt == torch.bool:
-            t = torch.zeros(shape, dtype=torch.bool)
-        else:
-            high = 2
-            first = _first_layer(module) if module is not None else None
-            if isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
-                high = first.num_embeddings
-            t = torch.randint(0, high, shape, generator=gen, dtype=dt)
+    for shape, dt, name in specs:
+        t = _tensor(module, shape, dt, name, gen)
         if device not in ("cpu", "meta"):
             t = t.to(device)
-        tensors.append(t)
-        infos.append(InputInfo(shape=list(shape), dtype=str(dt).replace("torch.", ""), assumed=assumed))
-    return tuple(tensors), infos, why
+        if name is None:
+            args.append(t)
+        else:
+            named[name] = t
+        infos.append(InputInfo(shape=list(shape), dtype=dtype_name(dt), assumed=assumed, name=name))
+    return join_inputs(args, named), infos, why
 
 
-def from_infos(module: torch.nn.Module | None, infos: list[InputInfo], seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Rebuild example tensors from a report's input descriptions (each with its own dtype)."""
-    out = []
+def spec_of(info: InputInfo, batch: int | None = None) -> InputSpec:
+    shape = tuple(info.shape) if batch is None else (batch, *info.shape[1:])
+    return InputSpec(shape, info.dtype, getattr(info, "name", None))
+
+
+def from_infos(module: torch.nn.Module | None, infos: list[InputInfo], seed: int = 0, batch: int | None = None) -> tuple:
+    """Rebuild example inputs from a report's input descriptions (each with its own dtype and name; seeded per
+    input), optionally at another batch size."""
+    args: list[torch.Tensor] = []
+    named: dict[str, torch.Tensor] = {}
     for i, info in enumerate(infos):
-        t, _, _ = make_inputs(module, [info.shape], info.dtype, seed=seed + i)
-        out.extend(t)
-    return tuple(out)
+        t, _, _ = make_inputs(module, [spec_of(info, batch)], seed=seed + i)
+        a, k = split_inputs(t)
+        args.extend(a)
+        named.update(k)
+    return join_inputs(args, named)

@@ -22,7 +22,9 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_map
 
+from dldoctor.collect.inputs import call_model
 from dldoctor.errors import InputSpecError
 from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
 
@@ -413,7 +415,7 @@ def _batch_dim(model: nn.Module, make: Callable[[int], tuple], b: int) -> tuple[
     """Run the model at batch b and b-1; return (input batch dim, output batch dim, out_b, inputs_b)."""
     xa, xb = make(b), make(b - 1)
     with torch.no_grad():
-        oa, ob = _first_tensor(model(*xa)), _first_tensor(model(*xb))
+        oa, ob = _first_tensor(call_model(model, xa)), _first_tensor(call_model(model, xb))
     if oa is None:
         raise InputSpecError("the model's output holds no tensor", "the probe needs a tensor output to put a loss on")
     in_dim = next((i for i, (p, q) in enumerate(zip(xa[0].shape, xb[0].shape)) if p != q), 0)
@@ -568,9 +570,9 @@ def independence(model: nn.Module, x: tuple, in_dim: int, out_dim: int, seed: in
     try:
         model.eval()
         with torch.no_grad():
-            a = _first_tensor(model(*x)).movedim(out_dim, 0)[0].float()
+            a = _first_tensor(call_model(model, x)).movedim(out_dim, 0)[0].float()
             run[0] = 1
-            b = _first_tensor(model(x2, *x[1:])).movedim(out_dim, 0)[0].float()
+            b = _first_tensor(call_model(model, (x2, *x[1:]))).movedim(out_dim, 0)[0].float()
     finally:
         for h in handles:
             h.remove()
@@ -644,10 +646,13 @@ def run_probe(
 
 def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int, device: str,
                input_shapes: list[list[int]] | None, dtype: str | None) -> Callable[[int], tuple]:
-    from dldoctor.collect.inputs import make_inputs
+    from dldoctor.collect.inputs import InputSpec, make_inputs, normalize_inputs, normalize_shapes, with_batch
 
     if inputs is not None:
-        base = tuple(t.to(device) for t in (inputs if isinstance(inputs, tuple) else (inputs,)))
+        base = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, normalize_inputs(inputs))
+        if not base or not isinstance(base[0], torch.Tensor):
+            raise InputSpecError("the probe reads the batch from the first input, and it is not a positional tensor",
+                                 "give the first input positionally; keyword inputs can follow it")
 
         def from_given(b: int) -> tuple:
             x = base[0]
@@ -658,8 +663,11 @@ def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int,
 
     def make(b: int) -> tuple:
         if input_shapes:
-            shapes = [[b, *s[1:]] for s in input_shapes]
-            t, _, _ = make_inputs(net, shapes, dtype, seed=seed)
+            shapes = normalize_shapes(input_shapes) or []
+            if isinstance(shapes[0], InputSpec) and shapes[0].name is not None:
+                raise InputSpecError("the probe reads the batch from the first input, and every input is named",
+                                     "give the first input positionally (e.g. -s 16,3,32,32); named ones can follow")
+            t, _, _ = make_inputs(net, [with_batch(s, b) for s in shapes], dtype, seed=seed)
         else:
             from dldoctor.collect.inputs import guess_shape
 
@@ -671,7 +679,7 @@ def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int,
             elif len(s) == 2 and s[1] == 128 and not dt.is_floating_point:
                 s = [s[0], 32]
             t, _, _ = make_inputs(net, [s], dtype or str(dt).replace("torch.", ""), seed=seed)
-        return tuple(v.to(device) for v in t)
+        return tree_map(lambda v: v.to(device), t)
 
     return make
 
@@ -723,7 +731,7 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
     hs = [m.register_forward_hook(lambda m, a, o: order.append(m)) for m in leaves]
     try:
         with torch.no_grad():
-            net(*x0)
+            call_model(net, x0)
     except Exception:  # noqa: BLE001 - only a hint; the run below reports failures
         pass
     finally:
@@ -744,7 +752,7 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
             if y is None:
                 y = synthetic_targets(out0, out_dim, x[0], in_dim, loss, gen).to(device)
             try:
-                out = _first_tensor(net(*x))
+                out = _first_tensor(call_model(net, x))
                 value = compute_loss(loss, out, y, out_dim)
             except Exception as e:  # noqa: BLE001
                 res.error = f"{type(e).__name__}: {e}".splitlines()[0][:500]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
+from dldoctor.collect.inputs import call_model
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.collect.torch_model import count_pass
 from dldoctor.collect.trace import PassResult
@@ -392,7 +393,7 @@ def _measure_torch(res: ProfileResult, module: torch.nn.Module, make_input: Call
 
     def run_at(b: int) -> Callable[[], Any]:
         args = _prepare(make_input(b), device, tdtype)
-        return lambda: model(*args)
+        return lambda: call_model(model, args)
 
     with torch.inference_mode():
         res.latency = _sweep(run_at, batch_sizes, device, warmup, iters, min_time, cv_threshold)
@@ -437,7 +438,7 @@ def _profile_torch(model: torch.nn.Module, args: tuple, device: Any) -> tuple[An
 
     def step() -> None:
         with torch.profiler.record_function(_FORWARD):
-            model(*args)
+            call_model(model, args)
 
     handles = _label_leaves(model)
     try:

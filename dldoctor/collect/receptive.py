@@ -1421,7 +1421,9 @@ def receptive_field(module: torch.nn.Module, inputs: tuple[Tensor, ...] | Tensor
             except RuntimeError:  # a ScriptModule takes no hooks: it still gets the overall field
                 pass
         with torch.no_grad(), _RFMode(tracker):
-            out = module(*inputs)
+            from dldoctor.collect.inputs import call_model  # model(*positional, **named)
+
+            out = call_model(module, inputs)
     finally:
         for h in handles:
             h.remove()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_map
 
-from dldoctor.collect.inputs import make_inputs
+from dldoctor.collect.inputs import input_tensors, make_inputs, normalize_inputs
 from dldoctor.collect.memory import memory_stats
 from dldoctor.collect.params import dtype_name, module_param_counts, param_stats
 from dldoctor.collect.trace import PassResult, run_pass
@@ -93,8 +94,8 @@ def inspect_module(
     trainable_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in module.parameters()}.values() if p.requires_grad)
     try:
         if inputs is not None:
-            args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-            report.inputs = [InputInfo(list(t.shape), dtype_name(t.dtype), False) for t in args if isinstance(t, torch.Tensor)]
+            args = normalize_inputs(inputs)  # a tensor, a tuple, a dict of keyword inputs, or a tuple ending with one
+            report.inputs = [InputInfo(list(t.shape), dtype_name(t.dtype), False, name) for name, t in input_tensors(args)]
         else:
             args, report.inputs, why = make_inputs(module, input_shapes, dtype, device=device)
             if why:
@@ -119,7 +120,7 @@ def inspect_module(
     if inf.error:
         where = f" in layer '{inf.error_module}' ({_type_at(module, inf.error_module)})" if inf.error_module else ""
         report.diag("error", f"forward pass failed{where}: {inf.error}", inf.error_module)
-    input_bytes = sum(t.numel() * t.element_size() for t in args if isinstance(t, torch.Tensor))
+    input_bytes = sum(t.numel() * t.element_size() for _, t in input_tensors(args))
     batch = report.inputs[0].shape[0] if report.inputs and report.inputs[0].shape else None
     report.memory = memory_stats(params, trainable_bytes, input_bytes, inf, tr if training else None, optimizer, batch)
     if batch_sizes and inf.error is None:
@@ -198,12 +199,14 @@ def _memory_by_batch(module: torch.nn.Module, args: tuple, sizes: list[int], par
 
     rows = []
     for b in sizes:
-        check_input_bytes((f"input {i} at --batch-sizes {b}", [b, *t.shape[1:]], str(t.dtype).removeprefix("torch."),
-                           t.element_size()) for i, t in enumerate(args) if isinstance(t, torch.Tensor) and t.dim())
-        scaled = tuple(t.expand(b, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() else t for t in args)
+        check_input_bytes((f"{name or f'input {i}'} at --batch-sizes {b}", [b, *t.shape[1:]],
+                           str(t.dtype).removeprefix("torch."), t.element_size())
+                          for i, (name, t) in enumerate(input_tensors(args)) if t.dim())
+        scaled = tree_map(lambda t: t.expand(b, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() else t,
+                          args)
         inf = count_pass(module, scaled, report.device, False, report)
         tr = count_pass(module, scaled, report.device, True, report, loss) if training and inf.error is None else None
-        in_bytes = sum(t.numel() * t.element_size() for t in scaled if isinstance(t, torch.Tensor))
+        in_bytes = sum(t.numel() * t.element_size() for _, t in input_tensors(scaled))
         m = memory_stats(params, trainable_bytes, in_bytes, inf, tr, optimizer, b)
         rows.append({"batch_size": b, "inference_peak_bytes": m.inference_peak_bytes,
                      "training_peak_bytes": m.training_peak_bytes, "status": m.status})
@@ -241,7 +244,7 @@ def _flop_stats(inf: PassResult, tr: PassResult | None, training: bool) -> FlopS
 
 
 def _receptive_field(module: torch.nn.Module, args: tuple, inf: PassResult) -> tuple[ReceptiveField, dict[str, ReceptiveField]]:
-    first = args[0] if args else None
+    first = next((t for _, t in input_tensors(args)), None)
     if not isinstance(first, torch.Tensor) or not first.is_floating_point() or first.dim() < 3:
         return ReceptiveField(status=UNAVAILABLE, reason="not applicable: the input has no spatial dimensions"), {}
     if inf.error:

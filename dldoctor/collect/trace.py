@@ -559,7 +559,10 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
             if device == "meta":
                 es.enter_context(_FusedAttention())
             try:
-                out = torch.func.functional_call(module, state, args, strict=False)
+                from dldoctor.collect.inputs import split_inputs  # model(*positional, **named)
+
+                pos, named = split_inputs(args)
+                out = torch.func.functional_call(module, state, pos, named, strict=False)
             except Exception as e:  # noqa: BLE001 - a failing forward still yields a partial result
                 r.error = f"{type(e).__name__}: {e}".strip().splitlines()[0][:500]
                 r.error_module = stack[-1] if stack else None

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from dldoctor.collect.inputs import call_model
 from dldoctor.collect.profile import ort_session
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.fileops import temp_dir
@@ -268,7 +269,7 @@ def _finish(w: WhatIf, m: _Measured, ctx: _Ctx, tolerance: float | None, thresho
 def _forward(model: Callable, x: tuple, grad_mode: Callable[[], Any] = torch.no_grad) -> Callable[[], Any]:
     def fn():
         with grad_mode():
-            return model(*x)
+            return call_model(model, x)
     return fn
 
 
@@ -305,7 +306,7 @@ def _autocast(ctx: _Ctx, dtype: torch.dtype) -> _Measured:
 
     def fn():
         with torch.no_grad(), torch.autocast(kind, dtype=dtype):
-            return ctx.model(*ctx.x)
+            return call_model(ctx.model, ctx.x)
     out = _snapshot(fn())
     base, p50 = ctx.pair(fn)
     return _Measured(p50, base, out, reduced=True, detail=f"torch.autocast({kind!r}, dtype=torch.{name})")

@@ -41,6 +41,7 @@ class InputInfo:
     shape: list[int]
     dtype: str
     assumed: bool = False
+    name: str | None = None  # a keyword input (model(..., name=tensor)); None for a positional one
 
 
 @dataclass
@@ -171,6 +172,8 @@ class Report:
             if f.name == "schema_version":
                 continue
             d[f.name] = _to_plain(getattr(self, f.name))
+        # an input's `name` is there for keyword inputs only (positional ones have none)
+        d["inputs"] = [{k: v for k, v in i.items() if k != "name" or v is not None} for i in d["inputs"]]
         return d
 
     @classmethod

@@ -78,6 +78,8 @@ def test_latency_budget_fails_ci(files, tmp_path):
     (["/no/such.pt"], "no such"),
     (["weights.pt"], "architecture"),
     (["mlp.pt", "--dtype", "int3"], "unknown dtype"),
+    (["mlp.pt", "--precision", "fp8"], "unknown precision"),
+    (["mlp.pt", "-s", "x=1,2:float33"], "unknown dtype"),
     (["mlp.pt", "--device", "tpu"], "unknown device"),
     (["mlp.pt", "--batch-sizes", "0"], "at least 1"),
     (["mlp.pt", "--format", "pdf"], "unknown format"),
@@ -104,7 +106,7 @@ def test_api_profile_leaves_model_alone():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_profile_cuda_fp16(files):
-    r = run("profile", files / "mlp.pt", "--device", "cuda", "--dtype", "fp16", "--format", "json", *FAST)
+    r = run("profile", files / "mlp.pt", "--device", "cuda", "--precision", "fp16", "--format", "json", *FAST)
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)["profile"]["latency"][0]
     assert s["p50"] > 0 and s["peak_memory"] is not None

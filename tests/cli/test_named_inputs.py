@@ -1,0 +1,108 @@
+"""-s NAME=D0,D1,...[:DTYPE] on the commands (issue 14), and --dtype (inputs) vs --precision (the model's) on profile."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from dldoctor.cli import app
+from tests.collect.test_inputs import HAND_MACS
+
+runner = CliRunner()
+SPEC = "tests.collect.test_inputs:build"
+NAMED = ["-s", "input_ids=1,16:int64", "-s", "pixel_values=1,3,32,32"]
+FAST = ["--warmup", "1", "--iters", "3", "--no-whatifs", "-f", "json"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def embedder() -> nn.Module:  # tests.cli.test_named_inputs:embedder, a token model
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 4))
+
+
+def test_inspect_named_inputs_json_and_rich():
+    r = run("inspect", SPEC, *NAMED, "-f", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["flops"]["macs"] == HAND_MACS and doc["flops"]["status"] == "complete"
+    assert doc["inputs"] == [{"shape": [1, 16], "dtype": "int64", "assumed": False, "name": "input_ids"},
+                             {"shape": [1, 3, 32, 32], "dtype": "float32", "assumed": False, "name": "pixel_values"}]
+    r = run("inspect", SPEC, *NAMED)
+    assert r.exit_code == 0, r.output
+    assert "input_ids 1×16 int64" in r.output and "pixel_values 1×3×32×32 float32" in r.output
+
+
+def test_check_mixed_positional_and_named():
+    r = run("check", SPEC, "-s", "1,16:int64", "-s", "pixel_values=1,3,32,32", "-f", "json")
+    assert r.exit_code in (0, 1), r.output
+    doc = json.loads(r.stdout)
+    rep = doc["reports"][0] if "reports" in doc else doc
+    assert rep["flops"]["macs"] == HAND_MACS and [i.get("name") for i in rep["inputs"]] == [None, "pixel_values"]
+
+
+@pytest.mark.parametrize("spec, what", [
+    ("x=1,a", "bad input shape 'x=1,a'"),
+    ("x=1,2:float33", "unknown dtype 'float33'"),
+])
+@pytest.mark.parametrize("command", ["inspect", "check", "profile", "probe"])
+def test_bad_spec_is_one_line_exit_2(command, spec, what):
+    r = run(command, SPEC, "-s", spec)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[0].startswith("dldoctor: error:") and what in lines[0] and "Traceback" not in r.output
+    assert len(lines) == 2 and lines[1].strip().startswith("hint:")
+
+
+def test_positional_after_named_is_a_usage_error():
+    r = run("inspect", SPEC, "-s", "pixel_values=1,3,32,32", "-s", "1,16")
+    assert r.exit_code == 2 and "positional input shape comes after a named one" in r.output
+
+
+def test_profile_dtype_is_the_input_dtype():
+    r = run("profile", "tests.cli.test_named_inputs:embedder", "--dtype", "int64", "-s", "1,16", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["inputs"] == [{"shape": [1, 16], "dtype": "int64", "assumed": False}]
+    assert doc["profile"]["config"]["dtype"] == "fp32" and doc["profile"]["latency"][0]["p50"] > 0
+    # the old spelling still works (hidden, deprecated)
+    r = run("profile", "tests.cli.test_named_inputs:embedder", "--input-dtype", "int64", "-s", "1,16", *FAST)
+    assert r.exit_code == 0, r.output
+
+
+def _cpu_bf16() -> bool:  # as collect/whatif.py decides for bf16 autocast
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.skipif(not _cpu_bf16(), reason="this CPU has no bfloat16 support")
+def test_profile_precision_bf16_keeps_int_inputs():
+    r = run("profile", "tests.cli.test_named_inputs:embedder", "--dtype", "int64", "-s", "1,16", "--precision", "bf16", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["profile"]["config"]["dtype"] == "bf16" and doc["profile"]["latency"][0]["p50"] > 0
+    assert doc["inputs"][0]["dtype"] == "int64"
+
+
+def test_profile_and_probe_with_named_inputs():
+    r = run("profile", SPEC, *NAMED, *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["profile"]["latency"][0]["error"] is None and doc["profile"]["latency"][0]["p50"] > 0
+    r = run("probe", SPEC, "-s", "4,16:int64", "-s", "pixel_values=4,3,32,32", "--steps", "3", "-f", "json")
+    assert r.exit_code in (0, 1), r.output
+    assert json.loads(r.stdout)["probe"]["error"] is None
+    r = run("probe", SPEC, *NAMED, "--steps", "3")
+    assert r.exit_code == 2 and "first input" in r.output
+
+
+def test_compress_refuses_named_inputs_in_one_line(tmp_path):
+    r = run("compress", SPEC, *NAMED, "-o", tmp_path / "out")
+    assert r.exit_code == 2 and "compress takes positional inputs only" in r.output, r.output
