@@ -403,7 +403,35 @@ def _name(path: str, folder: str) -> str:
     return base or os.path.basename(os.path.normpath(folder))
 
 
+def folder_digest(folder: str, files: list[str], limit: int | None) -> str | None:
+    """One sha256 for the folder: of config.json's and each weight file's sha256 with its name, in name order.
+    None when the files are larger together than `limit` (hashing reads every byte)."""
+    import hashlib
+
+    from dldoctor.load.common import sha256_file
+
+    parts = [os.path.join(folder, CONFIG)] if os.path.isfile(os.path.join(folder, CONFIG)) else []
+    parts += files
+    if limit is not None and sum(os.path.getsize(p) for p in parts) > limit:
+        return None
+    h = hashlib.sha256()
+    for p in sorted(parts, key=os.path.basename):
+        h.update(f"{os.path.basename(p)}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
 def load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
+    loaded = _load_hf_folder(path, opts)
+    folder = resolve(path)
+    loaded.sha256 = folder_digest(folder, weight_files(folder)[1], opts.hash_limit)
+    if loaded.sha256 is None:
+        loaded.notes.append("sha256 not computed: the folder's files are over the "
+                            f"{(opts.hash_limit or 0) / 2**30:g} GiB limit (hashing reads every byte); --hash computes "
+                            "it. Baselines match this folder by its path")
+    return loaded
+
+
+def _load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
     folder = resolve(path)
     name = _name(path, folder)
     notes: list[str] = []

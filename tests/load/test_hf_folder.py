@@ -286,3 +286,14 @@ def test_index_naming_a_shard_outside_the_folder_is_refused(tmp_path: Path) -> N
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(LoadError, match="outside the folder"):
         load(str(folder), LoadOptions(device="meta"))
+
+
+def test_folder_sha256_covers_config_and_weights(tmp_path: Path) -> None:
+    _, folder = gpt2(tmp_path / "gpt2")
+    a = load(str(folder), LoadOptions(device="meta")).sha256
+    assert a and a == load(str(folder), LoadOptions(device="meta")).sha256
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["layer_norm_epsilon"] = 1e-6
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert load(str(folder), LoadOptions(device="meta")).sha256 not in (None, a)
+    assert load(str(folder), LoadOptions(device="meta", hash_limit=10)).sha256 is None
