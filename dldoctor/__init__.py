@@ -4,6 +4,20 @@ The public API is imported lazily so that `dldoctor --help` never pays for torch
 """
 from __future__ import annotations
 
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
+    # `python -m dldoctor`: Python put the working folder first on sys.path, and this package is imported before
+    # __main__ runs. Take it off before the first import below, or a typing.py / dataclasses.py lying there (a
+    # downloaded model repository, say) is run in place of the standard library (__main__.py says more).
+    import os as _os  # already loaded by Python's start-up: not looked up on sys.path
+
+    try:
+        if _sys.path[0] in ("", _os.getcwd()):
+            del _sys.path[0]
+    except OSError:
+        pass
+
 from typing import Any
 
 from dldoctor._version import __version__

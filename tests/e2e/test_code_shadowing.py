@@ -175,3 +175,11 @@ def test_code_file_folder_is_appended(in_repo):
     assert mod.X == 1 and sys.path[0] != str(in_repo / "lib") and str(in_repo / "lib") in sys.path
     import_module("mymodels", "test")
     assert sys.path[0] != str(in_repo)
+
+
+def test_python_m_never_imports_standard_library_names_from_the_working_folder(repo):
+    """`python -m dldoctor` imports the package before __main__ runs: a typing.py or dataclasses.py lying in the
+    working folder must not stand in for the standard library (the hostile corpus found typing.py run)."""
+    for name in ("typing", "dataclasses", "enum", "json", "contextvars"):
+        (repo / f"{name}.py").write_text(f"open({str(repo / ('FIRED_' + name))!r}, 'w').write('imported')\n")
+    run_all(repo, [("module", ["--help"]), ("module", ["inspect", "mymodels:build", *SHAPE, "--no-rules"])])
