@@ -208,7 +208,8 @@ def compress(
     selected = _select(kind, module, names)
     res = CompressResult(optimize=optimize, max_drop=max_drop or "1%", out_dir=str(out))
     make_input = run.make_input(seed=1000)
-    held_batches = [_held(make_input, i) for i in range(max(1, held // 8))]
+    batch = _declared_batch(loaded.onnx_model) or 8  # an ONNX graph with a fixed batch runs at that batch only
+    held_batches = [_held(make_input, i, batch) for i in range(max(1, held // batch))]
     work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
     pending = contextlib.ExitStack()  # what a hard exit (--timeout on a native hang) removes
     if created:
@@ -228,7 +229,7 @@ def compress(
                 raise InputSpecError(f"--eval failed on the original model: {type(e).__name__}: {e}".splitlines()[0],
                                      "the factory must return fn(model) -> number") from None
         orig.fidelity.metric_original = metric0
-        calib_inputs = lambda: _calibration(calib, make_input)  # noqa: E731 - only static int8 needs it
+        calib_inputs = lambda: _calibration(calib, make_input, batch)  # noqa: E731 - only static int8 needs it
         for i, name in enumerate(selected):
             say(f"making and measuring {name}", i + 1, len(selected) + 1)
             v, outputs, new = _variant(name, module, onnx_fp32, work, held_batches, make_input, calib_inputs,
@@ -262,12 +263,25 @@ def compress(
     return report
 
 
-def _held(make_input: Callable[[int], tuple], i: int) -> tuple:
+def _held(make_input: Callable[[int], tuple], i: int, batch: int = 8) -> tuple:
     import torch
 
     with torch.random.fork_rng():
         torch.manual_seed(10_000 + i)
-        return make_input(8)
+        return make_input(batch)
+
+
+def _declared_batch(onnx_model: Any) -> int | None:
+    """The first input's batch size when an ONNX graph fixes it (dim_value), else None (symbolic or absent)."""
+    if onnx_model is None:
+        return None
+    inits = {i.name for i in onnx_model.graph.initializer}
+    for vi in onnx_model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return None
 
 
 def _from_findings(report: Any, loaded: Any, names: list[str] | None) -> list[str]:
@@ -287,10 +301,10 @@ def _metric(eval_fn: Any, module: Any) -> float:
     return float(eval_fn(module))
 
 
-def _calibration(calib: Any, make_input: Callable[[int], tuple]) -> list[tuple]:
+def _calibration(calib: Any, make_input: Callable[[int], tuple], batch: int = 8) -> list[tuple]:
     """Calibration batches: the user's (--calib), or synthetic ones like the example input."""
     if calib is None:
-        return [_held(make_input, 100 + i) for i in range(4)]
+        return [_held(make_input, 100 + i, batch) for i in range(4)]
     if isinstance(calib, str):
         from dldoctor.api.probe import resolve_data
 

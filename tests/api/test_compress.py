@@ -232,3 +232,13 @@ def test_api_refuses_an_output_folder_that_holds_the_input(mlp_file):
     with pytest.raises(DLDoctorError, match="beside or over the input|which this run reads"):
         compress(str(mlp_file), out_dir=str(mlp_file.parent), transforms=["torch-fp16"], iters=2, warmup=1)
     assert sorted(p.name for p in mlp_file.parent.iterdir()) == before
+
+
+def test_an_onnx_graph_with_a_fixed_batch_is_measured_at_that_batch(tmp_path):
+    """A graph exported with a fixed batch of 1 (torch.onnx.export's default) runs only at batch 1: compress's held
+    and calibration batches follow the declared batch (it raised ONNX Runtime's INVALID_ARGUMENT at batch 8)."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    p = tmp_path / "fixed.onnx"
+    torch.onnx.export(m, (torch.randn(1, 3, 16, 16),), str(p), dynamo=False)
+    r = run(p, "-o", tmp_path / "o", "-t", "onnx-optimized", "-t", "onnx-int8-static", *FAST)
+    assert r.exit_code in (0, 1) and "internal error" not in r.output and "INVALID_ARGUMENT" not in r.output, r.output
