@@ -24,6 +24,7 @@ from dldoctor.errors import LoadError, UnsafeModelError
 from dldoctor.load.base import Loaded, LoadOptions
 from dldoctor.load.common import describe_exc
 from dldoctor.load.limits import LIMITS, ResourceLimitError, load_json
+from dldoctor.load.statedict import few
 from dldoctor.report.types import TensorInfo
 
 CONFIG = "config.json"
@@ -324,9 +325,6 @@ def _fit(module: Any, weights: _Weights, folder: str) -> list[str]:
         else:
             missing.append(k)
     unexpected = sorted(names - set(target))
-
-    def few(xs: list[str]) -> str:
-        return ", ".join(xs[:3]) + (f" (+{len(xs) - 3} more)" if len(xs) > 3 else "")
 
     problems = []
     if mismatched:

@@ -140,7 +140,8 @@ def _strip_prefix(sd: Mapping[str, Any], wanted: set[str]) -> tuple[dict[str, An
     return best
 
 
-def _few(items: list[str], n: int = 3) -> str:
+def few(items: list[str], n: int = 3) -> str:
+    """'a, b, c (+4 more)': a short list for an error line."""
     shown = ", ".join(items[:n])
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
@@ -161,11 +162,11 @@ def load_into(module: Any, sd: Mapping[str, Any], source: str, arch: str) -> lis
     ]
     problems = []
     if mismatched:
-        problems.append(f"shape mismatch: {_few(mismatched)}")
+        problems.append(f"shape mismatch: {few(mismatched)}")
     if missing:
-        problems.append(f"missing keys: {_few(missing)}")
+        problems.append(f"missing keys: {few(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_few(unexpected)}")
+        problems.append(f"unexpected keys: {few(unexpected)}")
     hint = "check that --arch (factory and arguments such as num_classes) builds the architecture the weights were saved from"
     if problems:
         raise LoadError(f"{source}: weights do not fit --arch {arch}: " + "; ".join(problems), hint=hint)
