@@ -21,9 +21,10 @@ venv: $(BIN)/python
 zoo: $(BIN)/python
 	@$(BIN)/python -c "import torchvision" 2>/dev/null || $(PIP) install $(TORCH_ZOO)
 
-# transformers + timm + safetensors: Hugging Face folders (dldoctor[hf]); the tests of load/hf_folder.py need them
+# transformers + timm + safetensors: Hugging Face folders (dldoctor[hf]); the tests of load/hf_folder.py need them.
+# accelerate + lightning (dldoctor[train]): the trainer callbacks of dldoctor/integrations and their tests
 hf: venv
-	@$(BIN)/python -c "import transformers, timm, safetensors" 2>/dev/null || $(PIP) install -e ".[dev,hf]"
+	@$(BIN)/python -c "import transformers, timm, safetensors, accelerate, lightning" 2>/dev/null || $(PIP) install -e ".[dev,hf,train]"
 
 samples: venv
 	$(BIN)/python sample_models/build.py --out sample_models/out
