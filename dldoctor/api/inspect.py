@@ -70,10 +70,15 @@ def inspect_loaded(
     if loaded.module is None:
         weights_only(report, loaded)
         return report, loaded
+    from dldoctor.collect.inputs import InputSpec
     from dldoctor.report.facts import normalise_loss
 
+    assumed = None
+    if inputs is None and not input_shapes and loaded.inputs:  # the file says what it takes (config.json)
+        input_shapes = [InputSpec(tuple(shape), dt, name) for name, shape, dt in loaded.inputs]
+        assumed = loaded.inputs_why
     inspect_module(report, loaded.module, inputs, input_shapes, dtype, device, depth, optimizer, training,
-                    receptive_field, normalise_loss(loss), batch_sizes=batch_sizes, plan=plan)
+                    receptive_field, normalise_loss(loss), batch_sizes=batch_sizes, plan=plan, assumed=assumed)
     return report, loaded
 
 

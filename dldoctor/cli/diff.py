@@ -102,7 +102,11 @@ def register(app: typer.Typer) -> None:
                       config_file=config_file)
             shapes, dt, lender = user_shapes, dtype, None
             if shapes is None and ref is not None and ref.inputs:
-                shapes, dt, lender = [list(i.shape) for i in ref.inputs], dtype or ref.inputs[0].dtype, ref_src
+                from dldoctor.collect.inputs import InputSpec
+
+                # each borrowed input keeps its own name and dtype (--dtype, when given, sets them all)
+                shapes = [InputSpec(tuple(i.shape), dtype or i.dtype, i.name) for i in ref.inputs]
+                dt, lender = dtype, ref_src
             with err.status(f"inspecting {markup(s)}", spinner="dots"):
                 try:
                     rep = load_side(s, input_shapes=shapes, dtype=dt, **kw)

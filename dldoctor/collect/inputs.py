@@ -319,10 +319,12 @@ def make_inputs(
     dtype: str | None = None,
     device: str = "cpu",
     seed: int = 0,
+    assumed: str | None = None,
 ) -> tuple[tuple, list[InputInfo], str | None]:
     """Inputs to run the model with (a tuple for `call_model`: positional tensors, then a Named dict of the keyword
     ones), their descriptions, and why they were assumed (or None). `shapes` are plain shapes (positional, of
-    `dtype`) or InputSpecs (each with its own name and dtype; `dtype` fills in where it has none)."""
+    `dtype`) or InputSpecs (each with its own name and dtype; `dtype` fills in where it has none). `assumed`
+    says where `shapes` came from when the user did not give them (they are then marked assumed)."""
     why = None
     default = parse_dtype(dtype) if dtype else None
     if shapes:
@@ -330,11 +332,13 @@ def make_inputs(
         given = [as_spec(s) for s in shapes]
         specs = [(list(sp.shape), parse_dtype(sp.dtype) if sp.dtype else default or _default_dtype(module, sp, len(given)),
                   sp.name) for sp in given]
-        assumed = False
+        why = assumed
+        is_assumed = assumed is not None
     else:
-        s, dt, why = guess_shape(module)
+        s, dt, guess = guess_shape(module)
+        why = f"the {guess}"
         specs = [(s, default or dt, None)]
-        assumed = True
+        is_assumed = True
     check_input_bytes((name or (f"input {i + 1}" if len(specs) > 1 else "the input"), shape, dtype_name(dt),
                        torch.empty((), dtype=dt).element_size()) for i, (shape, dt, name) in enumerate(specs))
     gen = torch.Generator().manual_seed(seed)
@@ -349,7 +353,7 @@ def make_inputs(
             args.append(t)
         else:
             named[name] = t
-        infos.append(InputInfo(shape=list(shape), dtype=dtype_name(dt), assumed=assumed, name=name))
+        infos.append(InputInfo(shape=list(shape), dtype=dtype_name(dt), assumed=is_assumed, name=name))
     return join_inputs(args, named), infos, why
 
 

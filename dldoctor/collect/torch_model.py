@@ -87,7 +87,10 @@ def inspect_module(
     loss: str | None = None,
     batch_sizes: list[int] | None = None,
     plan: PlanOptions | None = None,
+    assumed: str | None = None,
 ) -> None:
+    """`assumed`: `input_shapes` were not given by the user but suggested by the file (where from, said in the
+    report; the inputs are marked assumed)."""
     report.device = device
     params = param_stats(module)
     report.params = params
@@ -97,9 +100,9 @@ def inspect_module(
             args = normalize_inputs(inputs)  # a tensor, a tuple, a dict of keyword inputs, or a tuple ending with one
             report.inputs = [InputInfo(list(t.shape), dtype_name(t.dtype), False, name) for name, t in input_tensors(args)]
         else:
-            args, report.inputs, why = make_inputs(module, input_shapes, dtype, device=device)
+            args, report.inputs, why = make_inputs(module, input_shapes, dtype, device=device, assumed=assumed)
             if why:
-                report.diag("info", f"example input assumed from the {why}; pass --input-shape to set it")
+                report.diag("info", f"example input assumed from {why}; pass --input-shape to set it")
     except InputSpecError as e:
         report.flops = FlopStats(status=UNAVAILABLE, reason=e.message)
         report.memory = memory_stats(params, trainable_bytes, 0, None, None, optimizer)

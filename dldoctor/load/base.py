@@ -32,3 +32,7 @@ class Loaded:
     notes: list[str] = field(default_factory=list)  # what the report should tell the user
     archive: list[dict[str, Any]] | None = None  # safe listing of a zip archive (name, size) when not trusted
     name: str | None = None
+    # example inputs the file itself suggests (a Hugging Face folder's config.json): (keyword or None for
+    # positional, shape, dtype) each, used, marked assumed, when the user gives none; with where they came from
+    inputs: list[tuple[str | None, list[int], str]] | None = None
+    inputs_why: str | None = None

@@ -282,6 +282,17 @@ def _build_transformers(tf: Any, folder: str, config_dict: dict, device: str, tr
     return model, name
 
 
+def _converted_load(cls: Any, cfg: Any, folder: str) -> Any:
+    """transformers' from_pretrained on a folder of safetensors (no pickle, no code: trust_remote_code=False, local
+    files only), for the layouts only its converter knows."""
+    try:
+        return cls.from_pretrained(folder, config=cfg, local_files_only=True, trust_remote_code=False,
+                                   use_safetensors=True)
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"{folder}: transformers could not load these weights ({describe_exc(e)})",
+                        hint="check the folder's files against config.json") from None
+
+
 def _build_timm(timm: Any, folder: str, config_dict: dict, device: str) -> tuple[Any, str]:
     import torch
 
@@ -342,39 +353,115 @@ def _fit(module: Any, weights: _Weights, folder: str) -> list[str]:
     return notes
 
 
-def _sub(cfg: Any, key: str, default: Any) -> Any:
-    for c in (cfg, getattr(cfg, "vision_config", None), getattr(cfg, "encoder", None)):
-        v = getattr(c, key, None) if c is not None else None
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return default
+def _elements(module: Any) -> tuple[int, int]:
+    """(elements of the parameters, each tensor once; and of the parameters with the saved buffers)."""
+    seen: dict[int, int] = {}
+    for p in module.parameters():
+        seen[id(p)] = p.numel()
+    params = sum(seen.values())
+    named = dict(module.named_parameters(remove_duplicate=False))
+    buffers = sum(t.numel() for k, t in module.state_dict().items() if k not in named)
+    return params, params + buffers
 
 
-def _inputs_note(module: Any, cfg: Any) -> str | None:
-    """A line for models whose forward needs more than one input (encoder-decoders, text + image, Whisper): the
-    guessed single input cannot run them, so name the --input-shape to pass. None for the others."""
+def _converted_layout(module: Any, weights: _Weights) -> bool:
+    """True when the files hold the model's tensors in an older layout that transformers converts on load (Mixtral's
+    per-expert w1/w2/w3 merged into one gate_up_proj, say): transformers has a conversion for this model, and the
+    files hold exactly as many elements as the architecture."""
+    import math
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+
+        if not get_model_conversion_mapping(module):
+            return False
+    except Exception:  # noqa: BLE001 - an older transformers: no conversions
+        return False
+    stored = sum(math.prod(i.shape) for i in weights.infos.values())
+    return stored in _elements(module)
+
+
+def _cfg_int(cfg: Any, keys: tuple[str, ...], subs: tuple[str, ...] = ()) -> int | None:
+    """The first integer among `keys` in the config or in its sub-configs named by `subs` (vision_config,
+    text_config, encoder...), searched in that order."""
+    for c in (cfg, *(getattr(cfg, s, None) for s in subs)):
+        for key in keys:
+            v = getattr(c, key, None) if c is not None else None
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return None
+
+
+def _float_dtype(module: Any) -> str:
+    for p in module.parameters():
+        if p.dtype.is_floating_point:
+            return str(p.dtype).replace("torch.", "")
+    return "float32"
+
+
+def timm_inputs(module: Any, config_dict: dict) -> tuple[list[tuple[str | None, list[int], str]], str] | None:
+    """A timm model's input: 1 x input_size from config.json's pretrained_cfg (else the model's own), positional."""
+    pcfg = config_dict.get("pretrained_cfg")
+    size = pcfg.get("input_size") if isinstance(pcfg, dict) else None
+    where = "config.json (pretrained_cfg.input_size"
+    if size is None:
+        size = (getattr(module, "pretrained_cfg", None) or {}).get("input_size")
+        where = "timm (pretrained_cfg input_size"
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(d, int) and d > 0 for d in size)):
+        return None
+    return [(None, [1, *size], _float_dtype(module))], f"{where} {'x'.join(str(d) for d in size)})"
+
+
+SEQ = 128  # tokens in an assumed text input (fewer when the config's positions allow fewer)
+
+
+def default_inputs(module: Any, cfg: Any) -> tuple[list[tuple[str | None, list[int], str]], str] | None:
+    """Example inputs a model built from config.json takes, read from the config: token ids (1 x 128, or the
+    positions the config allows) for text, `pixel_values` 1 x num_channels x image_size^2 for images, Whisper's
+    `input_features` 1 x num_mel_bins x 2*max_source_positions, and `decoder_input_ids` for encoder-decoders.
+    Each is (name, shape, dtype); a lone input that is forward's first parameter is positional (name None).
+    With the words saying where they came from; None when the forward takes none of these."""
     import inspect as _inspect
 
     try:
-        params = _inspect.signature(module.forward).parameters
+        params = list(_inspect.signature(module.forward).parameters)
     except (TypeError, ValueError):
         return None
-    shapes = {
-        "input_ids": "1,128:int64",
-        "pixel_values": f"1,{_sub(cfg, 'num_channels', 3)},{_sub(cfg, 'image_size', 224)},{_sub(cfg, 'image_size', 224)}",
-        "input_features": f"1,{_sub(cfg, 'num_mel_bins', 80)},{2 * _sub(cfg, 'max_source_positions', 1500)}",
-        "decoder_input_ids": "1,128:int64",
-    }
-    wanted = [n for n in ("input_ids", "pixel_values", "input_features") if n in params]
-    if "input_features" in wanted:
-        wanted = ["input_features"]
+    fdt = _float_dtype(module)
+    rows: list[tuple[str, list[int], str]] = []
+    said: list[str] = []
+    if "input_features" in params:
+        mels = _cfg_int(cfg, ("num_mel_bins",)) or 80
+        frames = 2 * (_cfg_int(cfg, ("max_source_positions",)) or 1500)
+        rows.append(("input_features", [1, mels, frames], fdt))
+        said.append(f"input_features from num_mel_bins={mels} and 2 x max_source_positions={frames}")
+    else:
+        if "input_ids" in params:
+            limit = _cfg_int(cfg, ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"),
+                             ("text_config", "encoder"))
+            t = min(SEQ, limit) if limit else SEQ
+            rows.append(("input_ids", [1, t], "int64"))
+            said.append(f"input_ids of {t} tokens" + (f" (max_position_embeddings {limit})" if limit and limit < SEQ
+                                                      else ""))
+        if "pixel_values" in params:
+            c = _cfg_int(cfg, ("num_channels",), ("vision_config",)) or 3
+            size = _cfg_int(cfg, ("image_size",), ("vision_config",))
+            if size is None:  # some configs give image_size as a pair, or only in a processor file
+                pair = getattr(cfg, "image_size", None) or getattr(getattr(cfg, "vision_config", None), "image_size", None)
+                size = pair[0] if isinstance(pair, (list, tuple)) and pair and isinstance(pair[0], int) else 224
+            rows.append(("pixel_values", [1, c, size, size], fdt))
+            said.append(f"pixel_values from num_channels={c} and image_size={size}")
     if getattr(cfg, "is_encoder_decoder", False) and "decoder_input_ids" in params:
-        wanted = wanted[:1] + ["decoder_input_ids"]
-    if len(wanted) < 2:
+        limit = _cfg_int(cfg, ("max_target_positions", "max_position_embeddings", "n_positions"), ("decoder",))
+        t = min(SEQ, limit) if limit else SEQ
+        rows.append(("decoder_input_ids", [1, t], "int64"))
+        said.append(f"decoder_input_ids of {t} tokens")
+    if not rows:
         return None
-    flags = " ".join(f"--input-shape {n}={shapes[n]}" for n in wanted)
-    return (f"{type(module).__name__}.forward takes {', '.join(wanted)}: one guessed input cannot run it; pass them by "
-            f"name, e.g. {flags}")
+    out: list[tuple[str | None, list[int], str]] = list(rows)
+    if len(rows) == 1 and params and params[0] == rows[0][0]:
+        out = [(None, rows[0][1], rows[0][2])]
+    return out, "config.json (" + "; ".join(said) + ")"
 
 
 def _file_dtype(module: Any, weights: _Weights) -> None:
@@ -480,8 +567,25 @@ def _load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
     else:
         if hasattr(module, "tie_weights"):
             module.tie_weights()
-        notes += _fit(module, weights, folder)
-        if real:
+        try:
+            notes += _fit(module, weights, folder)
+            converted = False
+        except LoadError:
+            if timm_cfg or not _converted_layout(module, weights):
+                raise
+            converted = True
+            notes.append("the files keep an older tensor layout that transformers converts on load (e.g. one tensor "
+                         "per expert); they hold exactly the elements config.json's architecture has")
+        if converted and real and kind == "safetensors":  # transformers' own converter reads the safetensors
+            module = _converted_load(type(module), module.config, folder)
+            notes.append("weights loaded and converted by transformers (safetensors only)")
+        elif converted:
+            if real:
+                notes.append("built on the meta device: converting this layout needs transformers' loader, used here "
+                             "for safetensors only (shapes only)")
+            real = False
+            module = module.to("meta")
+        elif real:
             try:
                 module.load_state_dict(weights.values(), strict=False, assign=True)
             except Exception as e:  # noqa: BLE001
@@ -493,12 +597,10 @@ def _load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
             _file_dtype(module, weights)
         if hasattr(module, "tie_weights"):
             module.tie_weights()
-    cfg_obj = getattr(module, "config", None)
-    more = _inputs_note(module, cfg_obj)
-    if more:
-        notes.append(more)
+    found = (timm_inputs(module, config) if timm_cfg else default_inputs(module, getattr(module, "config", None)))
     # use_cache stays as config.json says: with use_cache=False and no attention_mask, transformers' mask code checks
     # position_ids for packed sequences with .item(), which the meta device cannot answer (the count would fall back
     # to a real forward, impossible for a model too big for memory)
     module.eval()
-    return Loaded(source=path, format="hf-folder", module=module, notes=notes, name=name)
+    return Loaded(source=path, format="hf-folder", module=module, notes=notes, name=name,
+                  inputs=found[0] if found else None, inputs_why=found[1] if found else None)

@@ -282,3 +282,24 @@ def test_growth_budgets_from_config_file(files, tmp_path):
     assert r.exit_code == 1 and "MACs grew +100.0%" in r.stderr, r.output
     r = run(old, new, "-s", "1,16", "--config", cfg, "--max-macs-growth", "150%")  # the flag overrides the file
     assert r.exit_code == 0, r.output
+
+
+def test_a_model_side_borrows_named_inputs_with_their_dtypes(tmp_path):
+    """A saved report measured at keyword inputs (T5: input_ids and decoder_input_ids) lends them to the model side
+    by name and dtype: the same folder diffs to zero MACs. Passing them positionally (the old borrow) fed
+    decoder_input_ids to T5's second parameter, attention_mask."""
+    tf = pytest.importorskip("transformers")
+    cfg = tf.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=100)
+    folder = tmp_path / "t5"
+    tf.T5ForConditionalGeneration(cfg).save_pretrained(str(folder))
+    saved = tmp_path / "t5.json"
+    r = runner.invoke(app, ["inspect", str(folder), "-s", "input_ids=1,16", "-s", "decoder_input_ids=1,8",
+                            "--no-training", "-f", "json", "-o", str(saved)])
+    assert r.exit_code == 0, r.output
+    r = run(saved, folder, "-f", "json", "--no-training")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [(i["name"], i["shape"], i["dtype"]) for i in doc["new"]["inputs"]] == [
+        ("input_ids", [1, 16], "int64"), ("decoder_input_ids", [1, 8], "int64")]
+    assert metrics(doc)["macs"]["delta"] == 0
+    assert not any("different inputs" in n for n in doc["notes"])

@@ -237,6 +237,8 @@ def test_timm_folder(tmp_path: Path) -> None:
         assert torch.allclose(loaded.module(x), m(x))
     r = inspect(str(folder), input_shapes=[[1, 3, 64, 64]])
     assert r.params.total == params_once(m) and r.flops.status == "complete"
+    r = inspect(str(folder), training=False)  # the input from pretrained_cfg.input_size, assumed
+    assert [(i.shape, i.assumed) for i in r.inputs] == [([1, 3, 224, 224], True)]
 
 
 def test_sample_folder_builds_and_inspects(tmp_path: Path) -> None:
@@ -251,12 +253,14 @@ def test_sample_folder_builds_and_inspects(tmp_path: Path) -> None:
     assert r.inputs[0].shape == [1, 128] and r.inputs[0].dtype == "int64"
 
 
-def test_encoder_decoder_names_the_inputs_to_pass(tmp_path: Path) -> None:
+def test_encoder_decoder_inputs_come_from_config(tmp_path: Path) -> None:
     cfg = transformers.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=100)
     folder = _save(transformers.T5ForConditionalGeneration(cfg), tmp_path / "t5")
     loaded = load(str(folder), LoadOptions(device="meta"))
-    assert any("--input-shape input_ids=1,128:int64 --input-shape decoder_input_ids=1,128:int64" in n
-               for n in loaded.notes)
+    assert loaded.inputs == [("input_ids", [1, 128], "int64"), ("decoder_input_ids", [1, 128], "int64")]
+    r = inspect(str(folder), device="meta")  # runs with both, named, marked assumed
+    assert [(i.name, i.assumed) for i in r.inputs] == [("input_ids", True), ("decoder_input_ids", True)]
+    assert r.flops.status == "complete"
 
 
 def test_sharded_pytorch_model_bin(tmp_path: Path) -> None:
