@@ -518,6 +518,10 @@ def load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
 
 def _load_hf_folder(path: str, opts: LoadOptions) -> Loaded:
     folder = resolve(path)
+    if opts.arch:  # never silently ignored: config.json, not --arch, says what this folder holds
+        raise LoadError(f"{path}: --arch does not apply to a Hugging Face model folder (config.json names the "
+                        "architecture)", hint="drop --arch, or give --arch with one weights file of the folder "
+                        "(e.g. model.safetensors)")
     name = _name(path, folder)
     notes: list[str] = []
     if folder != path:

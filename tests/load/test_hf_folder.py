@@ -301,3 +301,61 @@ def test_folder_sha256_covers_config_and_weights(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(cfg))
     assert load(str(folder), LoadOptions(device="meta")).sha256 not in (None, a)
     assert load(str(folder), LoadOptions(device="meta", hash_limit=10)).sha256 is None
+
+
+def test_arch_with_a_folder_is_an_error_not_ignored(tmp_path: Path) -> None:
+    _, folder = gpt2(tmp_path / "gpt2")
+    with pytest.raises(LoadError, match="--arch does not apply"):
+        load(str(folder), LoadOptions(arch="torch.nn:Linear(2, 2)"))
+    out = subprocess.run([sys.executable, "-m", "dldoctor", "inspect", str(folder), "--arch", "torch.nn:Linear(2,2)"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2 and "--arch does not apply" in out.stderr and "Traceback" not in out.stderr
+
+
+TRUSTED_CODE = '''
+import pathlib
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+pathlib.Path({canary!r}).write_text("ran")
+
+
+class TinyConfig(PretrainedConfig):
+    model_type = "tiny-trusted"
+
+    def __init__(self, width=8, **kw):
+        self.width = width
+        super().__init__(**kw)
+
+
+class TinyModel(PreTrainedModel):
+    config_class = TinyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.proj = torch.nn.Linear(config.width, config.width)
+        self.post_init()
+
+    def forward(self, x):
+        return self.proj(x)
+'''
+
+
+def test_auto_map_folder_runs_its_code_only_with_trust(tmp_path: Path) -> None:
+    """With --trust the code the folder ships (auto_map) builds the model: exact parameters and MACs; without it the
+    same folder gives the weights alone and the code never runs."""
+    folder = tmp_path / "trusted"
+    folder.mkdir()
+    canary = tmp_path / "canary"
+    (folder / "modeling_tiny.py").write_text(TRUSTED_CODE.format(canary=str(canary)))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "tiny-trusted", "width": 8, "architectures": ["TinyModel"],
+        "auto_map": {"AutoConfig": "modeling_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"}}))
+    from safetensors.torch import save_file
+
+    save_file({"proj.weight": torch.randn(8, 8), "proj.bias": torch.zeros(8)}, str(folder / "model.safetensors"))
+    untrusted = load(str(folder), LoadOptions())
+    assert untrusted.module is None and not canary.exists()
+    r = inspect(str(folder), input_shapes=[[1, 8]], load_options=LoadOptions(trust=True), training=False)
+    assert canary.exists()  # the folder's code ran: that is what --trust is for
+    assert r.params.total == 72 and r.flops.macs == 64 and r.flops.status == "complete"
