@@ -95,12 +95,17 @@ def summary(report: Any) -> list[str]:
                      + (f" (fix: {safe(f.fix)})" if f.fix else ""))
     if len(findings) > MAX_LISTED:
         lines.append(f"dldoctor: ... and {len(findings) - MAX_LISTED} more in the callback's .report")
+    for d in getattr(report, "diagnostics", None) or []:  # e.g. a monitor that switched itself off, and why
+        if d.level in ("error", "warning"):
+            lines.append(f"dldoctor: note ({d.level}): {safe(d.message)}")
     return lines
 
 
 def level(report: Any) -> int:
     """WARNING when a finding is a warning or an error (trainers show those by default), else INFO."""
-    return logging.WARNING if any(f.severity in ("error", "warning") for f in report.findings) else logging.INFO
+    loud = any(f.severity in ("error", "warning") for f in report.findings)
+    loud = loud or any(d.level in ("error", "warning") for d in getattr(report, "diagnostics", None) or [])
+    return logging.WARNING if loud else logging.INFO
 
 
 def counts(report: Any) -> dict[str, int]:
