@@ -195,6 +195,12 @@ def compress(
     run = prepare(model_or_path, action="compress makes variants of a model it can run", input_shapes=input_shapes,
                   dtype=dtype or input_dtype, load_options=load_options, need_input="always")
     report, loaded = run.report, run.loaded
+    named = [i.name for i in report.inputs if getattr(i, "name", None)]
+    if named:  # inputs a Hugging Face folder's config.json named (T5, CLIP, Whisper): see the refusal above
+        raise InputSpecError(f"compress takes positional inputs only, and this model's inputs are named "
+                             f"({', '.join(named)}, from {report.model.path})",
+                             "compress a model whose forward takes its inputs positionally; inspect, check, "
+                             "probe and profile take named inputs")
     source = loaded.source or "model"
     out = Path(out_dir) if out_dir else default_out_dir(source)
     check_output_path(out, [source], kind="folder")  # the CLI checked before loading; the API checks here

@@ -181,3 +181,17 @@ def test_mixtral_per_expert_layout_loads_real_values(tmp_path: Path) -> None:
     meta = load(str(folder), LoadOptions(device="meta"))
     assert all(p.is_meta for p in meta.module.parameters())
     assert any("older tensor layout" in n for n in meta.notes)
+
+
+def test_compress_refuses_named_inputs_in_one_line(tmp_path: Path) -> None:
+    """compress feeds its variants positionally (ONNX export, calibration): a folder whose config.json names two
+    inputs is refused with exit 2 and a line saying why, before anything is written."""
+    import subprocess
+    import sys
+
+    _, _, _, folder = _folder("t5", tmp_path)
+    out = subprocess.run([sys.executable, "-m", "dldoctor", "compress", str(folder), "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "input_ids, decoder_input_ids" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "out").exists()
