@@ -128,6 +128,10 @@ class DLDoctorCallback(Callback):
         self._points = _points(unwrap_optimizer(optimizers[0]))
         self.session.start(pl_module, self._points)
 
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self._points is not None:
+            self._points._fired = False  # a step that loss scaling skipped had no post-step hook
+
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._points is not None and unwrap_optimizer(optimizer) is self._points._opt:
             self._points.before_step()
