@@ -59,6 +59,22 @@ def profile(
     return report
 
 
+def whatif_budget(iters: int) -> float:
+    """Seconds per what-if comparison: 3 s at the default 50 iterations, between 0.3 s and 10 s."""
+    return min(10.0, max(0.3, 0.06 * iters))
+
+
+def _flops_at(res: Any, batch: int) -> int | None:
+    """The forward's FLOPs at `batch`, scaled from the breakdown's count at its batch size (None without one)."""
+    at = _largest(res)
+    return int(res.total_flops * batch / at) if res.total_flops and at else None
+
+
+def _largest(res: Any) -> int | None:
+    ok = [s.batch_size for s in res.latency if s.error is None]
+    return max(ok) if ok else None
+
+
 def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_sizes: Sequence[int] = (1,),
                    precision: str = "fp32", threads: int | None = None, warmup: int = 10, iters: int = 50,
                    whatifs: bool = True, breakdown: bool = True) -> Any:
@@ -78,6 +94,8 @@ def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_si
     if whatifs and res.error is None:
         from dldoctor.collect.whatif import run_whatifs
 
+        # about 3 s per what-if at the default --iters 50 (more on a busy machine), less for a quick run
         res.whatifs = run_whatifs(module, make_input, device=device, batch_size=min(batch_sizes),
-                                  warmup=max(2, warmup // 2), iters=max(5, iters // 2))
+                                  budget=whatif_budget(iters), flops=_flops_at(res, min(batch_sizes)),
+                                  peak_flops=res.peak_flops_per_s)
     return res

@@ -2,13 +2,16 @@
 
 `run_whatifs` deep-copies the model once (eval mode, on `device`), runs it under `torch.no_grad()`
 in fp32 at `batch_size` (the baseline: its output is the reference), then tries each change on
-that copy or on a further copy of it and reports one `WhatIf` per change: its p50, the speedup
-over the baseline, how far its output moved (first tensor output, `max |a - b|` and that over
-`max |a|`), and whether it is recommended (fast enough *and* close enough).
+that copy or on a further copy of it and reports one `WhatIf` per change: the timing harness's
+verdict on it (`WhatIf.timing`), how far its output moved (first tensor output, `max |a - b|` and
+that over `max |a|`), and whether it is recommended (measured "faster" *and* close enough).
 
-The baseline is timed again right before each experiment (`WhatIf.baseline_p50`), so that a
-speedup compares two measurements of the same machine state: on a shared or loaded machine a
-single baseline taken at a bad moment would make every change look many times faster.
+Every change is timed against the baseline by dldoctor/collect/timing.py: interleaved rounds
+(baseline, change, change, baseline, ...) on the same inputs, the median speedup with a bootstrap
+95% interval, "faster" only when the whole interval clears the threshold. A speedup beyond what the
+change can give (the forward's FLOPs at twice the machine's peak FLOP/s) is a measurement error.
+On a busy machine (load above the cores) a thread-count comparison measures the neighbours, not the
+model: it is reported, never recommended.
 
 The experiments, in order: `channels_last`, `fp16_autocast` (CUDA), `bf16_autocast`,
 `inference_mode`, `torch_compile`, `threads` (CPU), `onnxruntime`, `batch`.
@@ -40,11 +43,13 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from dldoctor.collect import timing
 from dldoctor.collect.inputs import call_model
 from dldoctor.collect.profile import ort_session
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.fileops import temp_dir
 from dldoctor.report.profile_types import WhatIf
+from dldoctor.report.timing_types import FASTER, SAME, Timing
 
 EXPERIMENTS = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "threads",
                "onnxruntime", "batch")
@@ -55,6 +60,7 @@ FP32_TOLERANCE = 1e-3  # relative: max |a - b| / max |a|
 REDUCED_TOLERANCE = 5e-2  # fp16 / bf16 autocast
 BATCH_FACTOR = 4
 COMPILE_PARAMS_LIMIT = 50_000_000  # torch_compile is left out of the default list on CPU above this
+PEAK_MARGIN = 4.0  # the FLOPs bound allows twice the measured peak FLOP/s (x4 more for reduced precision)
 
 
 class _NotApplicable(Exception):
@@ -67,8 +73,7 @@ class _CompileTimeout(BaseException):
 
 @dataclass
 class _Measured:
-    p50: float
-    baseline_p50: float  # the baseline, timed right before this experiment (per sample where `per_sample`)
+    timing: Timing  # the harness's comparison with the baseline (per sample where `per_sample`)
     out: torch.Tensor | None  # first tensor output (CPU, float), comparable with the reference
     reduced: bool = False  # reduced precision: the looser default tolerance
     detail: str = ""
@@ -86,14 +91,25 @@ class _Ctx:
     cuda: bool
     batch_size: int
     make_input: Callable[[int], tuple]
-    time: Callable[..., float]  # (fn, cuda=...) -> p50 seconds
+    compare: Callable[..., Timing]  # timing.compare with this run's budget, threshold, timer and progress
     compile_timeout: float | None
     nparams: int
+    flops: int | None = None  # FLOPs of one baseline forward at batch_size
+    peak: float | None = None  # the machine's measured peak FLOP/s (fp32)
 
-    def pair(self, fn: Callable[[], Any], cuda: bool | None = None) -> tuple[float, float]:
-        """(baseline p50, fn's p50), timed back to back so that both see the same machine."""
-        base = self.time(self.base, cuda=self.cuda)
-        return base, self.time(fn, cuda=self.cuda if cuda is None else cuda)
+    def floor(self, flops: float | None = None, reduced: bool = False) -> dict:
+        """compare()'s floor: the least time `flops` (default: one forward) can take at a generous peak."""
+        flops = self.flops if flops is None else flops
+        if not flops or not self.peak:
+            return {}
+        peak = self.peak * PEAK_MARGIN * (4 if reduced else 1)
+        return {"floor_s": flops / peak, "floor_why": f"{flops / 1e6:.3g} MFLOP at {peak / 1e9:.3g} GFLOP/s, "
+                                                       f"{PEAK_MARGIN:g}× the measured peak{' ×4 (reduced precision)' if reduced else ''}"}
+
+    def pair(self, fn: Callable[[], Any], **kw: Any) -> Timing:
+        """The baseline against `fn`, in interleaved rounds (same inputs, same threads)."""
+        kw = {**self.floor(reduced=kw.pop("reduced", False)), **kw}
+        return self.compare(self.base, fn, **kw)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -171,38 +187,6 @@ def _diff(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
     return max_abs, (max_abs / scale if scale > 0 else float("inf"))
 
 
-def _default_timer(warmup: int, iters: int) -> Callable[..., float]:
-    def measure(fn: Callable[[], Any], cuda: bool = False) -> float:
-        for _ in range(max(0, warmup)):
-            fn()
-        times: list[float] = []
-        if cuda:
-            torch.cuda.synchronize()
-            for _ in range(max(1, iters)):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-        else:
-            for _ in range(max(1, iters)):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-    return measure
-
-
-def _user_timer(timer: Callable[[Callable[[], Any]], float]) -> Callable[..., float]:
-    def measure(fn: Callable[[], Any], cuda: bool = False) -> float:
-        p = timer(fn)
-        if p is None or not p > 0:
-            raise ValueError(f"the timer returned {p!r}, not a positive number of seconds")
-        return float(p)
-    return measure
-
-
 @contextlib.contextmanager
 def _deadline(seconds: float | None):
     """SIGALRM after `seconds` raises _CompileTimeout; yields whether the deadline is enforced."""
@@ -232,9 +216,10 @@ def _deadline(seconds: float | None):
 def _finish(w: WhatIf, m: _Measured, ctx: _Ctx, tolerance: float | None, threshold: float) -> WhatIf:
     w.detail = m.detail
     w.per_sample = m.per_sample
-    w.p50 = m.p50
-    w.baseline_p50 = m.baseline_p50
-    w.speedup = w.baseline_p50 / w.p50 if w.p50 and w.p50 > 0 else None
+    w.timing = m.timing
+    w.p50 = m.timing.variant_s
+    w.baseline_p50 = m.timing.baseline_s
+    w.speedup = m.timing.ratio
     w.tolerance = tolerance if tolerance is not None else (REDUCED_TOLERANCE if m.reduced else FP32_TOLERANCE)
     note = m.note
     if note is None and (ctx.ref is None or m.out is None):
@@ -246,7 +231,7 @@ def _finish(w: WhatIf, m: _Measured, ctx: _Ctx, tolerance: float | None, thresho
         except ValueError as e:
             w.within_tolerance = False
             note = _first_line(e)
-    w.recommended = bool(w.speedup is not None and w.speedup >= threshold and w.within_tolerance is True)
+    w.recommended = bool(m.timing.verdict == FASTER and w.within_tolerance is True)
     if not w.recommended:
         why = []
         if note:
@@ -257,8 +242,8 @@ def _finish(w: WhatIf, m: _Measured, ctx: _Ctx, tolerance: float | None, thresho
             why.append("outputs differ")
         if w.speedup is None:
             why.append("no speedup measured")
-        elif w.speedup < threshold:
-            why.append(f"measured {w.speedup:.2f}×, below the {threshold:g}× threshold")
+        elif m.timing.verdict != FASTER:
+            why.append(f"{m.timing.verdict}: {m.timing.reason}")
         w.reason = "; ".join(why) or None
     return w
 
@@ -280,9 +265,9 @@ def _exp_channels_last(ctx: _Ctx) -> _Measured:
     x = _map(ctx.x, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
     fn = _forward(model, x)
     out = _snapshot(fn())
-    base, p50 = ctx.pair(fn)
-    n4 = sum(t.dim() == 4 for t in _tensors(x))
-    return _Measured(p50, base, out, detail=f"model and {n4} 4-D input(s) in channels_last")
+    timed = ctx.pair(fn)
+    n4 = sum(v.dim() == 4 for v in _tensors(x))
+    return _Measured(timed, out, detail=f"model and {n4} 4-D input(s) in channels_last")
 
 
 def _bf16_support(ctx: _Ctx) -> str | None:
@@ -308,8 +293,7 @@ def _autocast(ctx: _Ctx, dtype: torch.dtype) -> _Measured:
         with torch.no_grad(), torch.autocast(kind, dtype=dtype):
             return call_model(ctx.model, ctx.x)
     out = _snapshot(fn())
-    base, p50 = ctx.pair(fn)
-    return _Measured(p50, base, out, reduced=True, detail=f"torch.autocast({kind!r}, dtype=torch.{name})")
+    return _Measured(ctx.pair(fn, reduced=True), out, reduced=True, detail=f"torch.autocast({kind!r}, dtype=torch.{name})")
 
 
 def _exp_fp16_autocast(ctx: _Ctx) -> _Measured:
@@ -328,8 +312,7 @@ def _exp_bf16_autocast(ctx: _Ctx) -> _Measured:
 def _exp_inference_mode(ctx: _Ctx) -> _Measured:
     fn = _forward(ctx.model, ctx.x, torch.inference_mode)
     out = _snapshot(fn())
-    base, p50 = ctx.pair(fn)
-    return _Measured(p50, base, out, detail="torch.inference_mode() instead of torch.no_grad()")
+    return _Measured(ctx.pair(fn), out, detail="torch.inference_mode() instead of torch.no_grad()")
 
 
 def _exp_torch_compile(ctx: _Ctx) -> _Measured:
@@ -349,7 +332,7 @@ def _exp_torch_compile(ctx: _Ctx) -> _Measured:
     limit = ctx.compile_timeout
     t0 = time.perf_counter()
     try:
-        with _deadline(limit):
+        with _deadline(limit), native_quiet():  # the compiler's C++ and logging lines stay off the terminal
             out = fn()  # the first call compiles
             if ctx.cuda:
                 torch.cuda.synchronize()
@@ -361,8 +344,7 @@ def _exp_torch_compile(ctx: _Ctx) -> _Measured:
     if limit is not None and limit > 0 and took > limit:
         raise _NotApplicable(f"torch.compile took {took:.1f} s, over the {limit:g} s limit")
     out = _snapshot(out)
-    base, p50 = ctx.pair(fn)
-    return _Measured(p50, base, out, detail=f"inductor, compile {took:.1f} s (not timed)")
+    return _Measured(ctx.pair(fn), out, detail=f"inductor, compile {took:.1f} s (not timed)")
 
 
 def _exp_threads(ctx: _Ctx) -> _Measured:
@@ -373,19 +355,29 @@ def _exp_threads(ctx: _Ctx) -> _Measured:
     if not candidates:
         raise _NotApplicable(f"no other thread count to try (running with {current}, {os.cpu_count()} CPU(s))")
     fn = _forward(ctx.model, ctx.x)
-    best: tuple[float, int, torch.Tensor | None] | None = None
-    base = ctx.time(ctx.base)
-    try:
-        for n in candidates:
-            torch.set_num_threads(n)
+    best: tuple[Timing, int, torch.Tensor | None] | None = None
+    busy = timing.LoadWatch().busy_now()
+
+    @contextlib.contextmanager
+    def using(n: int):
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(current)
+
+    for n in candidates:
+        with using(n):
             out = _snapshot(fn())
-            p50 = ctx.time(fn)
-            if best is None or p50 < best[0]:
-                best = (p50, n, out)
-    finally:
-        torch.set_num_threads(current)
-    p50, n, out = best
-    return _Measured(p50, base, out, detail=f"threads={n} (vs {current})")
+        t = ctx.pair(fn, contexts=(None, lambda n=n: using(n)))
+        if best is None or (t.ratio or 0) > (best[0].ratio or 0):
+            best = (t, n, out)
+    t, n, out = best
+    if busy and t.verdict == FASTER:  # oversubscribed: fewer threads wait less for descheduled ones, here only
+        t.verdict = SAME
+        t.reason = (f"{t.reason}; but the machine is busy (load average above {timing.cores()} core(s)), and a "
+                    "thread count measured there says more about the other processes than about the model")
+    return _Measured(t, out, detail=f"threads={n} (vs {current})")
 
 
 def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
@@ -409,7 +401,7 @@ def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
         except Exception as e:
             raise _NotApplicable(f"ONNX export failed: {_first_line(e)}") from None
         del model
-        sess = ort_session(path, providers)
+        sess = ort_session(path, providers, threads=torch.get_num_threads())  # the baseline's threads
         try:
             by_name = dict(zip(names, inputs))
             graph_inputs = [i.name for i in sess.get_inputs()]
@@ -425,11 +417,11 @@ def _exp_onnxruntime(ctx: _Ctx) -> _Measured:
                 return sess.run(None, feeds)
             res = fn()
             out = torch.from_numpy(res[0]).to(torch.float64) if res else None
-            base, p50 = ctx.pair(fn, cuda=False)  # run() returns host arrays: it is synchronous
+            t = ctx.pair(fn)
             used = sess.get_providers()[0]
         finally:
             del sess
-    return _Measured(p50, base, out, detail=f"onnxruntime {ort.__version__}, {used}")
+    return _Measured(t, out, detail=f"onnxruntime {ort.__version__}, {used}")
 
 
 def _splice(big: Any, small: Any, b: int) -> Any:
@@ -463,9 +455,9 @@ def _exp_batch(ctx: _Ctx) -> _Measured:
         snap = _snapshot(out[:b])
     else:
         snap, note = None, f"the output is not batched along its first dimension ({tuple(out.shape)})"
-    base, p50 = ctx.pair(fn)
-    return _Measured(p50 / nb, base / b, snap, per_sample=True, note=note,
-                     detail=f"batch {nb} (vs {b}), per sample")
+    per_sample_flops = ctx.flops / b if ctx.flops else None
+    t = ctx.pair(fn, per=(b, nb), **ctx.floor(per_sample_flops))
+    return _Measured(t, snap, per_sample=True, note=note, detail=f"batch {nb} (vs {b}), per sample")
 
 
 _RUNNERS: dict[str, Callable[[_Ctx], _Measured]] = {
@@ -500,16 +492,43 @@ def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
+def _flops(model: nn.Module, x: tuple, dev: torch.device) -> int | None:
+    """FLOPs (2 × MACs) of one forward, or None when they cannot be counted."""
+    try:
+        from dldoctor.collect.torch_model import count_pass
+
+        with native_quiet((2,)):
+            macs = count_pass(model, x, "cuda" if dev.type == "cuda" else "cpu").macs
+        return 2 * macs if macs else None
+    except Exception:  # noqa: BLE001 - the bound is a sanity check: without it the harness still judges
+        return None
+
+
+def _peak(dev: torch.device) -> float | None:
+    try:
+        from dldoctor.collect.profile import _peaks
+
+        return _peaks(dev if dev.type == "cuda" else "cpu", torch.float32)[0]
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def run_whatifs(module: nn.Module, make_input: Callable[[int], tuple], *, device: str | torch.device = "cpu",
-                batch_size: int = 1, warmup: int = 5, iters: int = 20, threshold: float = 1.1,
+                batch_size: int = 1, budget: float = 3.0, threshold: float = timing.THRESHOLD,
                 tolerance: float | None = None, include: Iterable[str] | None = None, exclude: Iterable[str] = (),
                 compile_timeout: float | None = 120.0,
-                timer: Callable[[Callable[[], Any]], float] | None = None) -> list[WhatIf]:
+                timer: Callable[[Callable[[], Any]], float] | None = None,
+                flops: int | None = None, peak_flops: float | None = None, bounds: bool = True,
+                progress: Callable[[str, int, int], None] | None = None) -> list[WhatIf]:
     """Run each candidate change against the fp32 `torch.no_grad()` baseline and report one WhatIf per change.
 
     `make_input(n)` returns the model's positional inputs for a batch of n (a tuple, or one tensor);
-    `timer(fn)`, if given, returns the p50 seconds of calling `fn`. Unknown names in `include` /
-    `exclude` raise ValueError; nothing the model does makes this function raise.
+    each change is timed against the baseline by `timing.compare` within about `budget` seconds
+    (more on a busy machine); `timer(fn)`, if given, returns the seconds of one call of `fn` and is
+    asked once per side per round in place of the harness's clock. `flops` (one forward at
+    `batch_size`) and `peak_flops` bound the speedup a change can show (counted and measured here when
+    not given; `bounds=False` skips that). `progress(text, done, total)` hears each what-if and round.
+    Unknown names in `include` / `exclude` raise ValueError; nothing the model does makes this raise.
     """
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -523,17 +542,37 @@ def run_whatifs(module: nn.Module, make_input: Callable[[int], tuple], *, device
             try:
                 model = copy.deepcopy(module).to(dev).eval()
                 x = _map(_as_tuple(make_input(batch_size)), lambda t: t.to(dev))
-                measure = _user_timer(timer) if timer is not None else _default_timer(warmup, iters)
                 base = _forward(model, x)
                 ref = _snapshot(base())
                 nparams = sum(p.numel() for p in model.parameters())
             except Exception as e:
                 reason = f"the baseline run failed: {_first_line(e)}"
                 return [WhatIf(name=n, applicable=False, reason=reason) for n in names]
+            if bounds:
+                flops = flops if flops is not None else _flops(model, x, dev)
+                peak_flops = peak_flops if peak_flops is not None else _peak(dev)
+            say = progress or (lambda text, done, total: None)
+            state = {"i": 0, "name": ""}
+            left = len(names)
+
+            def on_round(rounds: int, seconds_left: float) -> None:
+                eta = seconds_left + (left - state["i"] - 1) * budget
+                say(f"what-if {state['i'] + 1}/{left}: {state['name']}, round {rounds}, ETA {eta:.0f} s",
+                    state["i"], left)
+
+            sync = (lambda: torch.cuda.synchronize(dev)) if cuda else None
+
+            def compare(a: Callable[[], Any], b: Callable[[], Any], **kw: Any) -> Timing:
+                return timing.compare(a, b, threshold=threshold, budget=budget, timer=timer, sync=sync,
+                                      on_round=on_round, **kw)
+
             ctx = _Ctx(model=model, x=x, ref=ref, base=base, device=dev, cuda=cuda,
-                       batch_size=batch_size, make_input=make_input, time=measure,
-                       compile_timeout=compile_timeout, nparams=nparams)
-            for name in names:
+                       batch_size=batch_size, make_input=make_input, compare=compare,
+                       compile_timeout=compile_timeout, nparams=nparams, flops=flops if bounds else None,
+                       peak=peak_flops if bounds else None)
+            for i, name in enumerate(names):
+                state.update(i=i, name=name)
+                say(f"what-if {i + 1}/{left}: {name}", i, left)
                 w = WhatIf(name=name)
                 if (name == "torch_compile" and include is None and not cuda
                         and nparams > COMPILE_PARAMS_LIMIT):

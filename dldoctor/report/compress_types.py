@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dldoctor.report.timing_types import LoadInfo, Timing
+
 
 @dataclass
 class Fidelity:
@@ -39,7 +41,8 @@ class Variant:
     pareto: bool = False  # on the size / latency / fidelity front: no other measured model is at least as
     #                       good on all three and better on one
     size_ratio: float | None = None  # original size / this
-    speedup: float | None = None  # original p50 / this
+    speedup: float | None = None  # original / this: the median ratio of the interleaved rounds (see `timing`)
+    timing: Timing | None = None  # the harness's verdict, 95% interval and rounds against the original
     fidelity: Fidelity = field(default_factory=Fidelity)
     preparation: list[str] = field(default_factory=list)  # what was done to make the transform work
     ops_before: dict[str, int] = field(default_factory=dict)  # op histogram (ONNX op types or module types)
@@ -59,6 +62,7 @@ class CompressResult:
     out_dir: str | None = None
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
+    load: LoadInfo | None = None  # the machine's load around the run: busy means absolute times are inflated
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,7 +70,10 @@ class CompressResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CompressResult:
         def var(x: dict) -> Variant:
-            return Variant(**{**x, "fidelity": Fidelity(**x.get("fidelity", {}))})
+            return Variant(**{**x, "fidelity": Fidelity(**x.get("fidelity", {})),
+                              "timing": Timing.from_dict(x.get("timing"))})
 
         d = dict(d)
-        return cls(original=var(d.pop("original")), variants=[var(v) for v in d.pop("variants", [])], **d)
+        load = d.pop("load", None)
+        return cls(original=var(d.pop("original")), variants=[var(v) for v in d.pop("variants", [])],
+                   load=LoadInfo(**load) if load is not None else None, **d)

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dldoctor.report.timing_types import LoadInfo, Timing
+
 
 @dataclass
 class LatencyStats:
@@ -57,14 +59,15 @@ class WhatIf:
     detail: str = ""  # what exactly was tried ("threads=1", "batch 32")
     p50: float | None = None  # seconds per forward (per sample where the batch changes: see `per_sample`)
     baseline_p50: float | None = None
-    speedup: float | None = None  # baseline / this, per sample
+    speedup: float | None = None  # baseline / this, per sample: the median ratio of the timing's rounds
     max_abs_diff: float | None = None  # against the baseline output
     rel_diff: float | None = None  # max |a - b| / max |a|
     tolerance: float | None = None
     within_tolerance: bool | None = None
-    recommended: bool = False  # speedup >= threshold and within tolerance
+    recommended: bool = False  # timing verdict "faster" (95% CI at or above the threshold) and within tolerance
     reason: str | None = None  # why not applicable, or why not recommended
     per_sample: bool = False
+    timing: Timing | None = None  # the harness's verdict, interval and rounds (dldoctor/collect/timing.py)
 
 
 @dataclass
@@ -84,6 +87,7 @@ class ProfileResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float | None = None
+    load: LoadInfo | None = None  # the machine's load around the run: busy means absolute times are inflated
 
     def at(self, batch_size: int) -> LatencyStats | None:
         return next((x for x in self.latency if x.batch_size == batch_size), None)
@@ -94,6 +98,8 @@ class ProfileResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProfileResult:
         d = dict(d)
+        load = d.pop("load", None)
         return cls(latency=[LatencyStats(**x) for x in d.pop("latency", [])],
                    ops=[OpTime(**x) for x in d.pop("ops", [])], modules=[OpTime(**x) for x in d.pop("modules", [])],
-                   whatifs=[WhatIf(**x) for x in d.pop("whatifs", [])], **d)
+                   whatifs=[WhatIf(**{**x, "timing": Timing.from_dict(x.get("timing"))}) for x in d.pop("whatifs", [])],
+                   load=LoadInfo(**load) if load is not None else None, **d)
