@@ -123,11 +123,13 @@ class Session:
         self.log = log
         self.watch: Any = None
         self.report: Any = None
+        self.gave_up = False  # `start` failed: no second try in this run
         self._loss_failed = False
 
     @property
     def started(self) -> bool:
-        return self.watch is not None
+        """A watch runs, or starting one failed (then it is not tried again until the next run)."""
+        return self.watch is not None or self.gave_up
 
     def start(self, model: Any, optimizer: Any) -> None:
         """Begin watching `model` trained by `optimizer` (a previous run's watch, left open by an exception, is
@@ -137,8 +139,14 @@ class Session:
         self.reset()
         self.report = None
         self._loss_failed = False
-        w = watch(model, optimizer, every=self.every, loss=self.loss, histograms=self.histograms, config=self.config)
-        w.__enter__()
+        try:
+            w = watch(model, optimizer, every=self.every, loss=self.loss, histograms=self.histograms,
+                      config=self.config)
+            w.__enter__()
+        except Exception as e:  # noqa: BLE001 - the diagnosis never stops the training
+            self.log.warning("dldoctor: could not start watching the training (%s); it goes on unwatched", safe(e))
+            self.gave_up = True
+            return
         self.watch = w
 
     def log_loss(self, value: Any) -> None:
@@ -163,9 +171,10 @@ class Session:
                 self.log.warning("dldoctor: removing the hooks failed: %s", safe(e))
 
     def reset(self) -> None:
-        """Close and forget the watch (a run that ended without `finish`)."""
+        """Close and forget the watch (a run that ended without `finish`); the next run may start one."""
         self.close()
         self.watch = None
+        self.gave_up = False
 
     def finish(self, is_zero: bool) -> tuple[list[str], str | None, list[Any]]:
         """Close, judge, and decide. Every process of a distributed run calls it at the same point.
@@ -173,18 +182,19 @@ class Session:
         Returns (the lines to log: on rank 0 only, the failure message or None, the findings that fail the run).
         `self.report` is the Report on rank 0 and None elsewhere.
         """
-        if self.watch is None:
-            return [], None, []
-        self.close()
         rep = None
-        try:
-            rep = self.watch.report()
-        except Exception as e:  # noqa: BLE001 - a diagnosis that failed is reported, not raised into training
-            self.log.warning("dldoctor: the report could not be made: %s", safe(e))
+        if self.watch is not None:  # else: nothing watched here, but the verdict below is still shared
+            self.close()
+            try:
+                rep = self.watch.report()
+            except Exception as e:  # noqa: BLE001 - a diagnosis that failed is reported, not raised into training
+                self.log.warning("dldoctor: the report could not be made: %s", safe(e))
         self.watch = None
+        self.gave_up = False
         self.report = rep if is_zero else None
         lines = summary(rep) if (is_zero and rep is not None) else []
         bad = [f for f in rep.findings if f.severity in _AT_OR_ABOVE[self.fail_on]] if (is_zero and rep) else []
+        bad.sort(key=lambda f: f.severity != "error")  # the message names the worst first
         msg = None
         if bad:
             first = bad[0]

@@ -89,7 +89,6 @@ class DLDoctorCallback(TrainerCallback):
                 logger.log(level(rep), line)
             state.log_history.append({**counts(rep), "step": state.global_step})
         if failure:
-            control.should_training_stop = True
             raise TrainingFindingsError(failure, report=rep, findings=bad)
 
     # -- outside the trainer ---------------------------------------------------------------------------

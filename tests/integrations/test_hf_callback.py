@@ -153,6 +153,31 @@ def test_a_train_that_raises_leaves_no_hooks_with_the_callback_as_context_manage
     assert cb.report is None and no_hooks(model, trainer)
 
 
+def test_an_optimizer_made_after_train_begin_is_picked_up_at_the_first_step():
+    """Some Trainer versions create the optimizer after on_train_begin: the events' own arguments, in order."""
+    from transformers import TrainerControl, TrainerState
+
+    model, cb = Net("dead"), DLDoctorCallback(every=1, fail_on=None)
+    state, control = TrainerState(), TrainerControl()
+    cb.on_train_begin(None, state, control, model=model, optimizer=None)
+    assert not cb.session.started
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = data(8)
+    x, y = torch.stack([b["x"] for b in batch]), torch.stack([b["labels"] for b in batch])
+    for _ in range(3):
+        cb.on_step_begin(None, state, control, model=model, optimizer=opt)
+        loss = model(x, labels=y)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        cb.on_optimizer_step(None, state, control, model=model, optimizer=opt)
+        cb.on_log(None, state, control, logs={"loss": loss.item()}, model=model, optimizer=opt)
+    cb.on_train_end(None, state, control, model=model, optimizer=opt)
+    assert cb.report.probe.steps == [0, 1, 2] and len(cb.report.probe.loss) == 3
+    assert next(f for f in cb.report.findings if f.code == "TRN004").location == "net.1"
+    assert no_hooks(model, opt)
+
+
 def test_bad_options_are_refused_when_the_callback_is_made():
     with pytest.raises(DLDoctorError, match="every=0"):
         DLDoctorCallback(every=0)
@@ -160,6 +185,7 @@ def test_bad_options_are_refused_when_the_callback_is_made():
         DLDoctorCallback(fail_on="fatal")
 
 
+@pytest.mark.slow
 def test_under_torchrun_ddp_rank_zero_alone_reports_and_every_rank_fails(tmp_path):
     """2 CPU processes (gloo): the run reaches its end, rank 0 alone has the report and logs it, and the
     fail_on verdict reaches both ranks (neither waits for the other)."""

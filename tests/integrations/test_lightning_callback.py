@@ -26,6 +26,7 @@ from dldoctor.integrations.lightning import DLDoctorCallback, TrainingFindingsEr
 
 HERE = Path(__file__).resolve().parent
 STEPS = 6
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")  # Lightning's own use of torch's pytree
 
 
 class Log(nn.Module):
@@ -160,6 +161,7 @@ def test_bad_options_are_refused_when_the_callback_is_made():
         DLDoctorCallback(fail_on="fatal")
 
 
+@pytest.mark.slow
 def test_under_lightning_ddp_rank_zero_alone_reports_and_every_rank_fails(tmp_path):
     """Trainer(accelerator="cpu", devices=2, strategy="ddp") in a script (Lightning starts the second process):
     the run reaches its end, rank 0 alone has the report and logs it, and the fail_on verdict reaches both ranks."""
