@@ -72,17 +72,27 @@ def probe(
 
 
 class Watch:
-    """The probe's statistics inside a user's training loop (see `watch`)."""
+    """The probe's statistics inside a user's training loop (see `watch`).
+
+    Under torch.distributed (`group`, default: the default process group, when it has more than one rank
+    or the parameters are DTensors), every rank records, the statistics are those of the whole job and
+    `report()` returns the Report on rank 0 and None on every other rank (`result` holds the same agreed
+    statistics on every rank). `stopped` is None while the monitor runs; after a failure inside it, a
+    dict {"step", "reason", "rank"}: it switched itself off there and the training went on.
+    """
 
     def __init__(self, model: Any, optimizer: Any, every: int = 100, loss: str | None = None,
-                 histograms: bool = True, config: Any = None) -> None:
+                 histograms: bool = True, config: Any = None, group: Any = None) -> None:
         from dldoctor.collect.probe import Recorder
 
         self.model, self.optimizer, self.config = model, optimizer, config
-        self.recorder = Recorder(model, optimizer, every=every, histograms=histograms)
+        self.recorder = Recorder(model, optimizer, every=every, histograms=histograms, guard=True,
+                                 distributed=True, group=group)
         self.recorder.result.config = {"every": every, "optimizer": type(optimizer).__name__.lower(),
                                        "lr": optimizer.param_groups[0].get("lr") if optimizer.param_groups else None,
                                        "loss": loss, "data": "user training loop", "saturation": 5.0}
+        if self.recorder.sync is not None:
+            self.recorder.result.config["world_size"] = self.recorder.sync.world
 
     def __enter__(self) -> Watch:
         self.recorder.attach()
@@ -92,34 +102,64 @@ class Watch:
         self.close()
 
     def close(self) -> None:
-        """Remove every hook (also called on leaving the `with` block, even on an exception)."""
+        """Remove every hook (also called on leaving the `with` block, even on an exception). No collective."""
         self.recorder.detach()
 
     def log_loss(self, value: Any) -> None:
-        """Record this step's loss (a tensor or a number): the loss curve and NaN detection."""
+        """Record this step's loss (a tensor or a number): the loss curve and NaN detection. Under
+        torch.distributed, call it on every rank: a recorded step averages the losses logged since the last one."""
         self.recorder.log_loss(value)
 
     @property
     def result(self) -> Any:
         return self.recorder.result
 
-    def report(self) -> Report:
-        """A report with the recorded statistics and the findings of the rules."""
+    @property
+    def rank(self) -> int:
+        """This process's rank in the watched process group (0 without torch.distributed)."""
+        return self.recorder.rank
+
+    @property
+    def stopped(self) -> dict[str, Any] | None:
+        """None while the monitor runs; {"step", "reason", "rank"} once it switched itself off."""
+        return self.recorder.stopped
+
+    def report(self) -> Report | None:
+        """A report with the recorded statistics and the findings of the rules; None on a rank other than 0
+        under torch.distributed (no collective: call it on rank 0 alone or on every rank). A monitor that
+        switched itself off leaves a warning diagnostic (where="watch") saying at which step and why."""
+        if self.recorder.rank != 0:
+            return None
         self.recorder.sync_layers()
         res = self.recorder.result
         rep = Report(model=ModelInfo(path=f"<{type(self.model).__name__}>", format="module",
                                      name=type(self.model).__name__))
         rep.probe = res
         judge(rep, None, self.config, res.config.get("loss"))
+        stop = self.recorder.stopped
+        if stop is not None:
+            on = f" on rank {stop['rank']}" if self.recorder.sync is not None and stop.get("rank", -1) >= 0 else ""
+            rep.diag("warning", f"the monitor switched itself off at step {stop['step']}{on}: {stop['reason']}; "
+                                f"training went on, and the statistics cover the {len(res.steps)} recorded step(s) "
+                                "before it", "watch")
         return rep
 
 
 def watch(model: Any, optimizer: Any, every: int = 100, loss: str | None = None, histograms: bool = True,
-          config: Any = None) -> Watch:
+          config: Any = None, group: Any = None) -> Watch:
     """Record the probe's statistics every `every`-th optimizer step of your own training loop.
 
     Hooks the optimizer's step (no call needed in the loop); forward hooks exist only during
     the forward pass of a sampled step. Use as a context manager; `log_loss(loss)` adds the
     loss curve. `report()` returns a Report judged by the rules, as `dldoctor probe` does.
+
+    A monitor never kills the run it watches: an exception inside one of its hooks switches it off
+    for the rest of the run (its hooks are removed, your loop goes on) and `report()` says at which
+    step and why (KeyboardInterrupt and SystemExit pass through).
+
+    Under torch.distributed (DDP, FSDP2's `fully_shard`, or a manual all-reduce), create it on every
+    rank: on recorded steps the ranks sum their statistics over `group` (default: the default process
+    group), so norms, activation statistics and the loss are those of the whole job; `report()`
+    returns the Report on rank 0 and None on the other ranks. See docs/training-at-scale.md.
     """
-    return Watch(model, optimizer, every=every, loss=loss, histograms=histograms, config=config)
+    return Watch(model, optimizer, every=every, loss=loss, histograms=histograms, config=config, group=group)

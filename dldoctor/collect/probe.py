@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from dldoctor.collect import distributed as dd
 from dldoctor.collect.inputs import call_model
 from dldoctor.errors import InputSpecError
 from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
@@ -108,7 +109,7 @@ class _FunctionalActivations(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         kind = self.funcs.get(func)
-        if kind is not None and self.rec.model.training and self.rec._stack:
+        if kind is not None and self.rec.model.training and self.rec._stack and self.rec._recording():
             path, mod, calls = self.rec._stack[-1]
             if type(mod).__name__ not in RELU_LIKE:
                 self.seen = True
@@ -117,19 +118,28 @@ class _FunctionalActivations(torch.overrides.TorchFunctionMode):
                 if calls[0] > 1:
                     name += f"#{calls[0]}"
                 with torch.no_grad():
-                    self.rec._record_activation(name, kind, mod, args, out)
+                    self.rec._guarded("a functional ReLU's statistics", self.rec._record_activation,
+                                      name, kind, mod, args, out)
         return out
 
 
 class Recorder:
-    """Records activation, gradient and update statistics of `model` every `every`-th optimizer step."""
+    """Records activation, gradient and update statistics of `model` every `every`-th optimizer step.
+
+    `guard=True` (what `watch` uses): an exception inside a hook or a statistic never reaches the
+    training loop; the Recorder stops itself (`stopped` says at which step and why), removes its hooks
+    and keeps what it recorded before. `distributed=True`: under an initialised torch.distributed job
+    (more than one rank in `group`, or DTensor parameters) the statistics are those of the whole job
+    (collect/distributed.py); every rank of the group must create its Recorder.
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, every: int = 1,
-                 saturation: float = 5.0, histograms: bool = True, result: ProbeResult | None = None) -> None:
+                 saturation: float = 5.0, histograms: bool = True, result: ProbeResult | None = None,
+                 guard: bool = False, distributed: bool = False, group: Any = None) -> None:
         if every < 1:
             raise InputSpecError(f"every={every}: the sampling interval must be at least 1", "use every=1 or more")
         self.model, self.optimizer, self.every = model, optimizer, every
-        self.saturation, self.histograms = saturation, histograms
+        self.saturation, self.histograms, self.guard = saturation, histograms, guard
         self.result = result if result is not None else ProbeResult()
         self.step = 0  # optimizer steps taken since attach
         self._fwd_handles: list[Any] = []
@@ -146,7 +156,7 @@ class Recorder:
         self.result.params = [ParamProbe(name=n, module=owner.get(n, ("", ""))[0], module_type=owner.get(n, ("", ""))[1],
                                          shape=list(p.shape), numel=p.numel()) for n, p in self._params]
         self._pp = {pp.name: pp for pp in self.result.params}
-        self._start = {n: p.detach().clone() for n, p in self._params}
+        self._start = {n: dd.local(p.detach()).clone() for n, p in self._params}
         self._last_conv = False
         self.hist_steps: set[int] | None = None  # steps that get histograms (None: every recorded step)
         self._stack: list[tuple[str, nn.Module, list[int]]] = []  # modules whose forward is running (functional ReLUs)
@@ -154,15 +164,138 @@ class Recorder:
         # does the forward call ReLU as a function? None until a training forward has been watched; False stops
         # the watching (the function mode sees every op: on a 1 ms MLP step it cost 0.7x of the step)
         self._functional: bool | None = None
+        # switched off: {"step", "reason", "rank"} (guard=True only); a failure this rank still has to tell the
+        # other ranks about (distributed: the ranks stop together, at the next collective)
+        self.stopped: dict[str, Any] | None = None
+        self._failure: tuple[int, str] | None = None
+        self._in_opt: str | None = None  # "pre"/"post" while the optimizer runs our step hook of that kind
+        self._deferred: list[Any] = []  # handles that could not be removed where the monitor stopped
+        self.sync: dd.DistSync | None = None
+        if distributed:
+            import torch.distributed as tdist
+
+            if tdist.is_available() and tdist.is_initialized():
+                ps = [p for _, p in self._params]
+                if tdist.get_world_size(group) > 1 or any(dd.is_dtensor(p) for p in ps):
+                    self.sync = dd.DistSync(group, ps)
+        self._loss_pending: list[int] = []  # indices of result.loss not yet averaged over the ranks
+        self._dist_step = False  # a recorded step whose update the post-step hook measures (distributed)
+        self._before_d: list[torch.Tensor | None] = []
+        self._reduced: tuple[list[float], bool] = ([], False)
+
+    @property
+    def rank(self) -> int:
+        return self.sync.rank if self.sync is not None else 0
 
     def _want_hist(self) -> bool:
         return self.histograms and (self.hist_steps is None or self.step in self.hist_steps)
 
+    # -- never kill the training run ----------------------------------------------------------------
+    def _recording(self) -> bool:
+        return self.stopped is None and self._failure is None
+
+    def _guarded(self, where: str, fn: Callable, *args: Any) -> Any:
+        """Run one of the monitor's hooks; with `guard`, an exception switches the monitor off instead."""
+        if not self.guard:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - a monitor never kills the run it watches (KeyboardInterrupt passes)
+            self._fail(where, e)
+            return None
+
+    def _fail(self, where: str, e: BaseException) -> None:
+        reason = f"{where} raised {type(e).__name__}: {e}".splitlines()[0][:400]
+        if self.stopped is not None or self._failure is not None:
+            return
+        if self.sync is not None and self.sync.broken is None:
+            # the other ranks will enter this step's collectives: stop recording now, stop with them there
+            self._failure = (self.step, reason)
+            self._pending = {}
+            self._remove_forward_safely()
+            return
+        self._stop(self.step, reason, self.rank)
+
+    def _stop(self, step: int, reason: str, rank: int) -> None:
+        """Switch off for the rest of the run: keep what was recorded (aligned with `steps`), remove every hook."""
+        if self.stopped is not None:
+            return
+        self.stopped = {"step": step, "reason": reason, "rank": rank}
+        self.result.config["monitor_stopped"] = dict(self.stopped)
+        self._pending, self._before, self._before_d, self._dist_step = {}, {}, [], False
+        try:
+            self._repair()
+        except Exception:  # noqa: BLE001 - the record stays as it is
+            pass
+        self._remove_forward_safely()
+        self._remove_opt_safely()
+
+    def _repair(self) -> None:
+        """Every per-step list as long as `steps` (a step that failed half-way is dropped)."""
+        n = len(self.result.steps)
+        short = [len(pp.weight_norm) for pp in self.result.params]
+        if short and min(short) < n:
+            n = min(short)
+            del self.result.steps[n:]
+        for seq_owner, keys in ((self.result.params, ("grad_norm", "grad_zero_frac", "weight_norm", "update_ratio")),
+                                (list(self._layers.values()), ("mean", "std", "zero_frac", "dead_frac", "saturated_frac"))):
+            for o in seq_owner:
+                for key in keys:
+                    seq = getattr(o, key)
+                    del seq[n:]
+                    seq.extend([None] * (n - len(seq)))
+                other = o.grad_nonfinite if hasattr(o, "grad_nonfinite") else o.nonfinite
+                del other[n:]
+                other.extend([0] * (n - len(other)))
+        self.sync_layers()
+
+    def _remove_forward_safely(self) -> None:
+        if self._modes:  # inside the model's forward: its end (`_leave`) removes them
+            return
+        self._remove_forward()
+
+    def _remove_opt_safely(self) -> None:
+        """Remove the optimizer hooks; one whose hook table the optimizer is walking now is removed later
+        (the model's next forward, the other step hook, or `detach`): removing it now would break the step."""
+        keep = []
+        for kind, h in self._opt_handles:
+            if self._in_opt == kind:
+                keep.append((kind, h))
+            else:
+                h.remove()
+        self._opt_handles = keep
+        if keep and not self._deferred:
+            self._deferred.append(self.model.register_forward_pre_hook(self._cleanup))
+
+    def _cleanup(self, *a: Any) -> None:
+        self._remove_opt_safely()
+        if not self._opt_handles:
+            for h in self._deferred:
+                h.remove()
+            self._deferred = []
+
+    def _opt_hook(self, kind: str, fn: Callable) -> Callable:
+        def hook(*a: Any) -> None:
+            if self.stopped is not None:
+                self._in_opt = kind
+                try:
+                    self._remove_opt_safely()
+                finally:
+                    self._in_opt = None
+                return
+            self._in_opt = kind
+            try:
+                self._guarded(f"the optimizer {kind}-step hook", fn)
+            finally:
+                self._in_opt = None
+
+        return hook
+
     # -- installing and removing ----------------------------------------------------------------
     def attach(self) -> Recorder:
         if self.optimizer is not None:
-            self._opt_handles = [self.optimizer.register_step_pre_hook(lambda *a: self._pre_step()),
-                                 self.optimizer.register_step_post_hook(lambda *a: self._post_step())]
+            self._opt_handles = [("pre", self.optimizer.register_step_pre_hook(self._opt_hook("pre", self._pre_step))),
+                                 ("post", self.optimizer.register_step_post_hook(self._opt_hook("post", self._post_step)))]
         if self._sampled(self.step):
             self._install_forward()
         return self
@@ -172,22 +305,39 @@ class Recorder:
         self.result.layers = sorted(self._layers.values(), key=lambda v: v.order)
 
     def detach(self) -> None:
-        self._remove_forward()
+        """Remove every hook; a failure here is recorded (guard) but every hook is removed all the same."""
+        try:
+            self._remove_forward()
+        finally:
+            for _, h in self._opt_handles:
+                h.remove()
+            for h in self._deferred:
+                h.remove()
+            self._opt_handles, self._deferred = [], []
+        try:
+            self._finish()
+        except Exception as e:  # noqa: BLE001
+            if not self.guard:
+                raise
+            self._stop(self.step, f"the end of the run raised {type(e).__name__}: {e}".splitlines()[0][:400], self.rank)
+
+    def _finish(self) -> None:
         self.sync_layers()
-        for h in self._opt_handles:
-            h.remove()
-        self._opt_handles = []
         for n, p in self._params:
             start = self._start.get(n)
             if start is not None and n in self._pp:
-                self._pp[n].changed = bool(not torch.equal(p.detach().to(start.device), start))
+                now = dd.local(p.detach())
+                changed = bool(not torch.equal(now.to(start.device), start))
+                if self.sync is not None:  # this rank holds a shard or a copy: the job's updates also count
+                    changed = changed or any(r for r in self._pp[n].update_ratio if r)
+                self._pp[n].changed = changed
         self._start = {}
 
     def _sampled(self, step: int) -> bool:
         return step % self.every == 0
 
     def _install_forward(self) -> None:
-        if self._fwd_handles:
+        if self._fwd_handles or not self._recording():
             return
         self._pending = {}
         for name, m in self._leaves:
@@ -202,12 +352,17 @@ class Recorder:
 
     def _on_input(self, mod: nn.Module, args: tuple) -> None:
         x = _first_tensor(args)
-        if x is not None and self.model.training and not self.result.inputs:
+        if x is not None and self.model.training and not self.result.inputs and self._recording():
             with torch.no_grad():
-                self.result.inputs = input_facts(x, synthetic=False)
+                self._guarded("the input statistics", self._input_facts, x)
+
+    def _input_facts(self, x: torch.Tensor) -> None:
+        self.result.inputs = input_facts(dd.local(x), synthetic=False)
 
     def _enter(self, name: str, mod: nn.Module) -> Callable:
         def pre(m: nn.Module, args: tuple) -> None:
+            if not self._recording():
+                return
             if m is self.model:
                 self._stack.clear()  # a forward that raised last time left nothing behind that matters
                 if m.training:
@@ -225,8 +380,10 @@ class Recorder:
             if m is self.model and self._modes:
                 mode = self._modes.pop()
                 mode.__exit__(None, None, None)
-                if not self._modes and self._functional is None:
+                if not self._modes and self._functional is None and self._recording():
                     self._functional = mode.seen
+            if m is self.model and not self._recording() and not self._modes:
+                self._remove_forward()  # stopped during this forward: its hooks go now that it ended
 
         return post
 
@@ -241,16 +398,17 @@ class Recorder:
     # -- per forward ----------------------------------------------------------------------------
     def _on_forward(self, name: str) -> Callable:
         def hook(mod: nn.Module, args: tuple, out: Any) -> None:
-            if not self.model.training:
+            if not self.model.training or not self._recording():
                 return
             # the statistics' own ops stay outside the functional-ReLU mode (it would see every one of them)
             with torch.no_grad(), torch._C.DisableTorchFunction():
-                self._record_activation(name, type(mod).__name__, mod, args, out)
+                self._guarded(f"the statistics of layer {name or '<model>'}", self._record_activation,
+                              name, type(mod).__name__, mod, args, out)
 
         return hook
 
     def _record_activation(self, name: str, kind: str, mod: nn.Module, args: tuple, out: Any) -> None:
-        t = _first_tensor(out)
+        t = dd.local(_first_tensor(out))
         if kind.startswith("F."):
             pass  # a functional call inside `mod`: the conv/dense state is the last leaf's
         elif isinstance(mod, nn.modules.conv._ConvNd):
@@ -267,9 +425,17 @@ class Recorder:
         flat = tf.reshape(-1)
         sampled = flat.numel() > STAT_SAMPLE
         sample = flat[:: flat.numel() // STAT_SAMPLE] if sampled else flat
+        d = _unit_dim(tf, self._last_conv)
+        if self.sync is not None:  # sums over this rank's samples; the step hook adds up the ranks'
+            x = dd.local(_first_tensor(args)) if kind in SATURATING else None
+            x = x if x is not None and x.is_floating_point() and x.numel() else None
+            relu_dim = d if kind in RELU_LIKE and d is not None and tf.shape[d] > 1 else None
+            vec, units = dd.layer_stats(tf, sample, relu_dim, x, self.saturation)
+            self._pending[name] = {"vec": vec, "units": units, "kind": kind,
+                                   "hist": _hist(tf) if self._want_hist() else None}
+            return
         std, mean = torch.std_mean(sample) if sample.numel() > 1 else (_NAN, sample.mean())
         total = flat.sum() if sampled else mean  # non-finite whenever any value is NaN/Inf
-        d = _unit_dim(tf, self._last_conv)
         dims = ()
         if kind in RELU_LIKE and d is not None and tf.shape[d] > 1:
             # dead units need every value: only where a unit can die (after a ReLU)
@@ -305,6 +471,9 @@ class Recorder:
 
     # -- per optimizer step ---------------------------------------------------------------------
     def _pre_step(self) -> None:
+        if self.sync is not None:
+            self._pre_step_dist()
+            return
         if not self._sampled(self.step):
             return
         self._remove_forward()
@@ -375,7 +544,9 @@ class Recorder:
         self._pending = {}
 
     def _post_step(self) -> None:
-        if self._before:
+        if self.sync is not None:
+            self._post_step_dist()
+        elif self._before:
             names = [n for n, _ in self._params if n in self._before]
             before = [self._before[n] for n in names]
             after = [p.detach() for n, p in self._params if n in self._before]
@@ -386,9 +557,182 @@ class Recorder:
                 if not math.isfinite(delta) and self.result.first_nonfinite is None:
                     self.result.first_nonfinite = {"step": self.step, "kind": "weight", "where": n}
             self._before = {}
+        if self.stopped is not None:
+            return
         self.step += 1
         if self._sampled(self.step):
             self._install_forward()
+
+    # -- per optimizer step, under torch.distributed (collect/distributed.py) -------------------------
+    def _pre_step_dist(self) -> None:
+        """A recorded step: agree on the layers (and on whether every rank is still fine), sum the ranks'
+        statistics in one all_reduce, commit the job's figures. Every rank runs the same collectives."""
+        sync = self.sync
+        if not self._sampled(self.step):
+            return
+        self._remove_forward()
+        step = self.step
+        if not sync.every_rank_watches():
+            self._stop(step, "not every rank of the process group created this watch (create it on every rank); "
+                             "the monitor stopped before its first collective", self.rank)
+            return
+        mine: dict[str, Any] = {"ok": self._failure is None, "why": self._failure, "nparams": len(self._params),
+                                "losses": len(self._loss_pending), "layers": []}
+        if self._failure is None:
+            try:
+                mine["layers"] = [(n, st["kind"], self._layers[n].order, st["units"], int(st["vec"].numel()))
+                                  for n, st in self._pending.items()]
+            except Exception as e:  # noqa: BLE001
+                self._failure = (step, f"the layer statistics raised {type(e).__name__}: {e}".splitlines()[0][:400])
+                mine.update(ok=False, why=self._failure, layers=[])
+        try:
+            metas = sync.agree(mine)
+        except Exception as e:  # noqa: BLE001 - the collective itself failed: no collective runs again here
+            sync.broken = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            self._stop(step, f"the agreement between the ranks failed: {sync.broken}", self.rank)
+            return
+        bad = [(r, m) for r, m in enumerate(metas) if not m["ok"]]
+        if not bad and len({m["nparams"] for m in metas}) > 1:
+            bad = [(0, {"why": (step, "the ranks' models differ (not the same trainable parameters)")})]
+        if bad:
+            r, m = bad[0]
+            s, why = m["why"]
+            self._stop(s, why, r)
+            return
+        # the layout of the buffer follows from `metas` alone: the same on every rank
+        names: dict[str, list[Any]] = {}
+        for m in metas:
+            for name, kind, order, units, size in m["layers"]:
+                if name not in names:
+                    names[name] = [kind, units, size]
+                elif names[name][2] != size:  # unit counts differ between ranks: no dead units for this layer
+                    names[name][1], names[name][2] = None, len(dd.STATS)
+        nloss = min(m["losses"] for m in metas)
+        nparams = len(self._params) * len(dd.PARAM_STATS)
+        size = sum(1 + s for _, _, s in names.values()) + nparams + 2 * nloss
+        values = None
+        if self._failure is None:
+            try:
+                values = self._dist_values(names, nloss)
+                if sum(v.numel() for v in values) != size:
+                    raise RuntimeError(f"{sum(v.numel() for v in values)} statistics where the ranks agreed on {size}")
+            except Exception as e:  # noqa: BLE001 - take part with zeros and the failure flag
+                self._failure = (step, f"the step's statistics raised {type(e).__name__}: {e}".splitlines()[0][:400])
+                values = None
+        if not self._collective(lambda: sync.reduce(values, False) if values is not None else sync.zeros_reduce(size)):
+            return
+        vals, failed = self._reduced
+        if failed:
+            self._stop(step, *self._flagged())
+            return
+        self._commit_dist(names, nloss, vals, step)
+
+    def _flagged(self) -> tuple[str, int]:
+        """Why the monitor stops after a reduce that carried a failure flag, and on which rank it failed."""
+        if self._failure is not None:
+            return self._failure[1], self.rank
+        r = self.sync.failed_rank
+        return f"the statistics failed on rank {r if r is not None else '(several)'} (its watch says why)", \
+            (r if r is not None else -1)
+
+    def _collective(self, fn: Callable[[], tuple[list[float], bool]]) -> bool:
+        """Run one all_reduce (its result in `_reduced`); if the collective itself fails, none runs again here."""
+        try:
+            self._reduced = fn()
+            return True
+        except Exception as e:  # noqa: BLE001
+            self.sync.broken = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            self._stop(self.step, f"a collective between the ranks failed: {self.sync.broken}", self.rank)
+            return False
+
+    def _dist_values(self, names: dict[str, list[Any]], nloss: int) -> list[torch.Tensor]:
+        f64 = torch.float64
+        vals: list[torch.Tensor] = []
+        for name, (kind, units, size) in names.items():
+            st = self._pending.get(name)
+            if st is None:
+                vals.append(torch.zeros(1 + size, dtype=f64))
+            else:
+                vals.append(torch.ones(1, dtype=f64, device=st["vec"].device))
+                vals.append(st["vec"][:size])
+        vals.append(torch.stack(dd.param_stats(self.sync, [p for _, p in self._params])) if self._params
+                    else torch.zeros(0, dtype=f64))
+        losses = [self.result.loss[i] for i in self._loss_pending[:nloss]]
+        vals.append(torch.tensor([x for v in losses for x in ((v, 0.0) if v is not None else (0.0, 1.0))], dtype=f64))
+        return [v.to(self.sync.device).reshape(-1) for v in vals]
+
+    def _commit_dist(self, names: dict[str, list[Any]], nloss: int, vals: list[float], step: int) -> None:
+        first = not self.result.steps
+        self.result.steps.append(step)
+        i = 0
+        local, self._pending = self._pending, {}
+        for name, (kind, units, size) in names.items():
+            present, v = vals[i], vals[i + 1:i + 1 + size]
+            i += 1 + size
+            if name not in self._layers:
+                self._layers[name] = LayerProbe(path=name, type=kind, order=len(self._layers))
+            if present > 0:
+                st = dd.layer_result(v, units, kind in SATURATING)
+                st["hist"] = local[name]["hist"] if name in local else None
+                self._pending[name] = st
+        self._commit_layers(first)
+        hist = self._want_hist()
+        k = len(dd.PARAM_STATS)
+        for j, (n, p) in enumerate(self._params):
+            w_sq, g_present, g_sq, g_zero, g_bad, g_numel = vals[i + j * k:i + (j + 1) * k]
+            pp = self._pp[n]
+            pp.weight_norm.append(math.sqrt(w_sq))
+            if g_present == 0:
+                pp.grad_norm.append(None)
+                pp.grad_zero_frac.append(None)
+                pp.grad_nonfinite.append(0)
+                continue
+            pp.grad_norm.append(math.sqrt(g_sq))
+            pp.grad_zero_frac.append(g_zero / max(g_numel, 1))
+            pp.grad_nonfinite.append(int(g_bad))
+            if hist and p.grad is not None:
+                h = _hist(dd.local(p.grad.detach()))  # this rank's shard (or copy)
+                if first or pp.grad_hist_first is None:
+                    pp.grad_hist_first = h
+                pp.grad_hist_last = h
+            if g_bad and self.result.first_nonfinite is None:
+                self.result.first_nonfinite = {"step": step, "kind": "gradient", "where": n}
+        i += len(self._params) * k
+        for j, idx in enumerate(self._loss_pending[:nloss]):
+            total, bad = vals[i + 2 * j], vals[i + 2 * j + 1]
+            self.result.loss[idx] = total / self.sync.world if bad == 0 else None
+        del self._loss_pending[:nloss]
+        none = [j for j, v in enumerate(self.result.loss) if v is None]
+        self.result.loss_nonfinite_step = none[0] if none else None
+        self._before_d = dd.snapshot(self.sync, [p for _, p in self._params])
+        self._dist_step = True
+
+    def _post_step_dist(self) -> None:
+        if not self._dist_step:
+            return
+        self._dist_step = False
+        sync, params = self.sync, [p for _, p in self._params]
+        size = 2 * len(params)
+        values = None
+        if self._failure is None:
+            try:
+                values = dd.update_stats(params, self._before_d)
+            except Exception as e:  # noqa: BLE001 - take part with zeros and the failure flag
+                self._failure = (self.step, f"the update statistics raised {type(e).__name__}: {e}".splitlines()[0][:400])
+                values = None
+        if not self._collective(lambda: sync.reduce(values, False) if values is not None else sync.zeros_reduce(size)):
+            return
+        vals, failed = self._reduced
+        self._before_d = []
+        if failed:
+            self._stop(self.step, *self._flagged())
+            return
+        for (n, _), j in zip(self._params, range(0, size, 2)):
+            d_sq, b_sq = vals[j], vals[j + 1]
+            delta, wn = math.sqrt(d_sq) if d_sq >= 0 else math.nan, math.sqrt(b_sq)
+            self._pp[n].update_ratio.append(delta / wn if wn > 0 and math.isfinite(delta) else None)
+            if not math.isfinite(delta) and self.result.first_nonfinite is None:
+                self.result.first_nonfinite = {"step": self.step, "kind": "weight", "where": n}
 
     def flush_forward(self) -> None:
         """Commit a recorded forward that no optimizer step followed (the run stopped on a NaN loss)."""
@@ -401,9 +745,18 @@ class Recorder:
                 pp.grad_nonfinite.append(0)
 
     def log_loss(self, value: float | torch.Tensor) -> None:
-        v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        if self.stopped is not None:
+            return
+        self._guarded("log_loss", self._log_loss, value)
+
+    def _log_loss(self, value: float | torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor):
+            value = dd.local(value.detach())
+        v = float(value)
         finite = math.isfinite(v)
         self.result.loss.append(v if finite else None)
+        if self.sync is not None and self._failure is None:
+            self._loss_pending.append(len(self.result.loss) - 1)
         if not finite and self.result.loss_nonfinite_step is None:
             self.result.loss_nonfinite_step = len(self.result.loss) - 1
 
