@@ -1,10 +1,15 @@
 """`dldoctor compress`: make variants, measure each against the original in the same run, keep what pays.
 
-A variant is rejected when it is bigger than the original, slower (beyond the timing noise), or
-outside the fidelity budget; the reason is recorded and its file is removed unless asked to keep
-it. The recommendation is the fastest (or, with optimize="size", the smallest) variant kept, and
-it is always written, even when it is only the original graph optimised. The input is never
-written to: every file goes to a new folder, atomically.
+Each variant is timed against the original by the timing harness (dldoctor/collect/timing.py):
+interleaved rounds on the same batch-1 input and the same thread count, the median speedup with a
+bootstrap 95% interval, and a verdict. A variant is rejected when it is bigger than the original,
+measured "slower" (the whole interval below 0.95×), or outside the fidelity budget; the reason is
+recorded and its file is removed unless asked to keep it. A speedup beyond what the transform can
+give (folding BatchNorm: Amdahl's law on the time measured in BatchNorm layers; any variant: the
+model's FLOPs at 4× the measured peak FLOP/s) is a "measurement error", never a recommendation.
+With optimize="latency" the recommendation is the fastest variant measured "faster" (the whole
+interval at or above 1.1×), none when no variant is; with optimize="size" the smallest variant kept.
+Kept variants are written; the input is never written to: every file goes to a new folder, atomically.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from dldoctor.fileops import in_progress, temp_dir
 from dldoctor.load.onnx_file import save_with_data
 from dldoctor.report.compress_types import CompressResult, Fidelity, Variant
 
-SLOWER = 0.95  # a variant whose speedup is below this is slower than the original beyond timing noise
+SLOWER = 0.95  # a variant whose whole speedup interval is below this is slower than the original
 BIGGER = 1.01  # ... and one above this size ratio is bigger
 
 
@@ -174,9 +179,11 @@ def compress(
     iters: int = 30,
     held: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
+    budget: float | None = None,
 ) -> Any:
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult. `dtype` is the
-    inputs' dtype (`input_dtype` its older name); inputs are positional only."""
+    inputs' dtype (`input_dtype` its older name); inputs are positional only. `budget`: seconds per timing
+    comparison (default from `iters`: 3 s at 30, more on a busy machine)."""
     import torch
 
     from dldoctor.api.common import prepare
@@ -223,10 +230,15 @@ def compress(
     pending.enter_context(in_progress(str(work)))
     try:
         say("measuring the original", 0, len(selected) + 1)
+        from dldoctor.collect.timing import LoadWatch, load_note
+
+        watch = LoadWatch()
         with torch.random.fork_rng():
             orig, ref, onnx_fp32, classifier = _original(res, kind, module, loaded, source, held_batches, make_input,
                                                          work, warmup, iters)
         res.original = orig
+        bench = _Bench(kind, module, onnx_fp32, _first(held_batches[0]),
+                       budget if budget is not None else min(10.0, max(0.3, 0.1 * iters)))
         metric0 = None
         if eval_fn:
             try:
@@ -238,8 +250,11 @@ def compress(
         calib_inputs = lambda: _calibration(calib, make_input, batch)  # noqa: E731 - only static int8 needs it
         for i, name in enumerate(selected):
             say(f"making and measuring {name}", i + 1, len(selected) + 1)
+            bench.on_round = lambda r, left, i=i, name=name: say(  # noqa: E731
+                f"timing {name} against the original: round {r}, ETA {left + (len(selected) - i - 1) * bench.budget:.0f} s",
+                i + 1, len(selected) + 1)
             v, outputs, new = _variant(name, module, onnx_fp32, work, held_batches, make_input, calib_inputs,
-                                       warmup, iters)
+                                       warmup, iters, bench)
             if v.status != "failed":
                 v.fidelity = fidelity(ref, outputs, classifier)
                 if eval_fn and new is not None:
@@ -251,6 +266,14 @@ def compress(
                 _judge(v, orig, drop, relative)
             res.variants.append(v)
         _recommend(res)
+        res.load = watch.done()
+        note = load_note(res.load)
+        if note:
+            res.notes.append(note)
+        if bench.busy:
+            from dldoctor.collect.timing import BUSY_THREADS_NOTE
+
+            res.notes.append(BUSY_THREADS_NOTE)
         _place(res, out, keep_rejected)
     except BaseException:
         # an interrupted or failed run leaves nothing behind: not its work files, not a folder it made
@@ -361,7 +384,8 @@ def _first(batch: tuple) -> tuple:
 
 
 def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: list, make_input: Any,
-             calib: Callable[[], list], warmup: int, iters: int) -> tuple[Variant, list | None, Any]:
+             calib: Callable[[], list], warmup: int, iters: int,
+             bench: _Bench | None = None) -> tuple[Variant, list | None, Any]:
     """Make one variant in the work folder and measure it: (variant, its outputs on the held inputs, module)."""
     from dldoctor.transforms import catalog
 
@@ -380,7 +404,10 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
             v.path = info["path"]
             v.size_bytes, v.params = onnx_variants.file_size(v.path), _onnx_params(v.path)
             outputs = _onnx_outputs(v.path, held)
-            v.p50, v.cv = _latency_onnx(v.path, _first(held[0]), warmup, iters)
+            if bench is not None:
+                v.timing = bench.onnx(v.path, name)
+            else:
+                v.p50, v.cv = _latency_onnx(v.path, _first(held[0]), warmup, iters)
             new = OnnxModule(v.path)  # so that --eval judges ONNX variants with the same fn(model)
         else:
             import torch
@@ -391,7 +418,10 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
             v.path, v.size_bytes = str(path), os.path.getsize(path)
             v.params = sum(p.numel() for p in new.parameters()) or None
             outputs = _torch_outputs(new, held)
-            v.p50, v.cv = _latency_torch(new, make_input, warmup, iters)
+            if bench is not None:
+                v.timing = bench.torch(new, name)
+            else:
+                v.p50, v.cv = _latency_torch(new, make_input, warmup, iters)
             v.p50_cuda = _cuda_p50(new, make_input, warmup, iters)
         for key in ("preparation", "ops_before", "ops_after", "changed", "left_float"):
             if key in info:
@@ -399,8 +429,95 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
     except Exception as e:  # noqa: BLE001 - one failing transform must not stop the others
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         v.status, v.reason = "failed", f"{type(e).__name__}: {first}"
+    if v.timing is not None:
+        v.p50, v.speedup = v.timing.variant_s, v.timing.ratio
     v.seconds = time.perf_counter() - t0
     return v, outputs, new
+
+
+_REDUCED = ("fp16", "bf16", "int8")  # transforms whose arithmetic may run faster than fp32's peak
+
+
+class _Bench:
+    """The original at batch 1, ready to be timed against each variant by the harness (same input, same threads)."""
+
+    def __init__(self, kind: str, module: Any, onnx_fp32: str | None, x: tuple, budget: float) -> None:
+        import torch
+
+        from dldoctor.collect import timing
+
+        self.kind, self.x, self.budget = kind, x, budget
+        self.busy = timing.busy()  # then both sides run on one thread (timing.steady_threads)
+        self.threads = 1 if self.busy else torch.get_num_threads()
+        self.on_round: Callable[[int, float], None] | None = None
+        self.module = copy.deepcopy(module).eval() if module is not None else None
+        if kind == "pytorch":
+            self.base = _torch_fn(self.module, x)
+        else:
+            sess = ort_session(onnx_fp32, threads=self.threads)
+            feed = _onnx_feed(sess, x)
+            self.base = lambda: sess.run(None, feed)
+        self.flops = self._flops()
+        self.peak = self._peak()
+
+    def _flops(self) -> int | None:
+        if self.module is None:
+            return None
+        try:
+            from dldoctor.collect.quiet import native_quiet
+            from dldoctor.collect.torch_model import count_pass
+
+            with native_quiet((2,)):
+                macs = count_pass(self.module, self.x, "cpu").macs
+            return 2 * macs if macs else None
+        except Exception:  # noqa: BLE001 - the bound is a sanity check; the harness judges without it
+            return None
+
+    def _peak(self) -> float | None:
+        from dldoctor.collect.timing import machine_peak
+
+        return machine_peak() if self.flops else None
+
+    def _bounds(self, name: str) -> dict:
+        from dldoctor.collect import timing
+
+        kw = timing.flops_floor(self.flops, self.peak, reduced=any(r in name for r in _REDUCED))
+        if name == "fold-conv-bn" and self.module is not None:
+            import torch
+
+            bns = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+            share = timing.module_share(self.module, self.x, bns)
+            if share is not None:
+                kw.update(bound=timing.amdahl_bound(share),
+                          bound_why=f"BatchNorm layers take {share:.0%} of the original's forward (Amdahl)")
+        return kw
+
+    def _compare(self, fn: Callable[[], Any], name: str) -> Any:
+        from dldoctor.collect import timing
+
+        with timing.steady_threads(self.busy):
+            return timing.compare(self.base, fn, budget=self.budget, on_round=self.on_round, **self._bounds(name))
+
+    def torch(self, new: Any, name: str) -> Any:
+        return self._compare(_torch_fn(new, self.x), name)
+
+    def onnx(self, path: str, name: str) -> Any:
+        sess = ort_session(path, threads=self.threads)  # the original's thread count: same threads on both sides
+        feed = _onnx_feed(sess, self.x)
+        return self._compare(lambda: sess.run(None, feed), name)
+
+
+def _torch_fn(module: Any, x: tuple) -> Callable[[], Any]:
+    """A forward of `module` on `x` (floating inputs cast once to the module's dtype) under inference_mode."""
+    import torch
+
+    dt = next((p.dtype for p in module.parameters()), torch.float32)
+    args = tuple(t.to(dt) if t.is_floating_point() else t for t in x)
+
+    def fn() -> Any:
+        with torch.inference_mode():
+            return module(*args)
+    return fn
 
 
 def _onnx_module_class() -> type:
@@ -437,7 +554,9 @@ def _judge(v: Variant, orig: Variant, drop: float, relative: bool) -> None:
     """Set size ratio, speedup and the verdict: bigger, slower or outside the fidelity budget is rejected."""
     if orig.size_bytes and v.size_bytes:
         v.size_ratio = orig.size_bytes / v.size_bytes
-    if orig.p50 and v.p50:
+    if v.timing is not None:
+        v.speedup = v.timing.ratio
+    elif orig.p50 and v.p50:  # measured without the harness (a hand-built Variant): the plain ratio
         v.speedup = orig.p50 / v.p50
     if orig.p50_cuda and v.p50_cuda:
         v.speedup_cuda = orig.p50_cuda / v.p50_cuda
@@ -445,7 +564,10 @@ def _judge(v: Variant, orig: Variant, drop: float, relative: bool) -> None:
     reasons = []
     if v.size_ratio is not None and v.size_ratio < 1 / BIGGER:
         reasons.append(f"bigger than the original ({v.size_bytes:,} vs {orig.size_bytes:,} bytes)")
-    if v.speedup is not None and v.speedup < SLOWER:
+    if v.timing is not None:
+        if v.timing.verdict == "slower":
+            reasons.append(f"slower than the original ({v.timing.interval()})")
+    elif v.speedup is not None and v.speedup < SLOWER:
         reasons.append(f"slower than the original ({v.speedup:.2f}×)")
     lost = _fidelity_drop(f, drop, relative)
     if lost:
@@ -481,15 +603,29 @@ def _pareto(res: CompressResult) -> None:
         m.pareto = not any(all(a <= b for a, b in zip(point(o), pm)) and point(o) != pm for o in models if o is not m)
 
 
+def _faster(v: Variant) -> bool:
+    """Measured faster than the original: the harness's verdict (a hand-built Variant without one: its speedup)."""
+    if v.timing is not None:
+        return v.timing.verdict == "faster"
+    return v.speedup is None or v.speedup >= 1.0
+
+
 def _recommend(res: CompressResult) -> None:
     _pareto(res)
     kept = [v for v in res.variants if v.status == "kept"]
     if not kept:
         res.notes.append("no variant beat the original within the budget: keep the original")
         return
+    if res.optimize == "latency":
+        kept = [v for v in kept if _faster(v)]
+        if not kept:
+            res.notes.append("no variant was measured faster than the original (the whole 95% interval of its "
+                             "speedup at or above 1.1×): keep the original for speed; the kept variants are "
+                             "written for their size")
+            return
     # the best on the chosen axis; variants within 5% of it (timing noise) are tied, and the tie goes
     # to the better one on the other axis
-    speed = lambda v: v.p50 or math.inf  # noqa: E731
+    speed = lambda v: 1 / v.timing.ratio if v.timing is not None and v.timing.ratio else v.p50 or math.inf  # noqa: E731
     size = lambda v: v.size_bytes or math.inf  # noqa: E731
     first, second = (speed, size) if res.optimize == "latency" else (size, speed)
     top = min(first(v) for v in kept)

@@ -97,5 +97,5 @@ def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_si
         # about 3 s per what-if at the default --iters 50 (more on a busy machine), less for a quick run
         res.whatifs = run_whatifs(module, make_input, device=device, batch_size=min(batch_sizes),
                                   budget=whatif_budget(iters), flops=_flops_at(res, min(batch_sizes)),
-                                  peak_flops=res.peak_flops_per_s)
+                                  peak_flops=res.peak_flops_per_s if device != "cpu" else None)
     return res

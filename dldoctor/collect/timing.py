@@ -15,7 +15,7 @@ use to turn two callables into a verdict:
    median (seeded, 1000 resamples). Rounds go on until the interval is within ±5% of the median, or the
    time budget runs out (a busy machine gets more rounds and more time).
 4. **Verdict**: "faster" only when the whole interval is at or above `threshold` (1.1×); "slower" when it
-   is all below 0.95×; a median beyond `bound` (what the change can possibly give: Amdahl's law on the
+   is all below 0.95×; an interval wholly beyond `bound` (what the change can possibly give: Amdahl's law on the
    share of time it removes, or the FLOPs at the machine's peak FLOP/s) is a "measurement error";
    anything else is "no measurable difference", with the interval and the reason.
 
@@ -98,6 +98,32 @@ class LoadWatch:
         return LoadInfo(before=self.before, after=after, cores=self.cores, steal=steal, busy=busy)
 
 
+def busy() -> bool:
+    """The 1-minute load average is above the cores this process may use."""
+    return LoadWatch().busy_now()
+
+
+@contextlib.contextmanager
+def steady_threads(on: bool = True) -> Any:
+    """One intra-op thread while inside, when `on` (the caller passes busy()): on an oversubscribed machine an
+    N-thread forward waits at every barrier for a descheduled sibling (a 0.7 ms forward measured at 116 ms),
+    and that wait, not the model, would decide every comparison. Yields the thread count in force."""
+    import torch
+
+    before = torch.get_num_threads()
+    if on and before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+BUSY_THREADS_NOTE = ("the machine was busy (load average above the cores): the comparisons ran both sides on one "
+                     "thread, since several threads there measure the wait for descheduled threads, not the model")
+
+
 def load_note(load: LoadInfo | None) -> str | None:
     """The warning a busy machine puts on absolute latencies, or None."""
     if load is None or not load.busy:
@@ -129,9 +155,11 @@ def judge(ratio: float, lo: float, hi: float, rounds: int, *, threshold: float =
           narrow: bool = True) -> tuple[str, str | None]:
     """(verdict, reason) from a median ratio and its interval."""
     ci = f"median {ratio:.2f}×, 95% interval {lo:.2f}–{hi:.2f}× over {rounds} rounds"
+    if bound is not None and lo > bound:
+        return ERROR, (f"measured {ratio:.2f}× (95% interval from {lo:.2f}×), more than this change can give "
+                       f"({bound:.2f}×{': ' if bound_why else ''}{bound_why}): a measurement error, not a speedup")
     if bound is not None and ratio > bound:
-        return ERROR, (f"measured {ratio:.2f}×, more than this change can give ({bound:.2f}×{': ' if bound_why else ''}"
-                       f"{bound_why}): a measurement error, not a speedup")
+        ci += f" (above the {bound:.2f}× this change can give: read it as at most that)"
     if rounds < MIN_ROUNDS:
         return SAME, f"only {rounds} rounds fitted in the time budget ({ci}): too few to tell"
     if lo >= threshold:
@@ -284,6 +312,54 @@ def compare(a: Callable[[], Any], b: Callable[[], Any], *, threshold: float = TH
 
 # -- what a change can give -------------------------------------------------------------------------
 
+_PEAK: list[float] = []  # machine_peak(), once per process
+
+
+def machine_peak(seconds: float = 0.3) -> float | None:
+    """fp32 FLOP/s of this machine, robust to load: one thread's fastest 256×256 matmul (the best of many calls:
+    a busy machine slows calls down, it never speeds one up), times the cores this process may use. A
+    multi-threaded measurement on a busy machine can come out many times too low (a thread waits for a
+    descheduled sibling), and a bound drawn from it would call real speedups errors."""
+    if _PEAK:
+        return _PEAK[0]
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                a = torch.full((256, 256), 0.5)
+                c = torch.empty_like(a)
+                best, end = math.inf, time.perf_counter() + seconds
+                while True:
+                    t = time.perf_counter()
+                    torch.mm(a, a, out=c)
+                    now = time.perf_counter()
+                    best = min(best, now - t)
+                    if now >= end:
+                        break
+        finally:
+            torch.set_num_threads(threads)
+    except Exception:  # noqa: BLE001 - no peak: no FLOPs bound
+        return None
+    _PEAK.append(2 * 256**3 / best * cores())
+    return _PEAK[0]
+
+
+PEAK_MARGIN = 4.0  # a FLOPs floor assumes four times the measured peak FLOP/s (four more for reduced precision)
+
+
+def flops_floor(flops: float | None, peak: float | None, *, reduced: bool = False) -> dict:
+    """compare()'s `floor_s` and `floor_why`: the least time `flops` can take at a generous multiple of the
+    measured peak FLOP/s ({} when either is unknown)."""
+    if not flops or not peak:
+        return {}
+    p = peak * PEAK_MARGIN * (4 if reduced else 1)
+    return {"floor_s": flops / p, "floor_why": f"{flops / 1e6:.3g} MFLOP at {p / 1e9:.3g} GFLOP/s, "
+                                               f"{PEAK_MARGIN * (4 if reduced else 1):g}× the measured peak"}
+
+
 
 def amdahl_bound(share: float) -> float:
     """The largest speedup from removing `share` of the time entirely: 1 / (1 - share)."""
@@ -291,41 +367,66 @@ def amdahl_bound(share: float) -> float:
     return 1.0 / (1.0 - share)
 
 
-def module_share(model: Any, args: tuple, kinds: tuple[type, ...], *, calls: int = 10,
+def module_share(model: Any, args: tuple, kinds: tuple[type, ...], *, reps: int = 20,
                  call: Callable[[Any, tuple], Any] | None = None) -> float | None:
-    """The share of a forward's wall time spent inside modules of `kinds` (hooks timing them, `calls` forwards
-    after one untimed one). The hooks' own cost lands inside the measured modules, so the share errs high, and
-    an Amdahl bound drawn from it errs generous. None when the model has no such module."""
+    """The share of a forward's time spent in modules of `kinds`, measured two ways and the larger kept (the
+    bound drawn from it must err generous): (1) hooks timing those modules inside whole forwards (the median
+    share over `reps` forwards; the hooks' own cost lands inside), (2) each such module called again, whole, on
+    the input it got, its fastest call against the fastest forward (Python call overhead included). None when
+    the model has no such module."""
     import torch
 
     targets = [m for m in model.modules() if isinstance(m, kinds)]
     if not targets:
         return None
+    clock = time.perf_counter
+    seen: list[tuple[Any, tuple]] = []
+    capturing = [True]  # the first forward's calls are kept, to be called again alone
     spent = [0.0]
     started: list[float] = []
 
     def pre(mod: Any, inp: Any) -> None:
-        started.append(time.perf_counter())
+        if capturing:
+            seen.append((mod, inp))
+        started.append(clock())
 
     def post(mod: Any, inp: Any, out: Any) -> None:
         if started:
-            spent[0] += time.perf_counter() - started.pop()
+            spent[0] += clock() - started.pop()
 
-    handles = [h for m in targets for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
     run = call or (lambda m, x: m(*x))
+    shares = []
+    handles = [h for m in targets for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
     try:
         with torch.inference_mode():
             run(model, args)
-            spent[0] = 0.0
-            t0 = time.perf_counter()
-            for _ in range(calls):
+            capturing.clear()
+            for _ in range(reps):
+                spent[0] = 0.0
+                t = clock()
                 run(model, args)
-            total = time.perf_counter() - t0
+                total = clock() - t
+                if total > 0:
+                    shares.append(spent[0] / total)
     finally:
         for h in handles:
             h.remove()
-    return min(1.0, spent[0] / total) if total > 0 else None
+
+    def fastest(fn: Callable[[], Any]) -> float:
+        fn()
+        best = math.inf
+        for _ in range(reps):
+            t = clock()
+            fn()
+            best = min(best, clock() - t)
+        return best
+
+    with torch.inference_mode():
+        whole = fastest(lambda: run(model, args))
+        alone = sum(fastest(lambda m=m, x=x: m(*x)) for m, x in seen)
+    by_calls = alone / whole if whole > 0 else 0.0
+    return min(1.0, max(statistics.median(shares) if shares else 0.0, by_calls))
 
 
-__all__ = ["compare", "warm_up", "bootstrap_ci", "judge", "amdahl_bound", "module_share", "LoadWatch", "load_note",
+__all__ = ["busy", "steady_threads", "BUSY_THREADS_NOTE", "compare", "flops_floor", "machine_peak", "warm_up", "bootstrap_ci", "judge", "amdahl_bound", "module_share", "LoadWatch", "load_note",
            "cores", "load_average", "THRESHOLD", "SLOWER_BELOW"]

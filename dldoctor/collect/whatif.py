@@ -9,9 +9,9 @@ that over `max |a|`), and whether it is recommended (measured "faster" *and* clo
 Every change is timed against the baseline by dldoctor/collect/timing.py: interleaved rounds
 (baseline, change, change, baseline, ...) on the same inputs, the median speedup with a bootstrap
 95% interval, "faster" only when the whole interval clears the threshold. A speedup beyond what the
-change can give (the forward's FLOPs at twice the machine's peak FLOP/s) is a measurement error.
-On a busy machine (load above the cores) a thread-count comparison measures the neighbours, not the
-model: it is reported, never recommended.
+change can give (the forward's FLOPs at 4× the machine's measured peak FLOP/s) is a measurement error.
+On a busy machine (load above the cores) every comparison runs both sides on one thread (an N-thread
+forward there waits at each barrier for a descheduled sibling) and the thread-count what-if is not run.
 
 The experiments, in order: `channels_last`, `fp16_autocast` (CUDA), `bf16_autocast`,
 `inference_mode`, `torch_compile`, `threads` (CPU), `onnxruntime`, `batch`.
@@ -49,7 +49,7 @@ from dldoctor.collect.profile import ort_session
 from dldoctor.collect.quiet import native_quiet
 from dldoctor.fileops import temp_dir
 from dldoctor.report.profile_types import WhatIf
-from dldoctor.report.timing_types import FASTER, SAME, Timing
+from dldoctor.report.timing_types import FASTER, Timing
 
 EXPERIMENTS = ("channels_last", "fp16_autocast", "bf16_autocast", "inference_mode", "torch_compile", "threads",
                "onnxruntime", "batch")
@@ -60,7 +60,6 @@ FP32_TOLERANCE = 1e-3  # relative: max |a - b| / max |a|
 REDUCED_TOLERANCE = 5e-2  # fp16 / bf16 autocast
 BATCH_FACTOR = 4
 COMPILE_PARAMS_LIMIT = 50_000_000  # torch_compile is left out of the default list on CPU above this
-PEAK_MARGIN = 4.0  # the FLOPs bound allows twice the measured peak FLOP/s (x4 more for reduced precision)
 
 
 class _NotApplicable(Exception):
@@ -94,17 +93,13 @@ class _Ctx:
     compare: Callable[..., Timing]  # timing.compare with this run's budget, threshold, timer and progress
     compile_timeout: float | None
     nparams: int
+    busy: bool = False  # the load average was above the cores: everything runs on one thread
     flops: int | None = None  # FLOPs of one baseline forward at batch_size
     peak: float | None = None  # the machine's measured peak FLOP/s (fp32)
 
     def floor(self, flops: float | None = None, reduced: bool = False) -> dict:
         """compare()'s floor: the least time `flops` (default: one forward) can take at a generous peak."""
-        flops = self.flops if flops is None else flops
-        if not flops or not self.peak:
-            return {}
-        peak = self.peak * PEAK_MARGIN * (4 if reduced else 1)
-        return {"floor_s": flops / peak, "floor_why": f"{flops / 1e6:.3g} MFLOP at {peak / 1e9:.3g} GFLOP/s, "
-                                                       f"{PEAK_MARGIN:g}× the measured peak{' ×4 (reduced precision)' if reduced else ''}"}
+        return timing.flops_floor(self.flops if flops is None else flops, self.peak, reduced=reduced)
 
     def pair(self, fn: Callable[[], Any], **kw: Any) -> Timing:
         """The baseline against `fn`, in interleaved rounds (same inputs, same threads)."""
@@ -350,13 +345,15 @@ def _exp_torch_compile(ctx: _Ctx) -> _Measured:
 def _exp_threads(ctx: _Ctx) -> _Measured:
     if ctx.cuda:
         raise _NotApplicable("the intra-op thread count is a CPU setting")
+    if ctx.busy:
+        raise _NotApplicable(f"the machine is busy (load average above {timing.cores()} core(s)): a thread count "
+                             "measured now would measure the other processes, not the model")
     current = torch.get_num_threads()
     candidates = sorted({1, os.cpu_count() or 1} - {current})
     if not candidates:
         raise _NotApplicable(f"no other thread count to try (running with {current}, {os.cpu_count()} CPU(s))")
     fn = _forward(ctx.model, ctx.x)
     best: tuple[Timing, int, torch.Tensor | None] | None = None
-    busy = timing.LoadWatch().busy_now()
 
     @contextlib.contextmanager
     def using(n: int):
@@ -373,10 +370,6 @@ def _exp_threads(ctx: _Ctx) -> _Measured:
         if best is None or (t.ratio or 0) > (best[0].ratio or 0):
             best = (t, n, out)
     t, n, out = best
-    if busy and t.verdict == FASTER:  # oversubscribed: fewer threads wait less for descheduled ones, here only
-        t.verdict = SAME
-        t.reason = (f"{t.reason}; but the machine is busy (load average above {timing.cores()} core(s)), and a "
-                    "thread count measured there says more about the other processes than about the model")
     return _Measured(t, out, detail=f"threads={n} (vs {current})")
 
 
@@ -505,10 +498,14 @@ def _flops(model: nn.Module, x: tuple, dev: torch.device) -> int | None:
 
 
 def _peak(dev: torch.device) -> float | None:
+    """The machine's peak FLOP/s for the FLOPs bound: CPU from timing.machine_peak (robust to load), CUDA from
+    the profile's large matmul."""
+    if dev.type != "cuda":
+        return timing.machine_peak()
     try:
         from dldoctor.collect.profile import _peaks
 
-        return _peaks(dev if dev.type == "cuda" else "cpu", torch.float32)[0]
+        return _peaks(dev, torch.float32)[0]
     except Exception:  # noqa: BLE001
         return None
 
@@ -537,8 +534,9 @@ def run_whatifs(module: nn.Module, make_input: Callable[[int], tuple], *, device
         return []
     threads = torch.get_num_threads()
     results: list[WhatIf] = []
+    busy = not cuda and timing.busy()
     try:
-        with torch.random.fork_rng(devices=_rng_devices(dev)):
+        with torch.random.fork_rng(devices=_rng_devices(dev)), timing.steady_threads(busy):
             try:
                 model = copy.deepcopy(module).to(dev).eval()
                 x = _map(_as_tuple(make_input(batch_size)), lambda t: t.to(dev))
@@ -569,7 +567,7 @@ def run_whatifs(module: nn.Module, make_input: Callable[[int], tuple], *, device
             ctx = _Ctx(model=model, x=x, ref=ref, base=base, device=dev, cuda=cuda,
                        batch_size=batch_size, make_input=make_input, compare=compare,
                        compile_timeout=compile_timeout, nparams=nparams, flops=flops if bounds else None,
-                       peak=peak_flops if bounds else None)
+                       peak=peak_flops if bounds else None, busy=busy)
             for i, name in enumerate(names):
                 state.update(i=i, name=name)
                 say(f"what-if {i + 1}/{left}: {name}", i, left)
@@ -584,14 +582,17 @@ def run_whatifs(module: nn.Module, make_input: Callable[[int], tuple], *, device
                     continue
                 try:
                     m = _RUNNERS[name](ctx)
+                    if busy:
+                        m.detail = f"{m.detail}; both sides on 1 thread (busy machine)" if m.detail else \
+                            "both sides on 1 thread (busy machine)"
                     _finish(w, m, ctx, tolerance, threshold)
                 except _NotApplicable as e:
                     w.applicable, w.reason = False, str(e)
                 except Exception as e:
                     w.applicable, w.reason = False, _first_line(e)
                 finally:
-                    if torch.get_num_threads() != threads:
-                        torch.set_num_threads(threads)
+                    if torch.get_num_threads() != (1 if busy else threads):
+                        torch.set_num_threads(1 if busy else threads)
                     if cuda:
                         torch.cuda.empty_cache()
                 results.append(w)
