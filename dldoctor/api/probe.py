@@ -62,6 +62,10 @@ def probe(
     run = prepare(model_or_path, action="the probe trains a PyTorch module", input_shapes=input_shapes, dtype=dtype,
                   device=device, load_options=load_options, onnx=False, need_input="never")
     report, loaded = run.report, run.loaded
+    if input_shapes is None and inputs is None and loaded.inputs:  # what config.json says the model takes
+        from dldoctor.collect.inputs import spec_of
+
+        input_shapes = [spec_of(i) for i in report.inputs]
     report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
                              batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
                              dtype=dtype, attribution=attribution)
