@@ -31,11 +31,13 @@ def profile(
     config: Any = None,
     whatifs: bool = True,
     breakdown: bool = True,
+    progress: Any = None,
 ) -> Report:
     """Load a model as `inspect` does, measure it, try the what-ifs, and judge it with the rules.
 
     `dtype` is the inputs' dtype (as for inspect; `input_dtype` is its deprecated old name), `precision` the
-    model's compute precision (fp32, fp16 or bf16)."""
+    model's compute precision (fp32, fp16 or bf16). `progress(text, done, total)`, if given, hears each phase
+    (batch size i/n, the breakdown, what-if i/n with its rounds and ETA)."""
     if precision not in DTYPES:
         raise InputSpecError(f"unknown precision {precision!r}", f"use one of: {', '.join(DTYPES)}")
     dtype = dtype or input_dtype
@@ -50,7 +52,8 @@ def profile(
                   load_options=load_options)
     report, loaded = run.report, run.loaded
     report.profile = measure_loaded(report, loaded, device=device, batch_sizes=sizes, precision=precision, threads=threads,
-                                    warmup=warmup, iters=iters, whatifs=whatifs, breakdown=breakdown)
+                                    warmup=warmup, iters=iters, whatifs=whatifs, breakdown=breakdown,
+                                    progress=progress)
     if report.profile.error:
         report.diag("error", f"the model could not be run: {report.profile.error}", "profile")
     from dldoctor.api.judge import judge
@@ -77,9 +80,25 @@ def _largest(res: Any) -> int | None:
 
 def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_sizes: Sequence[int] = (1,),
                    precision: str = "fp32", threads: int | None = None, warmup: int = 10, iters: int = 50,
-                   whatifs: bool = True, breakdown: bool = True) -> Any:
+                   whatifs: bool = True, breakdown: bool = True, progress: Any = None) -> Any:
     """Measure what `inspect_loaded` loaded (a module at the report's input, or an ONNX graph)."""
+    from dldoctor.collect.timing import BUSY_THREADS_NOTE, LoadWatch, load_note
+
     require(report, loaded, "a profile runs the model")
+    watch = LoadWatch()
+    res = _measure(report, loaded, device, batch_sizes, precision, threads, warmup, iters, whatifs, breakdown,
+                   progress)
+    res.load = watch.done()
+    note = load_note(res.load)
+    if note:
+        res.notes.append(note)
+    if any(w.timing is not None for w in res.whatifs) and any("1 thread (busy" in (w.detail or "") for w in res.whatifs):
+        res.notes.append(BUSY_THREADS_NOTE)
+    return res
+
+
+def _measure(report: Report, loaded: Any, device: str, batch_sizes: Sequence[int], precision: str,
+             threads: int | None, warmup: int, iters: int, whatifs: bool, breakdown: bool, progress: Any) -> Any:
     kw = dict(batch_sizes=list(batch_sizes), warmup=warmup, iters=iters, threads=threads)
     if loaded.onnx_model is not None:
         from dldoctor.collect.profile import measure_onnx
@@ -90,12 +109,12 @@ def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_si
 
     module = loaded.module
     make_input = Prepared(report, loaded).make_input(seed=0)
-    res = measure_torch(module, make_input, device=device, dtype=precision, breakdown=breakdown, **kw)
+    res = measure_torch(module, make_input, device=device, dtype=precision, breakdown=breakdown, progress=progress, **kw)
     if whatifs and res.error is None:
         from dldoctor.collect.whatif import run_whatifs
 
         # about 3 s per what-if at the default --iters 50 (more on a busy machine), less for a quick run
         res.whatifs = run_whatifs(module, make_input, device=device, batch_size=min(batch_sizes),
                                   budget=whatif_budget(iters), flops=_flops_at(res, min(batch_sizes)),
-                                  peak_flops=res.peak_flops_per_s if device != "cpu" else None)
+                                  peak_flops=res.peak_flops_per_s if device != "cpu" else None, progress=progress)
     return res

@@ -183,9 +183,18 @@ def _one_batch(run_at: Callable[[int], Callable[[], Any]], b: int, device: Any, 
 
 
 def _sweep(run_at: Callable[[int], Callable[[], Any]], batch_sizes: Any, device: Any, warmup: int, iters: int,
-           min_time: float | None, cv_threshold: float) -> list[LatencyStats]:
+           min_time: float | None, cv_threshold: float,
+           progress: Callable[[str, int, int], None] | None = None) -> list[LatencyStats]:
     """One LatencyStats per batch size; `run_at(b)` builds the zero-argument forward for batch b."""
-    return [_one_batch(run_at, int(b), device, warmup, iters, min_time, cv_threshold) for b in batch_sizes]
+    sizes = [int(b) for b in batch_sizes]
+    out: list[LatencyStats] = []
+    for i, b in enumerate(sizes):
+        if progress is not None:
+            eta = "" if not out or out[-1].mean is None else \
+                f", ETA {(len(sizes) - i) * (warmup + iters) * out[-1].mean * b / out[-1].batch_size:.0f} s"
+            progress(f"warm-up and {iters} runs at batch size {b} ({i + 1}/{len(sizes)}){eta}", i, len(sizes))
+        out.append(_one_batch(run_at, b, device, warmup, iters, min_time, cv_threshold))
+    return out
 
 
 def _best_batch(latency: list[LatencyStats]) -> int | None:
@@ -363,10 +372,12 @@ def _torch_config(device: Any, dtype: str, batch_sizes: Any, warmup: int, iters:
 def measure_torch(module: torch.nn.Module, make_input: Callable[[int], tuple], *, device: Any = "cpu",
                   dtype: str = "fp32", batch_sizes: Any = (1,), warmup: int = 10, iters: int = 50,
                   threads: int | None = None, breakdown: bool = True, top: int = 15, cv_threshold: float = 0.1,
-                  min_time: float | None = None) -> ProfileResult:
+                  min_time: float | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> ProfileResult:
     """Latency per batch size, then (with `breakdown`) where the time goes at the largest batch that ran.
 
-    `make_input(b)` returns the forward's positional arguments for batch size b.
+    `make_input(b)` returns the forward's positional arguments for batch size b; `progress(text, done, total)`
+    hears each phase.
     """
     start = time.perf_counter()
     res = ProfileResult()
@@ -375,7 +386,7 @@ def measure_torch(module: torch.nn.Module, make_input: Callable[[int], tuple], *
             res.config = _torch_config(device, dtype, batch_sizes, warmup, iters, min_time)
             res.device_name = _device_name(device)
             _measure_torch(res, module, make_input, device, dtype, batch_sizes, warmup, iters, min_time,
-                           cv_threshold, breakdown, top)
+                           cv_threshold, breakdown, top, progress)
     except Exception as e:  # noqa: BLE001 - a failing model is a result, not a crash
         res.error = res.error or _first_line(e)
     res.seconds = time.perf_counter() - start
@@ -384,7 +395,7 @@ def measure_torch(module: torch.nn.Module, make_input: Callable[[int], tuple], *
 
 def _measure_torch(res: ProfileResult, module: torch.nn.Module, make_input: Callable, device: Any, dtype: str,
                    batch_sizes: Any, warmup: int, iters: int, min_time: float | None, cv_threshold: float,
-                   breakdown: bool, top: int) -> None:
+                   breakdown: bool, top: int, progress: Callable[[str, int, int], None] | None = None) -> None:
     tdtype = _torch_dtype(dtype)
     if tdtype == torch.float16 and not _is_cuda(device):
         res.notes.append("fp16 on CPU: most CPU kernels are slow or emulated in half precision; "
@@ -396,10 +407,12 @@ def _measure_torch(res: ProfileResult, module: torch.nn.Module, make_input: Call
         return lambda: call_model(model, args)
 
     with torch.inference_mode():
-        res.latency = _sweep(run_at, batch_sizes, device, warmup, iters, min_time, cv_threshold)
+        res.latency = _sweep(run_at, batch_sizes, device, warmup, iters, min_time, cv_threshold, progress)
     _conclude(res, cv_threshold)
     at = _largest_ok(res.latency)
     if breakdown and at is not None:
+        if progress is not None:
+            progress(f"breakdown at batch size {at.batch_size} (profiler, FLOPs, machine peaks)", 1, 1)
         try:
             _torch_breakdown(res, model, make_input, at, device, tdtype, top)
         except Exception as e:  # noqa: BLE001 - the latency stands without the breakdown

@@ -303,8 +303,6 @@ def compare(a: Callable[[], Any], b: Callable[[], Any], *, threshold: float = TH
     verdict, reason = judge(med, lo, hi, len(ratios), threshold=threshold, slower=slower, bound=bound,
                             bound_why=why_bound, narrow=narrow)
     load = watch.done()
-    if load.busy and verdict != ERROR:
-        reason = f"{reason}; measured on a busy machine (load average above {load.cores} core(s))"
     return Timing(verdict=verdict, ratio=med, ci_low=lo, ci_high=hi, rounds=len(ratios), reason=reason,
                   baseline_s=base_s, variant_s=var_s, calls_per_round=k, warmup_calls=warm, bound=bound,
                   seconds=time.perf_counter() - start, load=load)

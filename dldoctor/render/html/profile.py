@@ -328,6 +328,9 @@ def _verdict(w: dict) -> str:
         return f'<span class="badge b-ok">✓ recommended</span>{why}'
     if not is_num(w.get("speedup")):
         return f'<span class="badge b-muted">not measured</span>{why}'
+    verdict = as_dict(w.get("timing")).get("verdict")
+    if verdict and verdict != "faster":  # the harness's verdict: inconclusive, slower or a measurement error
+        return f'<span class="badge b-muted">{esc(verdict)}</span>{why}'
     return f'<span class="badge b-muted">tried, did not help</span>{why}'
 
 
@@ -345,13 +348,18 @@ def _whatif_section(prof: dict, min_speedup: float) -> str:
         tol = _show(sig3(w["tolerance"]) if is_num(w.get("tolerance")) else None)
         if w.get("within_tolerance") is False:
             tol += ' <span class="badge b-error">exceeded</span>'
+        tm = as_dict(w.get("timing"))
+        lo, hi = tm.get("ci_low"), tm.get("ci_high")
+        ci = f"{sig3(lo)}–{sig3(hi)}× ({tm.get('rounds')} rounds)" if is_num(lo) and is_num(hi) else None
         rows.append(f"<tr><td><code>{esc(w.get('name'))}</code></td><td>{cell_html(w.get('detail'), '-')}</td>"
                     f"<td class=num>{_show(_secs(w.get('baseline_p50')))}</td><td class=num>{p50}</td>"
                     f"<td class=num>{_show(f'{sig3(sp)}×' if is_num(sp) else None)}</td>"
+                    f"<td class=num>{_show(ci)}</td>"
                     f"<td class=num>{_show(f'{rel:.1e}' if is_num(rel) else None)}</td>"
                     f"<td class=num>{tol}</td><td>{_verdict(w)}</td></tr>")
     table = ('<div class="card" style="overflow-x:auto"><table><thead><tr><th>what-if</th><th>detail</th>'
-             "<th>baseline p50</th><th>p50</th><th>speedup</th><th>rel diff</th><th>tolerance</th><th>verdict</th>"
+             "<th>baseline p50</th><th>p50</th><th>speedup</th><th>95% interval</th><th>rel diff</th><th>tolerance</th>"
+             "<th>verdict</th>"
              f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     bars, colours, texts = [], [], []
     for w in ws:

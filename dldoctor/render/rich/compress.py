@@ -10,6 +10,7 @@ from dldoctor.render.text import plain
 from dldoctor.report.compress_types import CompressResult, Variant
 
 STYLE = {"recommended": "bold green", "kept": "green", "rejected": "yellow", "failed": "red", "original": "bold"}
+VERDICT = {"faster": "green", "slower": "yellow", "measurement error": "red", "no measurable difference": "dim"}
 
 
 def _row(v: Variant) -> list:
@@ -21,15 +22,30 @@ def _row(v: Variant) -> list:
             "n/a" if v.size_bytes is None else nbytes(v.size_bytes),
             "" if v.size_ratio is None else f"{v.size_ratio:.2f}×",
             "n/a" if v.p50 is None else f"{v.p50 * 1e3:.3g}",
-            "" if v.speedup is None else f"{v.speedup:.2f}×", fid,
-            plain(v.reason or "", style="dim")]
+            "" if v.speedup is None else plain(f"{v.speedup:.2f}×", style="" if _acts(v) else "dim"),
+            "" if v.timing is None or v.timing.ci_low is None else f"{v.timing.ci_low:.2f}–{v.timing.ci_high:.2f}×",
+            "" if v.timing is None else plain(v.timing.verdict, style=VERDICT.get(v.timing.verdict, "")), fid,
+            plain(_why(v), style="dim")]
+
+
+def _acts(v: Variant) -> bool:
+    return v.timing is None or v.timing.verdict == "faster"
+
+
+def _why(v: Variant) -> str:
+    """Why rejected or failed; for a timing that is not "faster", its reason (interval, budget, bound)."""
+    parts = [v.reason] if v.reason else []
+    if v.timing is not None and v.timing.verdict != "faster" and v.timing.reason and v.status != "failed":
+        parts.append(f"timing: {v.timing.reason}")
+    return "; ".join(parts)
 
 
 def render_compress_rich(res: CompressResult, console: Console) -> None:
     t = Table(title=plain(f"variants, measured against the original in the same run ({res.device}, batch 1)"),
               header_style="bold", title_justify="left")
     for col, j in (("variant", "left"), ("status", "left"), ("size", "right"), ("smaller", "right"),
-                   ("p50 ms", "right"), ("speedup", "right"), ("fidelity", "left"), ("why rejected / failed", "left")):
+                   ("p50 ms", "right"), ("speedup", "right"), ("95% CI", "right"), ("timing", "left"),
+                   ("fidelity", "left"), ("why rejected / failed / not faster", "left")):
         t.add_column(col, justify=j, overflow="fold")
     for v in [res.original, *res.variants]:
         t.add_row(*_row(v))

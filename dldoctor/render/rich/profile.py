@@ -43,7 +43,9 @@ def _summary(r: Report, p: ProfileResult) -> Panel:
 def latency_table(p: ProfileResult) -> Table | None:
     if not p.latency:
         return None
-    t = Table(title="latency per forward (ms)", header_style="bold", title_justify="left")
+    busy = p.load is not None and p.load.busy
+    t = Table(title="latency per forward (ms)" + (" — measured on a busy machine: inflated, see the note" if busy else ""),
+              header_style="bold", title_justify="left")
     for col in ("batch", "p50", "p90", "p99", "mean ± std", "cv", "samples/s", "peak mem"):
         t.add_column(col, justify="right", no_wrap=True)
     for s in p.latency:
@@ -81,7 +83,7 @@ def whatif_table(p: ProfileResult) -> Table | None:
     if not p.whatifs:
         return None
     t = Table(title="measured what-ifs (against the same model, same run)", header_style="bold", title_justify="left")
-    for col, j in (("change", "left"), ("p50 ms", "right"), ("speedup", "right"), ("rel. diff", "right"),
+    for col, j in (("change", "left"), ("p50 ms", "right"), ("speedup (95% CI)", "right"), ("rel. diff", "right"),
                    ("verdict", "left")):
         t.add_column(col, justify=j, overflow="fold")
     for w in p.whatifs:
@@ -91,10 +93,14 @@ def whatif_table(p: ProfileResult) -> Table | None:
         if not w.applicable:
             t.add_row(name, "", "", "", plain(f"not applicable: {w.reason}", style="dim"))
             continue
+        tm = w.timing
+        sp = Text("n/a" if w.speedup is None else f"{w.speedup:.2f}×",
+                  style="dim" if tm is not None and tm.verdict != "faster" else "")  # not a number to act on
+        if tm is not None and tm.ci_low is not None:
+            sp.append(f"\n{tm.ci_low:.2f}–{tm.ci_high:.2f}, {tm.rounds} rounds", style="dim")
         verdict = Text("recommended", style="green") if w.recommended else plain(f"tried: {w.reason or 'no gain'}",
                                                                                  style="dim")
-        t.add_row(name, _ms(w.p50), "n/a" if w.speedup is None else f"{w.speedup:.2f}×",
-                  "n/a" if w.rel_diff is None else f"{w.rel_diff:.1e}", verdict)
+        t.add_row(name, _ms(w.p50), sp, "n/a" if w.rel_diff is None else f"{w.rel_diff:.1e}", verdict)
     return t
 
 
