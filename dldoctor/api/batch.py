@@ -27,17 +27,27 @@ from dldoctor.errors import DLDoctorError, LoadError
 MODEL_SUFFIXES = {".pt", ".pth", ".pkl", ".bin", ".ckpt", ".onnx", ".safetensors", ".pt2", ".tar", ".torchscript", ".jit"}
 
 
-def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
-    """Folders become the model files inside them (sorted, recursive, hidden entries skipped); everything else
-    passes through. An entry named like a model that is not a regular file (a FIFO, a socket, a device, a link to
-    nothing) is kept: loading it gives one error line for that entry, and the other files are still read. A
-    folder named like a model is searched like any other folder. A Hugging Face model folder (config.json beside
-    its weights, or a hub cache entry models--org--name/, see load/hf_folder.py), given or found, is one model: its
-    shards are not listed one by one. A folder that cannot be listed is one line in
-    `problems` (when given) instead of being passed over in silence; a folder with no model file in it at all
-    raises LoadError."""
-    from dldoctor.load.hf_folder import is_hf_folder
+def expand(sources: list[str], problems: list[str] | None = None, *, exclude: Sequence[str] | None = None,
+           root: str | None = None) -> list[str]:
+    """Folders become the model files inside them (sorted, recursive); everything else passes through. An entry
+    named like a model that is not a regular file (a FIFO, a socket, a device, a link to nothing) is kept: loading
+    it gives one error line for that entry, and the other files are still read. A folder named like a model is
+    searched like any other folder. A Hugging Face model folder (config.json beside its weights, or a hub cache
+    entry models--org--name/, see load/hf_folder.py), given or found, is one model: its shards are not listed one
+    by one. A file that an ONNX model of the scan names as its external data (`weights.bin` beside `model.onnx`)
+    is that model's data, not a model. A folder that cannot be listed is one line in `problems` (when given)
+    instead of being passed over in silence; a folder with no model file in it at all raises LoadError.
 
+    `exclude` are ruff-style globs (`[tool.dldoctor] exclude` and `extend-exclude`, `--exclude`,
+    `--extend-exclude`; default DEFAULT_EXCLUDE, the hidden entries): a glob without a `/` matches the name of any
+    file or folder met in the scan (`*.ckpt`, `old_runs`), one with a `/` the path relative to `root` (the
+    configuration's folder, else the current one) or to the folder given (`legacy/*.pt`). An excluded folder is not
+    entered. A path named on the command line is always taken, excluded or not."""
+    from dldoctor.load.hf_folder import is_hf_folder
+    from dldoctor.rules.config import DEFAULT_EXCLUDE
+
+    globs = tuple(DEFAULT_EXCLUDE if exclude is None else exclude)
+    base = os.path.abspath(root or os.getcwd())
     out: list[str] = []
     for s in sources:
         if not os.path.isdir(s) or is_hf_folder(s):  # a Hugging Face folder is one model, not its shards
@@ -45,27 +55,82 @@ def expand(sources: list[str], problems: list[str] | None = None) -> list[str]:
             continue
         found: list[str] = []
         unlisted: list[str] = []
+        skipped = 0
 
         def note(e: OSError) -> None:
             unlisted.append(f"{e.filename or s}: cannot list this folder ({e.strerror or e})")
 
+        def excluded(folder: str, name: str) -> bool:
+            return is_excluded(os.path.join(folder, name), name, globs, (base, os.path.abspath(s)))
+
         for folder, dirs, files in os.walk(s, onerror=note):  # links to folders are not followed
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            dirs[:] = [d for d in dirs if not excluded(folder, d)]
             hf = [d for d in dirs if is_hf_folder(os.path.join(folder, d))]
             found.extend(os.path.normpath(os.path.join(folder, d)) for d in hf)
             dirs[:] = [d for d in dirs if d not in hf]
             for name in files:
-                if not name.startswith(".") and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
+                if os.path.splitext(name)[1].lower() not in MODEL_SUFFIXES:
+                    continue
+                if excluded(folder, name):
+                    skipped += 1
+                else:
                     found.append(os.path.normpath(os.path.join(folder, name)))
+        found = _without_external_data(found)
         if not found:
             if unlisted:
                 raise LoadError(unlisted[0], "check the folder's permissions")
+            if skipped:
+                raise LoadError(f"{s}: no model files in this folder ({skipped} excluded by the exclude globs)",
+                                "see `exclude` / `extend-exclude` in the configuration, --exclude, --extend-exclude")
             raise LoadError(f"{s}: no model files in this folder",
                             f"dldoctor looks for {', '.join(sorted(MODEL_SUFFIXES))}")
         if problems is not None:
             problems.extend(unlisted)
         out.extend(sorted(found))
     return out
+
+
+def is_excluded(path: str, name: str, globs: Sequence[str], roots: Sequence[str] = ()) -> bool:
+    """Does one of the ruff-style `globs` exclude this scanned entry? (see `expand`)"""
+    from fnmatch import fnmatchcase
+
+    rels = []
+    for r in roots:
+        try:
+            rel = os.path.relpath(os.path.abspath(path), r)
+        except ValueError:  # another drive
+            continue
+        if not rel.startswith(".."):
+            rels.append(rel.replace(os.sep, "/"))
+    for g in globs:
+        g = g.strip()
+        if not g:
+            continue
+        if "/" not in g.rstrip("/"):
+            if fnmatchcase(name, g.rstrip("/")):
+                return True
+        elif any(fnmatchcase(rel, g.strip("/").removeprefix("./")) for rel in rels):
+            return True
+    return False
+
+
+def _without_external_data(found: list[str]) -> list[str]:
+    """Drop the files that an ONNX model among `found` names as its external data (read only when some file
+    beside an .onnx could be one: a folder of plain .onnx files costs nothing)."""
+    models = [p for p in found if p.lower().endswith(".onnx") and os.path.isfile(p)]
+    others = [p for p in found if not p.lower().endswith(".onnx")]
+    if not models or not others:
+        return found
+    from dldoctor.load.onnx_file import external_data_files
+
+    data: set[str] = set()
+    for m in models:
+        folder = os.path.dirname(os.path.abspath(m))
+        if any(os.path.abspath(o).startswith(folder + os.sep) for o in others):
+            data |= external_data_files(m)
+    if not data:
+        return found
+    return [p for p in found if os.path.normpath(os.path.abspath(p)) not in data]
 
 
 

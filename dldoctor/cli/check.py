@@ -1,4 +1,8 @@
-"""`dldoctor check`: judge models with the rules, for CI. Exit 0 clean, 1 findings at or above --fail-on, 2 errors."""
+"""`dldoctor check`: judge models with the rules, for CI. Exit 0 clean, 1 findings at or above --fail-on, 2 errors.
+
+The terminal output is ruff's: one line per finding (`PATH:LOCATION: CODE message`), a summary line, the skipped
+rules counted in one line on stderr (`--show-skipped` lists them); `--output-format` (alias `--format`, `-f`)
+picks concise, full, grouped or a machine-readable format."""
 from __future__ import annotations
 
 import os
@@ -9,10 +13,12 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-from dldoctor.cli.common import check_format, debug, emit_rendered, error_line, fail, handle_errors
-from dldoctor.cli.options import (AllowClass, Arch, CheckDevice, CheckFormat, CheckTimeout, Code, ConfigFile, Dtype, ExtendSelect, FailOn,
-                                  HashAll, Ignore, InputShape, Limit, Loss, MAX_INPUT_BYTES_DEFAULT,
-                                  MaxInputBytes, Output, Quiet, Select, Trust, load_cli_config, load_options,
+from dldoctor.cli.common import (check_format, debug, emit_rendered, error_line, fail, handle_errors,
+                                 report_skipped)
+from dldoctor.cli.options import (AllowClass, Arch, CHECK_FORMAT_DEFAULT, CheckDevice, CheckFormat, CheckTimeout, Code,
+                                  ConfigFile, Dtype, Exclude, ExtendExclude, ExtendSelect, FailOn, HashAll, Ignore,
+                                  InputShape, Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet,
+                                  Select, ShowFixes, ShowSkipped, Statistics, Trust, load_cli_config, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.fileops import write_atomic
 
@@ -36,7 +42,12 @@ def register(app: typer.Typer) -> None:
         extend_select: ExtendSelect = None,
         ignore: Ignore = None,
         fail_on: FailOn = None,
-        fmt: CheckFormat = "rich",
+        fmt: CheckFormat = CHECK_FORMAT_DEFAULT,
+        show_fixes: ShowFixes = False,
+        statistics: Statistics = False,
+        show_skipped: ShowSkipped = False,
+        exclude: Exclude = None,
+        extend_exclude: ExtendExclude = None,
         output: Output = None,
         exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when findings reach --fail-on (errors loading a model still exit 2)."),
         config_file: ConfigFile = None,
@@ -60,12 +71,16 @@ def register(app: typer.Typer) -> None:
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
+        if fmt == "rich":  # the name of the terminal output before ruff's formats: the one-line form
+            fmt = "concise"
         check_format("check", fmt)
         budget = parse_max_input_bytes(max_input_bytes)
+        config = load_cli_config(config_file, select, extend_select, ignore, fail_on, exclude=exclude,
+                                 extend_exclude=extend_exclude)
         problems: list[str] = []  # folders a scan could not list: one error line each
         from dldoctor.api.batch import expand
 
-        sources = expand(models, problems)
+        sources = expand(models, problems, exclude=config.excluded, root=config.root)
         from dldoctor.fileops import check_output_path
 
         given = [*sources, *(code or ()), config_file]
@@ -73,7 +88,6 @@ def register(app: typer.Typer) -> None:
             check_output_path(output, [*given, baseline, write_baseline])
         if write_baseline is not None:  # --baseline may name the same file: the old findings are read first, then replaced
             check_output_path(write_baseline, given, flag="--write-baseline")
-        config = load_cli_config(config_file, select, extend_select, ignore, fail_on)
         from dldoctor.api.baseline import load_baseline, render_baseline
 
         known = load_baseline(baseline) if baseline else None
@@ -131,8 +145,13 @@ def register(app: typer.Typer) -> None:
         stats = summary(reports, batch.unloaded, batch.failed, batch.rule_errors, suppressed)
         from dldoctor.rules.registry import all_rules
 
-        emit_rendered("check", fmt, reports, output, failures=failures, summary=stats, single=len(sources) == 1,
-                      suppressed=suppressed, rules=all_rules())
+        emit_rendered("check", fmt, reports, output, failures=failures, summary=stats, suppressed=suppressed,
+                      rules=all_rules(), show_fixes=show_fixes, statistics=statistics)
+        for r in reports:  # what a collector warned about (not a finding, not a failure): stderr, like ruff's warnings
+            for d in r.diagnostics:
+                if d.level == "warning" and not d.message.startswith("rule "):
+                    error_line(f"{r.model.path}: {d.message}", prefix="warning")
+        report_skipped(reports, fmt, output, show=show_skipped, quiet=quiet)
         for line in failures:
             error_line(line)
         if failures:

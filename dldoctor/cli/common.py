@@ -132,7 +132,9 @@ def emit_rendered(kind: str, fmt: str, result: Any, output: str | None, *, width
     for the terminal is printed by Rich itself; written to a file, it is the plain text of a `width`-column one."""
     from dldoctor.render import render
 
-    if fmt == "rich" and not output:
+    from dldoctor.render import TERMINAL_FORMATS
+
+    if fmt in TERMINAL_FORMATS and not output:
         from rich.console import Console
 
         render(kind, fmt, result, console=Console(), **opts)
@@ -140,11 +142,40 @@ def emit_rendered(kind: str, fmt: str, result: Any, output: str | None, *, width
         emit(render(kind, fmt, result, width=width, **opts), output)
 
 
+def report_skipped(reports: Any, fmt: str, output: str | None, *, show: bool = False, quiet: bool = False) -> None:
+    """The rules the run skipped. The terminal output leaves them out; by default one line on stderr counts them
+    (`12 rules skipped: 5 need a loss (--loss), ... — --show-skipped lists them`; not with --quiet, nor under a
+    machine-readable format, whose document holds them). With --show-skipped, each group on its own line: on
+    stdout after a terminal report, else on stderr (a JSON or SARIF stdout stays one document)."""
+    from dldoctor.render import TERMINAL_FORMATS, skipped_lines, skipped_summary
+
+    reports = list(reports)
+    terminal = fmt in TERMINAL_FORMATS
+    if show:
+        lines = skipped_lines(reports)
+        if not lines:
+            return
+        text = "".join(f"{safe(line)}\n" for line in lines)
+        if terminal and not output:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            sys.stderr.write(text)
+        return
+    if quiet or not terminal:
+        return
+    line = skipped_summary(reports)
+    if line:
+        typer.echo(f"dldoctor: {safe(line)}", err=True)
+
+
 def emit_report_and_exit(kind: str, rep: Any, fmt: str, output: str | None, config: Any, *, width: int = 140,
-                         **opts: Any) -> None:
-    """Write one probe/profile report as json, html or rich text (to stdout or `output`, atomically),
-    then exit: 2 when the model could not be run, 1 when a finding reaches the config's fail-on."""
+                         show_skipped: bool = False, quiet: bool = False, **opts: Any) -> None:
+    """Write one probe/profile report as json, html or rich text (to stdout or `output`, atomically), say what
+    rules were skipped (`report_skipped`), then exit: 2 when the model could not be run, 1 when a finding reaches
+    the config's fail-on."""
     emit_rendered(kind, fmt, rep, output, width=width, **opts)
+    report_skipped([rep], fmt, output, show=show_skipped, quiet=quiet)
     errors = [d.message for d in rep.diagnostics if d.level == "error"]
     if errors:
         for line in errors:

@@ -6,9 +6,9 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from dldoctor.cli.common import check_format, deadline, emit_rendered, error_line, handle_errors
+from dldoctor.cli.common import check_format, deadline, emit_rendered, error_line, handle_errors, report_skipped
 from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, Dtype, HashAll, InputShape, InspectBatchSizes, InspectDevice, InspectFormat,
-                                  Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet, Timeout,
+                                  Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet, ShowSkipped, Timeout,
                                   Trust, load_cli_config, load_options, parse_max_input_bytes, parse_shapes,
                                   warn_if_trusted)
 from dldoctor.cli.options import PlanContext, PlanGpus, PlanKvDtype, PlanLoraRank, PlanStrategy
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         output: Output = None,
         no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass (FLOPs and memory of one step)."),
         quiet: Quiet = False,
+        show_skipped: ShowSkipped = False,
         no_rules: bool = typer.Option(False, "--no-rules", help="Do not run the rules (findings are listed under the facts otherwise; they never change the exit code)."),
         loss: Loss = None,
         batch_sizes: InspectBatchSizes = None,
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
         if reports:
             emit_rendered("inspect", fmt, reports, output, depth=depth if depth is not None else 3,
                           single=len(sources) == 1)
+            report_skipped(reports, fmt, output, show=show_skipped, quiet=quiet)
         if failed:
             for line in failed:
                 error_line(line)

@@ -35,6 +35,7 @@ _INPUT_SHAPE = ("--input-shape", "-s")
 _NAMED_HELP = (" Keyword inputs: NAME=D0,D1,... (e.g. -s input_ids=1,128:int64 -s pixel_values=1,3,224,224); "
                ":DTYPE gives one input its own dtype. Positional inputs first.")
 _FORMAT = ("--format", "-f")
+_OUTPUT_FORMAT = ("--output-format", *_FORMAT)  # check: ruff's name, --format / -f kept as its aliases
 _OUTPUT = ("--output", "-o")
 _QUIET = ("--quiet", "-q")
 
@@ -97,6 +98,7 @@ FailOn = Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 when a 
 # -- the run and its output ---------------------------------------------------------------------------------------
 
 Quiet = Annotated[bool, typer.Option(*_QUIET, help="No progress on stderr.")]
+ShowSkipped = Annotated[bool, typer.Option("--show-skipped", help="List the rules that were skipped and why (by default one line on stderr counts them).")]
 Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs).")]
 # check runs each file in a worker process under --timeout: a file past it is an error for that file only
 CheckTimeout = Annotated[Optional[float], typer.Option("--timeout", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only.")]
@@ -104,14 +106,19 @@ Output = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the report 
 DiffOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the diff to this file (atomically) instead of stdout.")]
 CompressOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to.")]
 # each command lists its own formats
-CheckFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich, json, sarif, markdown or github (workflow annotations).")]
+CheckFormat = Annotated[str, typer.Option(*_OUTPUT_FORMAT, help="concise (one line per finding: PATH:LOCATION: CODE message), full (with the rule's name and the fix), grouped (by model), json, sarif, markdown or github (workflow annotations).")]
+CHECK_FORMAT_DEFAULT = "concise"
+ShowFixes = Annotated[bool, typer.Option("--show-fixes", help="Print the fix of each finding on an indented line under it (the full format always does).")]
+Statistics = Annotated[bool, typer.Option("--statistics", help="Count the findings per rule code instead of listing them (one line per code; a JSON list with -f json).")]
+Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", help="Globs a folder scan passes by, replacing the configuration's `exclude` (default: hidden entries): a name (old_runs, *.ckpt) or a path (legacy/*.pt); comma-separated or repeated.")]
+ExtendExclude = Annotated[Optional[List[str]], typer.Option("--extend-exclude", help="Globs a folder scan passes by, in addition to `exclude` (the configuration's `extend-exclude` and these).")]
 InspectFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich or json.")]
 ProbeFormat = Annotated[str, typer.Option(*_FORMAT, help="rich, json, or html (one self-contained page with plots; use -o).")]
 ProfileFormat = Annotated[str, typer.Option(*_FORMAT, help="rich, json, or html (plots; use -o).")]
 CompressFormat = Annotated[str, typer.Option(*_FORMAT, help="rich or json (the JSON report is always written beside the variants).")]
 DiffFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich, json or markdown.")]
 ConfigFormat = Annotated[str, typer.Option(*_FORMAT, help="toml or json.")]
-RulesFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (a table) or json.")]
+RulesFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (one line per rule) or json (every field).")]
 ExplainFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (rendered Markdown), markdown (the page) or json.")]
 
 
@@ -159,7 +166,8 @@ def parse_max_input_bytes(text: str) -> int:
 
 
 def load_cli_config(config_file: str | None, select: list[str] | None, extend_select: list[str] | None,
-                    ignore: list[str] | None, fail_on: str | None) -> Any:
+                    ignore: list[str] | None, fail_on: str | None, *, exclude: list[str] | None = None,
+                    extend_exclude: list[str] | None = None) -> Any:
     """The file's configuration with the flags on top; unknown selectors fail here, before any model loads."""
     from dldoctor.rules.config import apply_overrides, load_config, split_codes
     from dldoctor.rules.engine import check_selectors, select_rules
@@ -167,7 +175,8 @@ def load_cli_config(config_file: str | None, select: list[str] | None, extend_se
 
     config = load_config(Path.cwd(), config_file)
     config = apply_overrides(config, select=split_codes(select), extend_select=split_codes(extend_select),
-                             ignore=split_codes(ignore), fail_on=fail_on)
+                             ignore=split_codes(ignore), fail_on=fail_on, exclude=split_codes(exclude),
+                             extend_exclude=split_codes(extend_exclude))
     rules = all_rules()
     select_rules(config, None, rules)
     for glob, codes in config.per_file_ignores.items():

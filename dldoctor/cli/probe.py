@@ -7,7 +7,7 @@ import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, FailOn, Ignore, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output,
-                                  ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet, RunDevice, Select,
+                                  ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet, ShowSkipped, RunDevice, Select,
                                   Timeout, Trust, load_cli_config, load_options, parse_max_input_bytes,
                                   parse_shapes, warn_if_trusted)
 
@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         fail_on: FailOn = None,
         config_file: ConfigFile = None,
         quiet: Quiet = False,
+        show_skipped: ShowSkipped = False,
         timeout: Timeout = None,
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
@@ -71,4 +72,5 @@ def register(app: typer.Typer) -> None:
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution)
-        emit_report_and_exit("probe", rep, fmt, output, config, width=160)
+        emit_report_and_exit("probe", rep, fmt, output, config, width=160, show_skipped=show_skipped,
+                             quiet=quiet)

@@ -7,7 +7,7 @@ import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
 from dldoctor.cli.options import (AllowClass, Arch, Code, FailOn, InputDtype, InputShapeAtBatch1, RunDtype, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes,
-                                  Output, Precision, ProfileBatchSizes, ProfileConfigFile, ProfileFormat, Quiet,
+                                  Output, Precision, ProfileBatchSizes, ProfileConfigFile, ProfileFormat, Quiet, ShowSkipped,
                                   RunDevice, Timeout, Trust, load_cli_config, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         fail_on: FailOn = None,
         config_file: ProfileConfigFile = None,
         quiet: Quiet = False,
+        show_skipped: ShowSkipped = False,
         timeout: Timeout = None,
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
     ) -> None:
@@ -72,10 +73,13 @@ def register(app: typer.Typer) -> None:
         opts = load_options(trust, allow_class, code, arch, limit=limit)  # loaded on the CPU; profile moves it to --device
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
-        with err.status(f"profiling {markup(model)}", spinner="dots"), deadline(timeout), input_budget(budget):
+        from dldoctor.cli.progress import phases
+
+        with phases(err, f"profiling {markup(model)}") as progress, deadline(timeout), input_budget(budget):
             rep = profile(model, device=device, batch_sizes=sizes, dtype=dtype or input_dtype, precision=precision,
                           threads=threads, warmup=warmup, iters=iters, input_shapes=shapes, load_options=opts, config=config,
-                          whatifs=not no_whatifs)
+                          whatifs=not no_whatifs, progress=progress)
         thresholds = config.family("profile")  # the page marks noise and speedups as the rules judged them
-        emit_report_and_exit("profile", rep, fmt, output, config, width=140, max_cv=thresholds.max_cv,
+        emit_report_and_exit("profile", rep, fmt, output, config, width=140, show_skipped=show_skipped, quiet=quiet,
+                             max_cv=thresholds.max_cv,
                              min_speedup=thresholds.min_speedup)

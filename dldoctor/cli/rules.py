@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         fmt: RulesFormat = "rich",
         family: Optional[str] = typer.Option(None, "--family", help="Only this family (arch, output, init, ...)."),
     ) -> None:
-        """List every rule: code, name, family, default severity, the facts it needs, its source and summary."""
+        """List every rule, one line each: code, name, default severity and summary (`-f json`: every field)."""
         if ctx.invoked_subcommand is not None:
             return
         from dldoctor.rules.registry import all_rules
@@ -61,19 +61,10 @@ def register(app: typer.Typer) -> None:
         if fmt != "rich":
             fail(f"unknown format {fmt!r}", "use rich or json")
         from rich.console import Console
-        from rich.table import Table
 
-        from dldoctor.render.rich.report import SEVERITY_STYLE
+        from dldoctor.render.rich.rules import render_rules_list
 
-        t = Table(title=f"dldoctor rules ({len(rules)})", header_style="bold", title_justify="left")
-        for col, kw in (("code", {"no_wrap": True}), ("name", {"overflow": "fold"}), ("family", {}), ("severity", {}),
-                        ("needs", {}), ("source", {"overflow": "fold"}), ("summary", {"ratio": 3, "overflow": "fold"})):
-            t.add_column(col, **kw)
-        for r in rules:
-            sev = r.severity.value
-            t.add_row(r.code, r.name, r.family, f"[{SEVERITY_STYLE.get(sev, 'white')}]{sev}[/]", ", ".join(r.needs),
-                      ", ".join(x.split("_")[0] for x in r.sources), r.summary)
-        Console().print(t)
+        render_rules_list([rule_dict(r) for r in rules], Console())
 
     @rules_app.command("explain")
     @handle_errors
@@ -93,9 +84,10 @@ def register(app: typer.Typer) -> None:
             emit(rule_page(r), None)
         elif fmt == "rich":
             from rich.console import Console
-            from rich.markdown import Markdown
 
-            Console().print(Markdown(rule_page(r)))
+            from dldoctor.render.rich.rules import render_rule_page
+
+            render_rule_page(rule_page(r), Console())
         else:
             fail(f"unknown format {fmt!r}", "use rich, markdown or json")
 

@@ -185,6 +185,31 @@ def load_onnx(path: str, opts: LoadOptions) -> Loaded:
     return Loaded(source=path, format="onnx", onnx_model=model, notes=notes, name=stem(path))
 
 
+def external_data_files(path: str) -> set[str]:
+    """The files an ONNX model names as external data, resolved (normalised) beside it: what a folder scan must not
+    take for models. Empty for a file that is not a readable ONNX model or names none; never raises, never reads
+    the data files themselves."""
+    try:
+        import onnx
+
+        with open(path, "rb") as f:
+            data = f.read()
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+        del data
+        folder = os.path.dirname(os.path.abspath(path))
+        out: set[str] = set()
+        for t in all_tensors(model):
+            if t.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            loc = {e.key: e.value for e in t.external_data}.get("location")
+            if loc and not os.path.isabs(loc):
+                out.add(os.path.normpath(os.path.join(folder, loc)))
+        return out
+    except Exception:  # noqa: BLE001 - loading the file later says what is wrong with it
+        return set()
+
+
 def has_external(model: Any) -> bool:
     import onnx
 

@@ -8,8 +8,8 @@
 Kinds and the result each takes: "inspect" and "check" a list of Reports, "probe", "profile" and "compress" one
 Report (carrying its probe, profile or compress result), "diff" a `dldoctor.report.diff_types.Diff`. A kind's
 options (`**opts`) go to each of its renderers, which take what they need: inspect `depth` (rich) and `single`
-(json); check `failures`, `summary`, `single` (json), `suppressed` (markdown) and `rules` (sarif: the rule
-metadata, from the registry); profile `max_cv` and `min_speedup` (html). Nothing is imported until a renderer
+(json); check `failures`, `summary`, `show_fixes` and `statistics` (concise, full, grouped; `statistics` also
+json), `suppressed` (markdown) and `rules` (sarif: the rule metadata, from the registry); profile `max_cv` and `min_speedup` (html). Nothing is imported until a renderer
 is used: `dldoctor --help` imports no renderer, and none imports torch.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-__all__ = ["RENDERERS", "formats", "render", "renderer"]
+__all__ = ["RENDERERS", "TERMINAL_FORMATS", "formats", "render", "renderer", "skipped_lines", "skipped_summary"]
 
 
 # -- the renderers, each imported when first used ------------------------------------------------------------------
@@ -36,17 +36,27 @@ def _inspect_json(reports: list, *, single: bool = True, **_: Any) -> str:
     return render_json(reports, single=single)
 
 
-def _check_rich(reports: list, console: Any, *, summary: dict[str, int] | None = None, **_: Any) -> None:
-    from dldoctor.render.rich.report import render_check_rich
+def _check_text(style: str) -> Callable[..., None]:
+    """concise, full or grouped: ruff's shapes, one line per finding (render/rich/check.py)."""
 
-    render_check_rich(reports, console, summary)
+    def fn(reports: list, console: Any, *, summary: dict[str, int] | None = None, show_fixes: bool = False,
+           statistics: bool = False, **_: Any) -> None:
+        from dldoctor.render.rich.check import render_check_text
+
+        render_check_text(reports, console, style=style, summary=summary, show_fixes=show_fixes,
+                          statistics=statistics)
+
+    fn.__name__ = f"_check_{style}"
+    return fn
 
 
-def _check_json(reports: list, *, summary: dict[str, int], failures: Sequence[str] = (), single: bool = True,
+def _check_json(reports: list, *, summary: dict[str, int], failures: Sequence[str] = (), statistics: bool = False,
                 **_: Any) -> str:
-    from dldoctor.render.json import render_check_json
+    from dldoctor.render.json import render_check_json, render_json_doc, statistics as stats
 
-    return render_check_json(reports, summary, list(failures), single=single)
+    if statistics:
+        return render_json_doc(stats(reports))
+    return render_check_json(reports, summary, list(failures))
 
 
 def _check_sarif(reports: list, *, rules: Sequence[Any] = (), failures: Sequence[str] = (), **_: Any) -> str:
@@ -127,7 +137,9 @@ def _diff_markdown(diff: Any, **_: Any) -> str:
 RENDERERS: dict[tuple[str, str], Callable[..., Any]] = {
     ("inspect", "rich"): _inspect_rich,
     ("inspect", "json"): _inspect_json,
-    ("check", "rich"): _check_rich,
+    ("check", "concise"): _check_text("concise"),
+    ("check", "full"): _check_text("full"),
+    ("check", "grouped"): _check_text("grouped"),
     ("check", "json"): _check_json,
     ("check", "sarif"): _check_sarif,
     ("check", "markdown"): _check_markdown,
@@ -144,6 +156,10 @@ RENDERERS: dict[tuple[str, str], Callable[..., Any]] = {
     ("diff", "json"): _diff_json,
     ("diff", "markdown"): _diff_markdown,
 }
+
+
+# Formats printed by Rich on a console (or recorded from one); every other format is a function returning text.
+TERMINAL_FORMATS = frozenset({"rich", "concise", "full", "grouped"})
 
 
 def formats(kind: str) -> tuple[str, ...]:
@@ -163,10 +179,10 @@ def renderer(kind: str, fmt: str) -> Callable[..., Any]:
 
 
 def render(kind: str, fmt: str, result: Any, *, console: Any = None, width: int = 140, **opts: Any) -> str:
-    """`result` as text in `fmt`. Rich output goes to `console` when one is given (returning ""); otherwise it is
+    """`result` as text in `fmt`. Terminal (TERMINAL_FORMATS) output goes to `console` when one is given (returning ""); otherwise it is
     recorded on a console `width` columns wide, without colours, and returned as plain text (what `-o` writes)."""
     fn = renderer(kind, fmt)
-    if fmt != "rich":
+    if fmt not in TERMINAL_FORMATS:
         return fn(result, **opts)
     if console is not None:
         fn(result, console, **opts)
@@ -177,3 +193,20 @@ def render(kind: str, fmt: str, result: Any, *, console: Any = None, width: int 
         recorded = Console(record=True, width=width, file=null)
         fn(result, recorded, **opts)
     return recorded.export_text()
+
+
+# -- the rules a run skipped (diagnostics the terminal formats leave out) -------------------------------------------
+
+
+def skipped_summary(reports: Sequence[Any]) -> str | None:
+    """`12 rules skipped: 5 need a loss (--loss), ... — --show-skipped lists them`, or None (render/skipped.py)."""
+    from dldoctor.render.skipped import skipped_summary as fn
+
+    return fn(reports)
+
+
+def skipped_lines(reports: Sequence[Any], with_path: bool = True) -> list[str]:
+    """Each group of skipped rules of each report, one line: `PATH: rules skipped (needs ...): CODES`."""
+    from dldoctor.render.skipped import skipped_lines as fn
+
+    return fn(reports, with_path)

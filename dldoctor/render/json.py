@@ -32,11 +32,19 @@ def render_json(reports: list[Report], single: bool = True) -> str:
     return json.dumps(clean(doc), indent=2, sort_keys=False) + "\n"
 
 
-def render_check_json(reports: list[Report], summary: dict[str, int], failures: list[str], single: bool = True) -> str:
-    """`dldoctor check -f json`: one report with the run's summary, or every report, the summary and the errors."""
-    if single and len(reports) == 1:
-        doc: dict[str, Any] = {**reports[0].to_dict(), "summary": summary}
-    else:
-        doc = {"schema_version": SCHEMA_VERSION, "summary": summary, "reports": [r.to_dict() for r in reports],
-               "errors": failures}
+def render_check_json(reports: list[Report], summary: dict[str, int], failures: list[str], single: bool = False) -> str:
+    """`dldoctor check -f json`: always one envelope, `{schema_version, summary, reports, errors}`, for one model as
+    for many (`single` is accepted and ignored: schema 2.0 dropped the bare report of a one-model check)."""
+    doc = {"schema_version": SCHEMA_VERSION, "summary": summary, "reports": [r.to_dict() for r in reports],
+           "errors": failures}
     return render_json_doc(doc)
+
+
+def statistics(reports: list[Report]) -> list[dict[str, Any]]:
+    """`check --statistics`: one row per rule code (code, name, severity, count), most frequent first."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in reports:
+        for f in r.findings:
+            row = rows.setdefault(f.code, {"code": f.code, "name": f.name, "severity": f.severity, "count": 0})
+            row["count"] += 1
+    return sorted(rows.values(), key=lambda x: (-x["count"], x["code"]))

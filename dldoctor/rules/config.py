@@ -4,6 +4,7 @@
     select = ["ALL"]              # codes, code prefixes ("ARC", "ARC0"), family or rule names
     ignore = ["ARC004"]
     fail-on = "warning"           # error | warning | info | never
+    extend-exclude = ["old_runs", "legacy/*.pt"]   # folder scans pass these by (`exclude` replaces the default)
     [tool.dldoctor.per-file-ignores]
     "legacy/*.pt" = ["INI"]
     [tool.dldoctor.arch]
@@ -37,8 +38,10 @@ from dldoctor.rules.options import FAMILY_OPTIONS
 from dldoctor.report.types import Severity
 
 FAIL_ON = ("error", "warning", "info", "never")
-TOP_KEYS = ("select", "extend-select", "ignore", "fail-on", "per-file-ignores")
+TOP_KEYS = ("select", "extend-select", "ignore", "fail-on", "per-file-ignores", "exclude", "extend-exclude")
 DEFAULT_SELECT = ("ALL",)
+# What a folder scan passes by unless `exclude` replaces it (ruff's rule): hidden files and folders.
+DEFAULT_EXCLUDE = (".*",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Config:
     ignore: tuple[str, ...] = ()
     fail_on: str = "error"  # a Severity value, or "never"
     per_file_ignores: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # globs a folder scan passes by (api/batch.py `expand`)
+    extend_exclude: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=lambda: {f: t() for f, t in FAMILY_OPTIONS.items()})
     source: str | None = None  # the file it came from; None = built-in defaults
     root: str | None = None  # the folder of that file: per-file-ignore globs are relative to it
@@ -56,6 +61,11 @@ class Config:
         """The options object of a rule family (its defaults when the file does not set it)."""
         opts = self.options.get(name)
         return opts if opts is not None else FAMILY_OPTIONS[name]()
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Every glob a folder scan passes by: `exclude` (or its default) and `extend-exclude`."""
+        return tuple(self.exclude) + tuple(self.extend_exclude)
 
     @property
     def budget(self) -> Any:
@@ -76,6 +86,8 @@ class Config:
             "ignore": list(self.ignore),
             "fail-on": self.fail_on,
             "per-file-ignores": {k: list(v) for k, v in self.per_file_ignores.items()},
+            "exclude": list(self.exclude),
+            "extend-exclude": list(self.extend_exclude),
         }
         for fam in FAMILY_OPTIONS:
             opts = self.family(fam)
@@ -163,6 +175,8 @@ def parse_config(data: Mapping[str, Any], path: str | Path = "<config>", prefix:
             if not isinstance(value, str) or value.lower() not in FAIL_ON:
                 raise err(key, f"must be one of {', '.join(FAIL_ON)}, got {value!r}")
             kw["fail_on"] = value.lower()
+        elif key in ("exclude", "extend-exclude"):
+            kw[key.replace("-", "_")] = _globs(value, lambda w, k=key: err(k, w))
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise err(key, "must be a table of glob = [codes]")
@@ -177,6 +191,14 @@ def parse_config(data: Mapping[str, Any], path: str | Path = "<config>", prefix:
             known = ", ".join((*TOP_KEYS, *FAMILY_OPTIONS))
             raise err(key, "is not a dldoctor setting", f"known keys: {known}")
     return Config(**kw, options=options, source=where, root=str(path.resolve().parent))
+
+
+def _globs(value: Any, err: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise err("must be a list of glob patterns, e.g. [\"old_runs\", \"legacy/*.pt\"]")
+    return tuple(v.strip() for v in value)
 
 
 def _codes(value: Any, err: Any) -> tuple[str, ...]:
@@ -290,9 +312,12 @@ def apply_overrides(
     ignore: Iterable[str] | None = None,
     fail_on: str | None = None,
     per_file_ignores: Mapping[str, Iterable[str]] | None = None,
+    exclude: Iterable[str] | None = None,
+    extend_exclude: Iterable[str] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
-    """Flags override the file: `select` and `fail_on` replace; `ignore` and `extend_select` add to it.
+    """Flags override the file: `select`, `fail_on` and `exclude` replace; `ignore`, `extend_select` and
+    `extend_exclude` add to it.
 
     `options` is {family: {kebab-or-snake option: value}}, checked like the file.
     """
@@ -308,6 +333,10 @@ def apply_overrides(
         if fail_on.lower() not in FAIL_ON:
             raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
         changes["fail_on"] = fail_on.lower()
+    if exclude is not None:
+        changes["exclude"] = tuple(exclude)
+    if extend_exclude is not None:
+        changes["extend_exclude"] = tuple(config.extend_exclude) + tuple(extend_exclude)
     if per_file_ignores is not None:
         changes["per_file_ignores"] = {**config.per_file_ignores, **{k: tuple(v) for k, v in per_file_ignores.items()}}
     if options:

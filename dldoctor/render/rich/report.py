@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dldoctor.report.units import nbytes, shape, si
+from dldoctor.render.skipped import is_skipped
 from dldoctor.render.text import markup, plain, safe
 from dldoctor.report.types import COMPLETE, ReceptiveField, Report
 
@@ -162,10 +163,14 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def diagnostics(r: Report) -> Text | None:
-    if not r.diagnostics:
+    """The report's warnings and notes, one line each. Not the skipped rules (the commands count those in one line
+    on stderr and list them with --show-skipped, render/skipped.py), nor the errors: every command prints each
+    error once, as its `dldoctor: error:` line on stderr, and the exit code says it."""
+    shown = [d for d in r.diagnostics if not is_skipped(d) and d.level != "error"]
+    if not shown:
         return None
     lines = Text()
-    for d in r.diagnostics:
+    for d in shown:
         lines.append(f"{d.level}: ", style=SEVERITY_STYLE.get(d.level, "white"))
         lines.append(safe(d.message) + "\n", style="dim" if d.where == "rules" else "")
     return lines
@@ -189,45 +194,6 @@ def findings_table(r: Report, title: str | None = "findings") -> Table | None:
         t.add_row(plain(f.severity, style=style), plain(f.code, style=style).append("\n").append(safe(f.name)),
                   plain(f.location or "-"), plain(f.message), fix)
     return t
-
-
-def render_check_rich(reports: list[Report], console: Console, summary: dict[str, int] | None = None) -> None:
-    """`dldoctor check`: per model its findings, then the totals (like a linter, not the full inspect panel).
-
-    Errors (failed loads, failed rules) are not repeated here: the CLI prints them on stderr.
-    """
-    totals = {"error": 0, "warning": 0, "info": 0}
-    for r in reports:
-        for f in r.findings:
-            totals[f.severity] = totals.get(f.severity, 0) + 1
-        head = plain(r.model.path, style="bold")
-        n = len(r.findings)
-        head.append(f"  {n} finding{'s' if n != 1 else ''}" if n else "  no findings", style="dim" if not n else "")
-        console.print(head)
-        table = findings_table(r, title=None)
-        if table is not None:
-            console.print(table)
-        for d in r.diagnostics:
-            if d.level == "warning" and d.where not in _rule_codes(r):
-                console.print(Text("warning: ", style=SEVERITY_STYLE["warning"]) + plain(d.message))
-    s = summary or {}
-    line = Text("\n")
-    line.append(f"{totals['error']} errors", style="bold red" if totals["error"] else "green")
-    line.append(", ")
-    line.append(f"{totals['warning']} warnings", style="yellow" if totals["warning"] else "green")
-    line.append(f", {totals['info']} infos in {len(reports)} model{'s' if len(reports) != 1 else ''}")
-    if s.get("baseline_suppressed"):
-        line.append(f" ({s['baseline_suppressed']} known from the baseline not shown)", style="dim")
-    if s.get("failed"):
-        line.append(f"; {s['failed']} model{'s' if s['failed'] != 1 else ''} could not be checked", style="bold red")
-    if s.get("rule_errors"):
-        line.append(f"; {s['rule_errors']} rule failure{'s' if s['rule_errors'] != 1 else ''}", style="bold red")
-    console.print(line)
-
-
-def _rule_codes(r: Report) -> set[str]:
-    """`where` of the diagnostics that report a failed rule (their code)."""
-    return {d.where for d in r.diagnostics if d.where and d.message.startswith("rule ")}
 
 
 def render_rich(reports: list[Report], console: Console, depth: int | None = 3) -> None:

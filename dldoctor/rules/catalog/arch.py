@@ -41,6 +41,7 @@ from dldoctor.rules.helpers.graph import (
     tup,
     widths,
 )
+from dldoctor.rules.helpers.inputs import assumed_note
 from dldoctor.rules.options import ArchOptions
 from dldoctor.rules.registry import Hit, rule
 from dldoctor.rules.seeds import ARCHITECTURE, CHOLLET, HANDBOOK, TRAINING_TIPS, TRANSFORMERS
@@ -717,7 +718,7 @@ def small_receptive_field(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     size = "×".join(f"{s:g}" for s in rf.size)
     yield Hit(
         f"the last spatial feature map sees {size} px of a {'×'.join(map(str, sp))} input "
-        f"({min(ratios):.0%} of it)",
+        f"({min(ratios):.0%} of it)" + assumed_note(facts),
         location=last,
         evidence={"receptive_field": list(rf.size), "input": sp, "ratio": round(min(ratios), 3),
                   "min_ratio": opts.min_receptive_field_ratio},
@@ -784,7 +785,7 @@ def feature_map_smaller_than_kernel(facts: Facts, opts: ArchOptions) -> Iterator
         dilated = f" dilated {max(dil)}× (a {'×'.join(map(str, ext))} window)" if max(dil) > 1 else ""
         yield Hit(
             f"{'×'.join(map(str, k))} conv{dilated} runs on a {'×'.join(map(str, sp))} feature map: "
-            f"only {cover:.0%} of its taps see the map, the rest read padding",
+            f"only {cover:.0%} of its taps see the map, the rest read padding" + assumed_note(facts),
             location=n.target,
             evidence={"kernel": list(k), "dilation": list(dil), "window": ext, "feature_map": sp,
                       "coverage": round(cover, 3)},
@@ -1203,7 +1204,8 @@ def unpadded_conv(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         sp = spatial(in_shape(g, n), len(k))
         yield Hit(
             f"{'×'.join(map(str, k))} conv without padding shrinks its map"
-            + (f" from {'×'.join(map(str, sp))} to {'×'.join(str(s - kk + 1) for s, kk in zip(sp, k))}" if sp else ""),
+            + (f" from {'×'.join(map(str, sp))} to {'×'.join(str(s - kk + 1) for s, kk in zip(sp, k))}"
+               + assumed_note(facts) if sp else ""),
             location=n.target,
             evidence={"kernel": list(k), "padding": 0, "feature_map": sp},
             fix=f"pass padding={k[0] // 2 if len(set(k)) == 1 else tuple(x // 2 for x in k)} "
