@@ -50,6 +50,8 @@ bench: zoo venv
 	$(BIN)/python benchmarks/probe_bench.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/profile_bench.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/compress_bench.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/hf_folders.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/startup.py --out docs/benchmarks.md
 
 # regenerate rules/*.md and the coverage matrix from the registry (a test fails when they are stale)
 rules-docs: venv

@@ -57,7 +57,9 @@ def build_facts(
         from dldoctor.collect.graph import collect_graph
 
         try:
-            device = "meta"
+            from dldoctor.collect.torch_model import pass_device
+
+            device = pass_device(module, from_infos(module, report.inputs), report.device or "cpu")
             facts.graph = collect_graph(module, from_infos(module, report.inputs), device=device)
         except Exception as e:  # noqa: BLE001 - a model that cannot be traced on meta is retried for real
             try:

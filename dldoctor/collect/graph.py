@@ -63,6 +63,12 @@ def _scalar_args(args: Any) -> list[Any]:
 
 
 class _Recorder(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a dispatch mode's __torch_dispatch__ in _disable_dynamo, whose first call imports
+        # torch._dynamo (3-5 s of start-up); dldoctor never runs its passes under torch.compile
+        return False
+
     def __init__(self, graph: Graph, producer: WeakTensorKeyDictionary, state: dict) -> None:
         super().__init__()
         self.g, self.producer, self.state = graph, producer, state

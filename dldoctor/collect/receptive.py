@@ -1326,6 +1326,12 @@ class _Tracker:
 
 
 class _RFMode(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a dispatch mode's __torch_dispatch__ in _disable_dynamo, whose first call imports
+        # torch._dynamo (3-5 s of start-up); dldoctor never runs its passes under torch.compile
+        return False
+
     def __init__(self, tracker: _Tracker) -> None:
         super().__init__()
         self.tracker = tracker

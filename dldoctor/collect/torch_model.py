@@ -60,10 +60,31 @@ def _on_meta(module: torch.nn.Module) -> bool:
     return any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers())
 
 
+SMALL_WEIGHTS = 64 << 20  # bytes of weights, and
+SMALL_INPUTS = 1 << 20  # of inputs, up to which a CPU model is counted by running it for real
+
+
+def pass_device(module: torch.nn.Module, inputs: Any, device: str) -> str:
+    """Where to run a counting pass: a small model with real weights on the CPU runs there (its C++ kernels are
+    cheaper than the meta device's Python ones, which import sympy and torch._dynamo: seconds of start-up); the
+    rest on meta, which allocates nothing."""
+    if device != "cpu" or _on_meta(module):
+        return "meta"
+    tensors = [*module.parameters(), *module.buffers()]
+    if any(t.device.type != "cpu" for t in tensors) or sum(t.numel() * t.element_size() for t in tensors) > SMALL_WEIGHTS:
+        return "meta"
+    given = [t for _, t in input_tensors(inputs)]
+    if any(t.device.type != "cpu" for t in given) or sum(t.numel() * t.element_size() for t in given) > SMALL_INPUTS:
+        return "meta"
+    return "cpu"
+
+
 def count_pass(module: torch.nn.Module, inputs: tuple, device: str, train: bool = False, report: Report | None = None,
                loss: str | None = None) -> PassResult:
-    """Count on the meta device; fall back to the real device when the model cannot run on meta (said in the
-    report's diagnostics when one is given)."""
+    """Count on the meta device (a small CPU model: on the CPU, see `pass_device`); fall back to the real device
+    when the model cannot run on meta (said in the report's diagnostics when one is given)."""
+    if pass_device(module, inputs, device) == "cpu":
+        return run_pass(module, inputs, device="cpu", train=train, loss=loss)
     r = run_pass(module, inputs, device="meta", train=train, loss=loss)
     if r.error is None or _on_meta(module) or device == "meta":
         return r

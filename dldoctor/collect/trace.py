@@ -99,6 +99,12 @@ class _LiveBytes:
 
 
 class _Mode(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a dispatch mode's __torch_dispatch__ in _disable_dynamo, whose first call imports
+        # torch._dynamo (3-5 s of start-up); dldoctor never runs its passes under torch.compile
+        return False
+
     def __init__(self, result: PassResult, stack: list[str], live: _LiveBytes | None) -> None:
         super().__init__()
         self.r = result
