@@ -124,7 +124,7 @@ def test_json_is_one_envelope_for_one_model_and_for_many(files):
     many = json.loads(run("check", files / "net.pt", files / "twin.pt", "-f", "json", "-q").stdout)
     assert set(one) == set(many) == {"schema_version", "summary", "reports", "errors"}
     assert len(one["reports"]) == 1 and len(many["reports"]) == 2
-    assert one["schema_version"] == "2.0" and one["summary"]["files"] == 1
+    assert one["schema_version"].split(".")[0] == "2" and one["summary"]["files"] == 1
     assert one["reports"][0]["findings"] == many["reports"][0]["findings"]
 
 
