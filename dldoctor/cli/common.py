@@ -166,7 +166,7 @@ def report_skipped(reports: Any, fmt: str, output: str | None, *, show: bool = F
         return
     line = skipped_summary(reports)
     if line:
-        typer.echo(f"dldoctor: {safe(line)}", err=True)
+        typer.echo(safe(line), err=True)  # a note, not an error: no `dldoctor:` prefix
 
 
 def emit_report_and_exit(kind: str, rep: Any, fmt: str, output: str | None, config: Any, *, width: int = 140,

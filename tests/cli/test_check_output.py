@@ -136,7 +136,7 @@ def test_skipped_rules_are_one_stderr_line_unless_asked(files):
         assert "skipped" not in r.stdout, r.stdout
         lines = [ln for ln in r.stderr.splitlines() if "skipped" in ln]
         assert len(lines) == 1, r.stderr
-        assert re.match(r"^dldoctor: \d+ rules skipped: \d+ needs? .*--show-skipped lists them$", lines[0]), lines
+        assert re.match(r"^\d+ rules skipped: \d+ needs? .*--show-skipped lists them$", lines[0]), lines
         assert "(--loss)" in lines[0] and "probe" in lines[0]
         shown = run(*args, "--show-skipped")
         listed = [ln for ln in shown.stdout.splitlines() if "rules skipped" in ln]

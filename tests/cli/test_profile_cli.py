@@ -65,9 +65,9 @@ def test_latency_budget_fails_ci(files, tmp_path):
     assert r.exit_code == 1 and "BUD010" in r.stdout, r.output
     r = run("check", files / "mlp.pt", "--config", cfg, "--profile", "--format", "json")
     assert r.exit_code == 1, r.output
-    assert any(f["code"] == "BUD010" for f in json.loads(r.stdout)["findings"])
+    assert any(f["code"] == "BUD010" for f in json.loads(r.stdout)["reports"][0]["findings"])
     r = run("check", files / "mlp.pt", "--config", cfg, "--format", "json")  # no --profile: skipped, said so
-    doc = json.loads(r.stdout)
+    doc = json.loads(r.stdout)["reports"][0]  # check -f json: one envelope, for one model too
     assert not any(f["code"] == "BUD010" for f in doc["findings"])
     assert any("BUD010" in d["message"] and "profile" in d["message"] for d in doc["diagnostics"])
     cfg.write_text("[budget]\nmax-latency-ms = 100000\n")

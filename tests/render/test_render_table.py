@@ -2,6 +2,8 @@
 report/, the profile page takes its thresholds from the caller, and one table picks every renderer."""
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 
@@ -69,7 +71,7 @@ def test_render_modules_share_only_public_names() -> None:
 
 # -- one table: (result kind, format) -> renderer ------------------------------------------------------------------
 
-KINDS = {"inspect": ("rich", "json"), "check": ("rich", "json", "sarif", "markdown", "github"),
+KINDS = {"inspect": ("rich", "json"), "check": ("concise", "full", "grouped", "json", "sarif", "markdown", "github"),
          "probe": ("rich", "json", "html"), "profile": ("rich", "json", "html"), "compress": ("rich", "json"),
          "diff": ("rich", "json", "markdown")}
 
@@ -102,8 +104,10 @@ def test_rich_is_recorded_at_a_width_or_printed_to_a_console() -> None:
     buf = io.StringIO()
     assert render("inspect", "rich", [rep], console=Console(file=buf, width=200)) == ""
     assert buf.getvalue() == wide
-    doc = render("check", "json", [rep], summary={"errors": 0}, failures=[], single=True)
-    assert '"summary": {\n    "errors": 0\n  }' in doc
+    doc = render("check", "json", [rep], summary={"errors": 0}, failures=[])
+    assert '"summary": {\n    "errors": 0\n  }' in doc and json.loads(doc)["reports"][0]["model"]["path"] == rep.model.path
+    line = render("check", "concise", [rep], width=60, summary={"files": 1})  # a terminal format, recorded
+    assert line == "All checks passed!\n"
 
 
 def test_cli_takes_its_formats_from_the_table(tmp_path) -> None:

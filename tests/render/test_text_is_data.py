@@ -29,7 +29,7 @@ NAMES = CONTROL + MARKUP
 
 # Raw characters that must never reach the terminal: C0 other than LF, DEL, C1, bidi overrides and isolates.
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-CHECK_FORMATS = ("rich", "json", "sarif", "markdown", "github")
+CHECK_FORMATS = ("concise", "json", "sarif", "markdown", "github", "full", "grouped")  # indices below: 2 concise, 3 json
 
 # Runs several CLI invocations in one child process (torch is imported once), each with its own stdout and
 # stderr files: the same `app` the `dldoctor` script calls, and streams that are no terminal, as in CI.
@@ -206,8 +206,8 @@ def test_tensor_names(kind: str, tmp_path: Path) -> None:
     for m in MARKUP:  # literally, not as a style or a link
         assert m in out
     assert "\\x1b]8;;file:///etc/passwd" in out and "l1\\nhint:" in out
-    for i in (1, 3):  # inspect and check, --format json
-        assert sorted(t["name"] for t in json.loads(res[i][1])["tensors"]) == sorted(NAMES)
+    for doc in (json.loads(res[1][1]), json.loads(res[3][1])["reports"][0]):  # inspect and check, --format json
+        assert sorted(t["name"] for t in doc["tensors"]) == sorted(NAMES)
 
 
 def test_onnx_node_and_initializer_names(tmp_path: Path) -> None:
@@ -218,8 +218,8 @@ def test_onnx_node_and_initializer_names(tmp_path: Path) -> None:
     shown = first_column(res[0][1])
     for n in nodes:
         assert squash(safe(n)) in shown, (n, res[0][1])
-    for i in (1, 3):  # inspect and check, --format json: the exact node names
-        assert [lay["path"] for lay in json.loads(res[i][1])["layers"]] == nodes
+    for doc in (json.loads(res[1][1]), json.loads(res[3][1])["reports"][0]):  # inspect, check -f json: exact names
+        assert [lay["path"] for lay in doc["layers"]] == nodes
 
 
 def test_onnx_external_data_location(tmp_path: Path) -> None:
@@ -255,14 +255,15 @@ def test_pickle_global_names(tmp_path: Path) -> None:
 
 def test_file_names_in_a_scanned_folder(tmp_path: Path) -> None:
     shown = write_folder(tmp_path / "dir")
-    runs = [["inspect", "dir"], ["inspect", "dir", "-f", "json"]] + [["check", "dir", "-f", f] for f in CHECK_FORMATS]
+    runs = ([["inspect", "dir"], ["inspect", "dir", "-f", "json"]] + [["check", "dir", "-f", f] for f in CHECK_FORMATS]
+            + [["check", "dir", "--show-skipped"]])  # clean models print no line of their own: the skipped list names them
     res = run_all(runs, tmp_path, tmp_path)
     for args, (rc, out, err) in zip(runs, res):
         fmt = args[-1] if "-f" in args else "rich"
         assert_plain(" ".join(args[::2]), rc, out, err, code=2, errors=1, hints=0, gh=1 if fmt == "github" else 0)
         line = next(x for x in err.splitlines() if x.startswith("dldoctor: error:"))
         assert safe(f"dir/{BROKEN}") in line, line
-    check_rich, check_md = squash(res[2][1]), res[5][1]
+    check_rich, check_md = squash(res[-1][1]), res[5][1]
     for p in shown:
         assert squash(safe(p)) in check_rich, (p, res[2][1])
         assert f"`{safe(p)}`" in check_md, (p, check_md)
@@ -317,7 +318,8 @@ def test_markdown_and_github_escape_names() -> None:
 def test_rich_findings_and_panels_show_markup_literally() -> None:
     from rich.console import Console
 
-    from dldoctor.render.rich.report import render_check_rich, render_rich
+    from dldoctor.render.rich.check import render_check_text
+    from dldoctor.render.rich.report import render_rich
     from dldoctor.report.types import Diagnostic, Finding, ModelInfo, Report
 
     name = "[link=file:///etc/passwd]x[/link][bold red]y[/x]\x1b[2J"
@@ -325,7 +327,9 @@ def test_rich_findings_and_panels_show_markup_literally() -> None:
                  findings=[Finding(code="ARC001", name="n", severity="warning", location=name, message=name, fix=name)],
                  diagnostics=[Diagnostic("warning", f"x\n{FAKE}{name}", "load")],
                  onnx={"opset": 17, "op_histogram": {name: 1}})
-    for render in (lambda c: render_rich([rep], c), lambda c: render_check_rich([rep], c)):
+    renders = [lambda c: render_rich([rep], c)] + [lambda c, s=s: render_check_text([rep], c, style=s, show_fixes=True)
+                                                   for s in ("concise", "full", "grouped")]
+    for render in renders:
         console = Console(record=True, width=300, file=open(os.devnull, "w"), force_terminal=True)  # noqa: SIM115
         render(console)
         text = console.export_text(styles=False)

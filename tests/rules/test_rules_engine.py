@@ -321,7 +321,10 @@ def test_check_exit_codes(toy, model_file, small_file, in_tmp):
     toy("EFF901", "toy-big-params", big_params)
     r = check(model_file, "--select", "EFF901", "-s", "1,16")
     assert r.exit_code == 0, r.output  # a warning does not reach the default fail-on (error)
-    assert "EFF901" in r.stdout and "toy-big-params" in r.stdout
+    assert r.stdout.splitlines()[0] == f"{model_file}:fc: EFF901 676 parameters, more than 100"  # ruff's shape
+    assert r.stdout.splitlines()[-1] == "Found 1 warning in 1 model."
+    r = check(model_file, "--select", "EFF901", "-s", "1,16", "--output-format", "full")
+    assert "  = rule: toy-big-params (warning)" in r.stdout.splitlines()
     r = check(model_file, "--select", "EFF901", "--fail-on", "warning", "-s", "1,16")
     assert r.exit_code == 1, r.output
     r = check(model_file, "--select", "EFF901", "--fail-on", "warning", "--exit-zero", "-s", "1,16")
@@ -338,8 +341,9 @@ def test_check_error_severity_fails(toy, model_file, in_tmp):
     assert r.exit_code == 1, r.output
     doc = json.loads(r.stdout)
     assert doc["summary"]["errors"] == 1 and doc["summary"]["files"] == 1
-    assert doc["findings"][0]["code"] == "EFF901" and doc["findings"][0]["evidence"] == {"params": 676}
-    assert doc["schema_version"] and doc["model"]["path"] == str(model_file)
+    rep = doc["reports"][0]  # one model: the same envelope as many (schema 2.0)
+    assert rep["findings"][0]["code"] == "EFF901" and rep["findings"][0]["evidence"] == {"params": 676}
+    assert doc["schema_version"] and rep["model"]["path"] == str(model_file) and doc["errors"] == []
 
 
 def test_check_usage_config_and_load_errors(toy, model_file, in_tmp):
@@ -372,7 +376,7 @@ def test_check_broken_rule_is_reported_not_fatal(toy, model_file, in_tmp):
     r = check(model_file, "--select", "EFF9", "-s", "1,16", "-f", "json")
     assert r.exit_code == 2  # an internal error, but the other rule's findings are there
     doc = json.loads(r.stdout)
-    assert [f["code"] for f in doc["findings"]] == ["EFF901"]
+    assert [f["code"] for f in doc["reports"][0]["findings"]] == ["EFF901"]
     assert "EFF905" in r.stderr and "this rule is broken" in r.stderr
 
 
@@ -404,11 +408,11 @@ def test_baseline_round_trip(toy, model_file, in_tmp):
     r = check(model_file, "--select", "EFF9", "-s", "1,16", "--baseline", base, "-f", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["findings"] == [] and doc["summary"]["baseline_suppressed"] == 1
+    assert doc["reports"][0]["findings"] == [] and doc["summary"]["baseline_suppressed"] == 1
     # a new finding still counts
     toy("EFF902", "toy-always-info", always_info, severity=Severity.ERROR)
     r = check(model_file, "--select", "EFF9", "-s", "1,16", "--baseline", base, "-f", "json")
-    assert r.exit_code == 1 and [f["code"] for f in json.loads(r.stdout)["findings"]] == ["EFF902"]
+    assert r.exit_code == 1 and [f["code"] for f in json.loads(r.stdout)["reports"][0]["findings"]] == ["EFF902"]
     r = check(model_file, "--baseline", in_tmp / "nope.json")
     assert r.exit_code == 2
 
