@@ -201,7 +201,8 @@ def _sq(t: torch.Tensor) -> torch.Tensor:
 def param_stats(sync: DistSync, params: list[torch.Tensor]) -> list[torch.Tensor]:
     """This rank's share of PARAM_STATS for every parameter (zeros for a copy another rank counts)."""
     out: list[torch.Tensor] = []
-    zero = torch.zeros((), dtype=torch.float64)
+    dev = sync.device
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
     for p in params:
         w = local(p.detach())
         if not sync.owns(p) or w is None:
@@ -215,10 +216,10 @@ def param_stats(sync: DistSync, params: list[torch.Tensor]) -> list[torch.Tensor
             gl = local(g.detach())
             fin = torch.isfinite(gl)
             bad = (gl.numel() - fin.sum()).to(torch.float64)
-            stats += [torch.ones((), dtype=torch.float64), _sq(torch.where(fin, gl, gl.new_zeros(()))),
-                      (gl.numel() - torch.count_nonzero(gl)).to(torch.float64), bad,
-                      torch.tensor(float(gl.numel()), dtype=torch.float64)]
-        out += [s.to(torch.float64) for s in stats]
+            one = torch.ones((), dtype=torch.float64, device=gl.device)
+            stats += [one, _sq(torch.where(fin, gl, gl.new_zeros(()))),
+                      (gl.numel() - torch.count_nonzero(gl)).to(torch.float64), bad, one * gl.numel()]
+        out += [s.to(dev, torch.float64) for s in stats]
     return out
 
 

@@ -237,8 +237,9 @@ class Recorder:
         if short and min(short) < n:
             n = min(short)
             del self.result.steps[n:]
+        layer_keys = ("mean", "std", "zero_frac", "dead_frac", "saturated_frac")
         for seq_owner, keys in ((self.result.params, ("grad_norm", "grad_zero_frac", "weight_norm", "update_ratio")),
-                                (list(self._layers.values()), ("mean", "std", "zero_frac", "dead_frac", "saturated_frac"))):
+                                (list(self._layers.values()), layer_keys)):
             for o in seq_owner:
                 for key in keys:
                     seq = getattr(o, key)
@@ -294,8 +295,9 @@ class Recorder:
     # -- installing and removing ----------------------------------------------------------------
     def attach(self) -> Recorder:
         if self.optimizer is not None:
-            self._opt_handles = [("pre", self.optimizer.register_step_pre_hook(self._opt_hook("pre", self._pre_step))),
-                                 ("post", self.optimizer.register_step_post_hook(self._opt_hook("post", self._post_step)))]
+            opt = self.optimizer
+            self._opt_handles = [("pre", opt.register_step_pre_hook(self._opt_hook("pre", self._pre_step))),
+                                 ("post", opt.register_step_post_hook(self._opt_hook("post", self._post_step)))]
         if self._sampled(self.step):
             self._install_forward()
         return self
@@ -718,7 +720,8 @@ class Recorder:
             try:
                 values = dd.update_stats(params, self._before_d)
             except Exception as e:  # noqa: BLE001 - take part with zeros and the failure flag
-                self._failure = (self.step, f"the update statistics raised {type(e).__name__}: {e}".splitlines()[0][:400])
+                why = f"the update statistics raised {type(e).__name__}: {e}"
+                self._failure = (self.step, why.splitlines()[0][:400])
                 values = None
         if not self._collective(lambda: sync.reduce(values, False) if values is not None else sync.zeros_reduce(size)):
             return
@@ -965,6 +968,7 @@ def run_probe(
     dtype: str | None = None,
     attribution: bool = True,
     saturation: float = 5.0,
+    progress: Callable[[str, int, int], None] | None = None,  # (text, done, total) at each training step
 ) -> ProbeResult:
     """Train a deep copy of `model` for `steps` steps and record its dynamics (see the module docstring).
 
@@ -992,7 +996,7 @@ def run_probe(
             p.grad = None
         net.train()
         res = _probe(net, inputs, loss, optimizer, lr, steps, batch_size, seed, device, data, input_shapes, dtype,
-                     attribution, saturation)
+                     attribution, saturation, progress)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -1039,7 +1043,7 @@ def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int,
 
 def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: str, lr: float, steps: int,
            batch_size: int, seed: int, device: str, data: Callable | None, input_shapes: list[list[int]] | None,
-           dtype: str | None, attribution: bool, saturation: float) -> ProbeResult:
+           dtype: str | None, attribution: bool, saturation: float, progress: Callable | None = None) -> ProbeResult:
     gen = torch.Generator().manual_seed(seed)
     batches: list[tuple[tuple, torch.Tensor | None]] = []
     if data is not None:
@@ -1101,6 +1105,8 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
     rec.attach()
     try:
         for step in range(steps):
+            if progress is not None:
+                progress(f"step {step + 1}/{steps}", step, steps)
             x, y = batches[step % len(batches)]
             if y is None:
                 y = synthetic_targets(out0, out_dim, x[0], in_dim, loss, gen).to(device)
@@ -1132,6 +1138,8 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
     finally:
         rec.detach()
     if attribution and res.error is None:
+        if progress is not None:
+            progress("attributions (captum)", steps, steps)
         res.attribution = _attribution(net, x0)
     return res
 
