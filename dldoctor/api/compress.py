@@ -39,11 +39,13 @@ def parse_drop(text: str | None) -> tuple[float, bool]:
         return 0.01, True
     t = str(text).strip()
     try:
-        if t.endswith("%"):
-            return float(t[:-1]) / 100, True
-        return float(t), False
+        value, relative = (float(t[:-1]) / 100, True) if t.endswith("%") else (float(t), False)
     except ValueError:
         raise InputSpecError(f"--max-drop {text!r}: not a number", "e.g. --max-drop 1% or --max-drop 0.005") from None
+    if not (value >= 0 and (value < 1 or not relative)) or value != value or value == float("inf"):
+        raise InputSpecError(f"--max-drop {text!r}: a drop is between 0 and 100% (relative) or a finite, "
+                             "non-negative amount of the metric", "e.g. --max-drop 1% or --max-drop 0.005")
+    return value, relative
 
 
 def default_out_dir(source: str) -> Path:

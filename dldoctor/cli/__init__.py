@@ -50,4 +50,8 @@ _compress_cmd.register(app)
 
 
 def main() -> None:
-    app()
+    import sys
+
+    from dldoctor.cli.usage import run
+
+    sys.exit(run(app))

@@ -12,6 +12,18 @@ from dldoctor.cli.options import (AllowClass, Arch, Code, CompressFormat, Compre
 from dldoctor.transforms import catalog as transforms
 
 
+
+def _check_drop(value: str) -> str:
+    """--max-drop checked when the command line is read (exit 2 before anything loads)."""
+    from dldoctor.api.compress import parse_drop
+    from dldoctor.errors import DLDoctorError
+
+    try:
+        parse_drop(value)
+    except DLDoctorError as e:
+        raise typer.BadParameter(e.message.removeprefix(f"--max-drop {value!r}: ")) from None
+    return value
+
 def register(app: typer.Typer) -> None:
     @app.command("compress")
     @handle_errors
@@ -21,7 +33,7 @@ def register(app: typer.Typer) -> None:
         transform: Optional[List[str]] = typer.Option(None, "--transform", "-t", help=f"Only these transforms (repeatable): {', '.join(transforms.names())}."),
         from_findings: bool = typer.Option(False, "--from-findings", help="Apply the transforms the rules' findings point to."),
         optimize: str = typer.Option("latency", "--optimize", help="Recommend the fastest (latency) or the smallest (size) variant within budget."),
-        max_drop: str = typer.Option("1%", "--max-drop", help="Fidelity budget: 1% (relative) or 0.01 (absolute) of the --eval metric, or top-1 disagreement / 1 - cosine without one."),
+        max_drop: str = typer.Option("1%", "--max-drop", callback=_check_drop, help="Fidelity budget: 1% (relative) or 0.01 (absolute) of the --eval metric, or top-1 disagreement / 1 - cosine without one."),
         eval_fn: Optional[str] = typer.Option(None, "--eval", help="pkg.mod:fn: a factory returning fn(model) -> number (higher is better), your own metric."),
         calib: Optional[str] = typer.Option(None, "--calib", help="pkg.mod:batches: calibration batches for static int8 (default: synthetic)."),
         keep_rejected: bool = typer.Option(False, "--keep-rejected", help="Also write the rejected variants."),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, List, Optional
 import typer
 
 from dldoctor.cli.common import fail
+from dldoctor.cli.usage import check_dtype, check_positive
 
 if TYPE_CHECKING:
     from dldoctor.load.base import LoadOptions
@@ -61,12 +62,12 @@ InputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Ex
 InputShapeAtBatch1 = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent)." + _NAMED_HELP)]
 ProbeInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent." + _NAMED_HELP)]
 DiffInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed." + _NAMED_HELP)]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, float16, bfloat16, int64...) of the inputs without a :DTYPE of their own.")]
-ProbeDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, int64...).")]  # it trains: float inputs match the weights
-DiffDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype for model sides (float32, float16, int64...).")]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype (float32, float16, bfloat16, int64...) of the inputs without a :DTYPE of their own.")]
+ProbeDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype (float32, int64...).")]  # it trains: float inputs match the weights
+DiffDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype for model sides (float32, float16, int64...).")]
 # profile and compress: --dtype is the inputs' dtype like everywhere; --input-dtype is its deprecated old spelling
-RunDtype = Annotated[Optional[str], typer.Option("--dtype", help="Input dtype (float32, int64...) of the inputs without a :DTYPE of their own.")]
-InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", hidden=True, help="Deprecated: use --dtype.")]
+RunDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype (float32, int64...) of the inputs without a :DTYPE of their own.")]
+InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", callback=check_dtype, hidden=True, help="Deprecated: use --dtype.")]
 MaxInputBytes = Annotated[str, typer.Option("--max-input-bytes", help=MAX_INPUT_BYTES_HELP)]
 MAX_INPUT_BYTES_DEFAULT = "1GiB"
 Loss = Annotated[Optional[str], typer.Option("--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): the training pass uses it and the output-layer rules check against it.")]
@@ -99,9 +100,9 @@ FailOn = Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 when a 
 
 Quiet = Annotated[bool, typer.Option(*_QUIET, help="No progress on stderr.")]
 ShowSkipped = Annotated[bool, typer.Option("--show-skipped", help="List the rules that were skipped and why (by default one line on stderr counts them).")]
-Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Stop after this many seconds with exit 2 (a model whose forward hangs).")]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", callback=check_positive, help="Stop after this many seconds with exit 2 (a model whose forward hangs).")]
 # check runs each file in a worker process under --timeout: a file past it is an error for that file only
-CheckTimeout = Annotated[Optional[float], typer.Option("--timeout", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only.")]
+CheckTimeout = Annotated[Optional[float], typer.Option("--timeout", callback=check_positive, help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only.")]
 Output = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the report to this file (atomically) instead of stdout.")]
 DiffOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the diff to this file (atomically) instead of stdout.")]
 CompressOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to.")]

@@ -331,7 +331,8 @@ def apply_overrides(
         changes["ignore"] = config.ignore + tuple(ignore)
     if fail_on is not None:
         if fail_on.lower() not in FAIL_ON:
-            raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
+            raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}",
+                              "e.g. --fail-on warning (exit 1 on warnings and errors) or --fail-on never")
         changes["fail_on"] = fail_on.lower()
     if exclude is not None:
         changes["exclude"] = tuple(exclude)
