@@ -62,7 +62,8 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, w, rank: int, world: int
     for x, y in batches():
         n = BATCH // world
         xs, ys = x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
-        loss = nn.functional.cross_entropy(model(xs), ys)
+        out = model(xs)
+        loss = nn.functional.cross_entropy(out, ys.to(out.device))
         loss.backward()
         if sync_grads is not None:
             sync_grads()
@@ -148,6 +149,30 @@ def _worker(rank: int, world: int, port: int, out: str, backend: str, scenarios:
             done = train(net, opt, w, rank, world, sync_grads=sync)
         results[name] = summary(w, done)
 
+    def uneven_run(name: str) -> None:
+        # a layer only rank 1 runs (a data-dependent branch): the ranks must still agree, and not hang
+        class Uneven(Net):
+            def __init__(self) -> None:
+                super().__init__()
+                self.extra = nn.Tanh()
+
+            def forward(self, x):
+                out = super().forward(x)
+                return out + 0.0 * self.extra(out) if rank == 1 else out
+
+        torch.manual_seed(0)
+        net = Uneven()
+        opt = torch.optim.SGD(net.parameters(), lr=LR)
+
+        def sync() -> None:
+            for p in net.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= world
+
+        with dldoctor.watch(net, opt, every=EVERY, loss="ce") as w:
+            done = train(net, opt, w, rank, world, sync_grads=sync)
+        results[name] = summary(w, done)
+
     def fail_forward() -> callable:
         # rank 1's layer statistics raise from step 2 on: inside a forward hook, on one rank only
         from dldoctor.collect import distributed as dd
@@ -195,6 +220,7 @@ def _worker(rank: int, world: int, port: int, out: str, backend: str, scenarios:
             results[name] = {"rank": rank, "done": train(model, opt, None, rank, world)}
 
     table = {"ddp": lambda: ddp_run("ddp"), "fsdp": lambda: fsdp_run("fsdp"), "manual": lambda: manual_run("manual"),
+             "uneven": lambda: uneven_run("uneven"),
              "fail_forward": lambda: ddp_run("fail_forward", fail_forward),
              "fail_reduce": lambda: ddp_run("fail_reduce", fail_reduce), "rank0_only": lambda: rank0_only("rank0_only")}
     for s in scenarios:
@@ -247,7 +273,7 @@ def reference() -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[int, dict]:
     return launch(tmp_path_factory.mktemp("watch_dist"), "gloo",
-                  ["ddp", "fsdp", "manual", "fail_forward", "fail_reduce", "rank0_only"])
+                  ["ddp", "fsdp", "manual", "uneven", "fail_forward", "fail_reduce", "rank0_only"])
 
 
 def _close(a: float | None, b: float | None, rel: float = 1e-4, abs_: float = 1e-7) -> bool:
@@ -329,6 +355,17 @@ def test_failure_on_one_rank_stops_every_rank_and_training_goes_on(runs, referen
     # training itself was not touched: the weights end where an unwatched run's end
     for n, v in reference["final"].items():
         assert _close(r0["final"][n.removeprefix("module.")], v, rel=1e-5)
+
+
+def test_a_layer_only_one_rank_runs_is_agreed_on(runs, reference):
+    r0, r1 = runs[0]["uneven"], runs[1]["uneven"]
+    assert r0["done"] == r1["done"] == STEPS and r0["stopped"] is None and r1["stopped"] is None
+    extra = _layers(r0["probe"])["extra"]  # seen on rank 1 only, reported on rank 0
+    assert extra["type"] == "Tanh" and all(m is not None for m in extra["mean"])
+    # the rest is the whole job's, as without the extra layer
+    ref_layers = _layers(reference["probe"])
+    for n, lp in ref_layers.items():
+        assert all(_close(x, y) for x, y in zip(_layers(r0["probe"])[n]["mean"], lp["mean"])), n
 
 
 def test_watch_on_rank0_alone_does_not_hang(runs):
