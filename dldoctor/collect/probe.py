@@ -316,6 +316,8 @@ class Recorder:
             for h in self._deferred:
                 h.remove()
             self._opt_handles, self._deferred = [], []
+        if self._failure is not None and self.stopped is None:  # failed after the last collective: this rank's own
+            self._stop(*self._failure, self.rank)
         try:
             self._finish()
         except Exception as e:  # noqa: BLE001
@@ -546,6 +548,19 @@ class Recorder:
         self._pending = {}
 
     def _post_step(self) -> None:
+        try:
+            self._post_step_measure()
+        except Exception as e:  # noqa: BLE001 - recorded at this step (before the count moves on)
+            if not self.guard:
+                raise
+            self._fail("the optimizer post-step hook", e)
+        finally:  # the step count moves on even if the measure raised: the ranks' recorded steps stay the same
+            if self.stopped is None:
+                self.step += 1
+                if self._sampled(self.step):
+                    self._install_forward()
+
+    def _post_step_measure(self) -> None:
         if self.sync is not None:
             self._post_step_dist()
         elif self._before:
@@ -559,11 +574,6 @@ class Recorder:
                 if not math.isfinite(delta) and self.result.first_nonfinite is None:
                     self.result.first_nonfinite = {"step": self.step, "kind": "weight", "where": n}
             self._before = {}
-        if self.stopped is not None:
-            return
-        self.step += 1
-        if self._sampled(self.step):
-            self._install_forward()
 
     # -- per optimizer step, under torch.distributed (collect/distributed.py) -------------------------
     def _pre_step_dist(self) -> None:
@@ -572,21 +582,23 @@ class Recorder:
         sync = self.sync
         if not self._sampled(self.step):
             return
-        self._remove_forward()
         step = self.step
         if not sync.every_rank_watches():
             self._stop(step, "not every rank of the process group created this watch (create it on every rank); "
                              "the monitor stopped before its first collective", self.rank)
             return
-        mine: dict[str, Any] = {"ok": self._failure is None, "why": self._failure, "nparams": len(self._params),
-                                "losses": len(self._loss_pending), "layers": []}
+        # nothing that can raise stands between here and the agreement: every rank reaches it
+        mine: dict[str, Any] = {"ok": False, "why": self._failure, "nparams": len(self._params), "losses": 0,
+                                "layers": []}
         if self._failure is None:
             try:
-                mine["layers"] = [(n, st["kind"], self._layers[n].order, st["units"], int(st["vec"].numel()))
-                                  for n, st in self._pending.items()]
+                self._remove_forward()
+                mine.update(ok=True, losses=len(self._loss_pending),
+                            layers=[(n, st["kind"], self._layers[n].order, st["units"], int(st["vec"].numel()))
+                                    for n, st in self._pending.items()])
             except Exception as e:  # noqa: BLE001
                 self._failure = (step, f"the layer statistics raised {type(e).__name__}: {e}".splitlines()[0][:400])
-                mine.update(ok=False, why=self._failure, layers=[])
+                mine.update(ok=False, why=self._failure, layers=[], losses=0)
         try:
             metas = sync.agree(mine)
         except Exception as e:  # noqa: BLE001 - the collective itself failed: no collective runs again here
@@ -627,6 +639,7 @@ class Recorder:
         if failed:
             self._stop(step, *self._flagged())
             return
+        self._dist_step = True  # every rank now runs the post-step reduce, whatever happens to this one's commit
         self._commit_dist(names, nloss, vals, step)
 
     def _flagged(self) -> tuple[str, int]:
@@ -707,7 +720,6 @@ class Recorder:
         none = [j for j, v in enumerate(self.result.loss) if v is None]
         self.result.loss_nonfinite_step = none[0] if none else None
         self._before_d = dd.snapshot(self.sync, [p for _, p in self._params])
-        self._dist_step = True
 
     def _post_step_dist(self) -> None:
         if not self._dist_step:

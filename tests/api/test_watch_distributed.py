@@ -203,6 +203,22 @@ def _worker(rank: int, world: int, port: int, out: str, backend: str, scenarios:
         dd.param_stats = boom
         return lambda: setattr(dd, "param_stats", real)
 
+    def fail_on(fn_name: str, at: int) -> callable:
+        # rank 1's `fn_name` raises from its `at`-th call on: after the all_reduce (layer_result, while
+        # committing the step) or in the post-step measure (update_stats)
+        from dldoctor.collect import distributed as dd
+
+        real, calls = getattr(dd, fn_name), [0]
+
+        def boom(*a, **k):
+            calls[0] += 1
+            if rank == 1 and calls[0] >= at:
+                raise RuntimeError(f"planted failure in {fn_name}")
+            return real(*a, **k)
+
+        setattr(dd, fn_name, boom)
+        return lambda: setattr(dd, fn_name, real)
+
     def rank0_only(name: str) -> None:
         # a watch made on rank 0 alone must not leave rank 0 waiting in a collective rank 1 never joins
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -222,7 +238,9 @@ def _worker(rank: int, world: int, port: int, out: str, backend: str, scenarios:
     table = {"ddp": lambda: ddp_run("ddp"), "fsdp": lambda: fsdp_run("fsdp"), "manual": lambda: manual_run("manual"),
              "uneven": lambda: uneven_run("uneven"),
              "fail_forward": lambda: ddp_run("fail_forward", fail_forward),
-             "fail_reduce": lambda: ddp_run("fail_reduce", fail_reduce), "rank0_only": lambda: rank0_only("rank0_only")}
+             "fail_reduce": lambda: ddp_run("fail_reduce", fail_reduce),
+             "fail_commit": lambda: ddp_run("fail_commit", lambda: fail_on("layer_result", 8)),
+             "fail_post": lambda: ddp_run("fail_post", lambda: fail_on("update_stats", 2)), "rank0_only": lambda: rank0_only("rank0_only")}
     for s in scenarios:
         table[s]()
         dist.barrier()
@@ -273,7 +291,8 @@ def reference() -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[int, dict]:
     return launch(tmp_path_factory.mktemp("watch_dist"), "gloo",
-                  ["ddp", "fsdp", "manual", "uneven", "fail_forward", "fail_reduce", "rank0_only"])
+                  ["ddp", "fsdp", "manual", "uneven", "fail_forward", "fail_reduce", "fail_commit",
+                                                  "fail_post", "rank0_only"])
 
 
 def _close(a: float | None, b: float | None, rel: float = 1e-4, abs_: float = 1e-7) -> bool:
@@ -332,11 +351,18 @@ def test_ddp_ranks_agree_and_training_is_untouched(runs, reference):
         assert _close(a[n.removeprefix("module.")], v, rel=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["fail_forward", "fail_reduce"])
+# where rank 1 fails: the step every rank stops at, and the recorded steps rank 0 keeps
+FAILURES = {"fail_forward": (2, [0]),  # in a forward hook: told at the agreement of step 2
+            "fail_reduce": (4, [0, 2]),  # between the agreement and the all_reduce: the reduce's flag
+            "fail_commit": (2, [0, 2]),  # after the all_reduce, committing step 2: the post-step reduce's flag
+            "fail_post": (2, [0, 2])}  # measuring step 2's update: its update ratio is None
+
+
+@pytest.mark.parametrize("kind", list(FAILURES))
 def test_failure_on_one_rank_stops_every_rank_and_training_goes_on(runs, reference, kind):
     r0, r1 = runs[0][kind], runs[1][kind]
     assert r0["done"] == r1["done"] == STEPS  # nobody died, nobody hung (the launch has a hard timeout)
-    step = 2 if kind == "fail_forward" else 4
+    step, kept = FAILURES[kind]
     for r in (r0, r1):
         assert r["stopped"] is not None and r["stopped"]["step"] == step and r["stopped"]["rank"] == 1
         assert r["hooks_left"] == 0  # the watch removed every hook of its own while training went on
@@ -347,11 +373,12 @@ def test_failure_on_one_rank_stops_every_rank_and_training_goes_on(runs, referen
     assert len(warn) == 1 and f"step {step}" in warn[0][1] and "rank 1" in warn[0][1]
     # what was recorded before the failure is kept, aligned, and equal to the reference's
     probe = r0["probe"]
-    kept = [s for s in reference["probe"]["steps"] if s < step]
     assert probe["steps"] == kept
     for n, p in _params(probe).items():
         assert len(p["grad_norm"]) == len(p["update_ratio"]) == len(kept)
         assert all(_close(x, y) for x, y in zip(p["grad_norm"], _params(reference["probe"])[n]["grad_norm"]))
+        if kind in ("fail_commit", "fail_post"):
+            assert p["update_ratio"][-1] is None
     # training itself was not touched: the weights end where an unwatched run's end
     for n, v in reference["final"].items():
         assert _close(r0["final"][n.removeprefix("module.")], v, rel=1e-5)

@@ -89,7 +89,7 @@ CASES = {
     # the optimizer's step pre-hook, while the optimizer walks its table of pre-hooks
     "pre-step hook": ("_commit_layers", 3, None, "pre-step hook", 2, [0, 1]),
     # the post-step hook: step 1 was recorded before it, its update ratio is missing (None)
-    "post-step hook": ("_post_step", 2, None, "post-step hook", 1, [0, 1]),
+    "post-step hook": ("_post_step_measure", 2, None, "post-step hook", 1, [0, 1]),
 }
 
 
