@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dldoctor.render.rich.fit import Col, fit_table
 from dldoctor.report.probe_types import ProbeResult
 from dldoctor.render.rich.report import diagnostics, findings_table
 from dldoctor.render.text import markup, plain
@@ -79,7 +80,7 @@ def _summary(r: Report, p: ProbeResult) -> Panel:
     return Panel(g, title="dldoctor probe", title_align="left")
 
 
-def layer_table(p: ProbeResult, limit: int = 60) -> Table | None:
+def layer_table(p: ProbeResult, limit: int = 60, width: int | None = None) -> Table | None:
     """One row per leaf module in forward order: activation statistics and the gradient of its weight."""
     if not p.layers:
         return None
@@ -88,15 +89,12 @@ def layer_table(p: ProbeResult, limit: int = 60) -> Table | None:
         if q.name.rsplit(".", 1)[-1].startswith("weight") and q.module not in weight:
             weight[q.module] = q
     sat = any(lp.type in ("Sigmoid", "Tanh") for lp in p.layers)
-    t = Table(title="layers (last recorded step)", header_style="bold", title_justify="left", pad_edge=False)
-    t.add_column("layer", overflow="fold", min_width=8)
-    t.add_column("type", overflow="ellipsis", max_width=12)
-    t.add_column("zero out", no_wrap=True)
-    t.add_column("dead units", no_wrap=True)
+    cols = [Col("layer", keep=100, shorten="start", min_width=10), Col("type", keep=50, shorten="end", min_width=6),
+            Col("zero out", keep=60), Col("dead units", keep=90)]
     if sat:
-        t.add_column("saturated", no_wrap=True)
-    t.add_column("weight grad (log)", no_wrap=True)
-    t.add_column("upd/w", no_wrap=True)
+        cols.append(Col("saturated", keep=80))
+    cols += [Col("weight grad (log)", keep=85), Col("upd/w", keep=95)]
+    rows = []
     for lp in p.layers[:limit]:
         w = weight.get(lp.path)
         upd = _last(w.update_ratio) if w else None
@@ -104,7 +102,9 @@ def layer_table(p: ProbeResult, limit: int = 60) -> Table | None:
         if sat:
             row.append(_bar(_last(lp.saturated_frac), "magenta") if lp.type in ("Sigmoid", "Tanh") else Text(""))
         row += [_log_bar(_last(w.grad_norm)) if w else Text(""), Text("" if upd is None else f"{upd:.1e}")]
-        t.add_row(*row)
+        rows.append(row)
+    t = fit_table(cols, rows, width, title="layers (last recorded step)", header_style="bold", title_justify="left",
+                  pad_edge=False)
     if len(p.layers) > limit:
         t.caption = f"{len(p.layers) - limit} more layers in --format json / html"
     return t
@@ -114,7 +114,7 @@ def render_probe_rich(reports: list[Report], console: Console) -> None:
     for r in reports:
         p = r.probe
         parts: list = [_summary(r, p)] if p is not None else []
-        for extra in (findings_table(r, "diagnoses"), layer_table(p) if p is not None else None, diagnostics(r)):
+        for extra in (findings_table(r, "diagnoses"), layer_table(p, width=console.width) if p is not None else None, diagnostics(r)):
             if extra is not None:
                 parts.append(extra)
         if not r.findings:

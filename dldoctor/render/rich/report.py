@@ -1,11 +1,14 @@
 """Terminal output: a summary panel, the layer table and diagnostics."""
 from __future__ import annotations
 
+import re
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dldoctor.render.rich.fit import Col, fit_table
 from dldoctor.report.units import nbytes, shape, si
 from dldoctor.render.skipped import is_skipped
 from dldoctor.render.text import markup, plain, safe
@@ -34,7 +37,46 @@ def _rf_text(rf: ReceptiveField | None) -> str:
     return out
 
 
-def summary(r: Report) -> Panel:
+_GLUE = re.compile(r"(?<=\d) (?=(?:[KMGTPE]i?)?B\b|[KMGTPE]\b|[KMGTPE]?(?:MACs|FLOPs)\b|px\b)")
+
+
+def _prewrap(cell: str | Text, width: int) -> Text:
+    """`cell` (markup or Text) wrapped at spaces to `width`, never between a number and its unit (`8.19 K`,
+    `64.00 KiB`, `6.29 MMACs`): Rich would break there, and no space character it honours as unbreakable exists."""
+    text = Text.from_markup(cell) if isinstance(cell, str) else cell.copy()
+    out = Text()
+    for n, para in enumerate(text.split("\n")):
+        plain_ = para.plain
+        glued = {m.start() for m in _GLUE.finditer(plain_)}
+        cuts = [i for i, ch in enumerate(plain_) if ch == " " and i not in glued]  # where a line may break
+        start, line_end, pieces = 0, 0, []
+        bounds = [*cuts, len(plain_)]
+        for b in bounds:
+            if b - start > width and line_end > start:
+                pieces.append((start, line_end))
+                start = line_end + 1
+            line_end = b
+        pieces.append((start, len(plain_)))
+        if n:
+            out.append("\n")
+        out.append(Text("\n").join(para[a:b] for a, b in pieces))
+    return out
+
+
+def glue_units(grid: Table, width: int | None) -> Table:
+    """The grid's value cells pre-wrapped to what a `width`-column console leaves them (see `_prewrap`)."""
+    if width is None or len(grid.columns) < 2:
+        return grid
+    label = max((len(c) if isinstance(c, str) else len(getattr(c, "plain", "")) for c in grid.columns[0]._cells),
+                default=0)  # noqa: SLF001
+    room = max(20, width - 4 - label - 2)  # panel border and padding, the label, the gap between the columns
+    col = grid.columns[1]
+    col._cells = [_prewrap(c, room) if isinstance(c, (str, Text)) else c for c in col._cells]  # noqa: SLF001
+    col.no_wrap = True
+    return grid
+
+
+def summary(r: Report, width: int | None = None) -> Panel:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
@@ -81,10 +123,10 @@ def summary(r: Report) -> Panel:
     t.add_row("receptive field", rtxt)
     if r.onnx:
         t.add_row("onnx", plain(f"opset {r.onnx.get('opset')}  ops " + ", ".join(f"{k}×{v}" for k, v in list(r.onnx.get("op_histogram", {}).items())[:8])))
-    return Panel(t, title=plain(f"dldoctor · {r.model.name or r.model.path}"), expand=False)
+    return Panel(glue_units(t, width), title=plain(f"dldoctor · {r.model.name or r.model.path}"), expand=False)
 
 
-def plan_panel(r: Report) -> Panel | None:
+def plan_panel(r: Report, width: int | None = None) -> Panel | None:
     """The memory plan of a decoder: parameters, FLOPs per token, KV cache, inference, training, per GPU."""
     p = r.llm_plan
     if p is None:
@@ -116,47 +158,33 @@ def plan_panel(r: Report) -> Panel | None:
     t.add_row(f"{markup(p.strategy)} ×{p.gpus}", f"{tr(g)} per GPU: weights {nbytes(g.get('params'))}, grads "
                                               f"{nbytes(g.get('gradients'))}, optimizer {nbytes(g.get('optimizer'))}, "
                                               f"activations {nbytes(g.get('activations'))}")
-    return Panel(t, title="memory plan", expand=False)
+    return Panel(glue_units(t, width), title="memory plan", expand=False)
 
 
-def layer_table(r: Report, depth: int | None) -> Table | None:
+def layer_table(r: Report, depth: int | None, width: int | None = None) -> Table | None:
+    """One row per layer down to `depth`, fitted to `width` without splitting a path, shape or number."""
     rows = [lay for lay in r.layers if depth is None or lay.depth <= depth]
     if not rows:
         return None
-    t = Table(title="layers", show_lines=False, header_style="bold")
-    t.add_column("layer", overflow="fold", ratio=3)
-    t.add_column("type", overflow="ellipsis", max_width=20)
-    t.add_column("output", overflow="fold")
-    t.add_column("params", justify="right")
-    t.add_column("MACs", justify="right")
-    t.add_column("share", justify="right")
-    t.add_column("receptive field", overflow="fold")
-    for lay in rows:
-        t.add_row(
-            plain("  " * (lay.depth - 1) + lay.path),
-            plain(lay.type),
-            plain(shape(lay.output_shape)),
-            f"{lay.params:,}",
-            si(lay.macs),
-            f"{100 * lay.share:.1f}%",
-            plain(_rf_text(lay.receptive_field)),
-        )
-    return t
+    cols = [Col("layer", keep=100, shorten="start", min_width=12), Col("type", keep=70, shorten="end", min_width=8),
+            Col("output", keep=80), Col("params", keep=90, justify="right"), Col("MACs", keep=95, justify="right"),
+            Col("share", keep=40, justify="right"), Col("receptive field", keep=30, shorten="end", min_width=9)]
+    cells = [[plain("  " * (lay.depth - 1) + lay.path), plain(lay.type), plain(shape(lay.output_shape)),
+              f"{lay.params:,}", si(lay.macs), f"{100 * lay.share:.1f}%", plain(_rf_text(lay.receptive_field))]
+             for lay in rows]
+    return fit_table(cols, cells, width, title="layers", show_lines=False, header_style="bold")
 
 
-def tensor_table(r: Report, limit: int = 30) -> Table | None:
+def tensor_table(r: Report, limit: int = 30, width: int | None = None) -> Table | None:
     if not r.tensors:
         return None
-    t = Table(title=f"tensors ({len(r.tensors)})", header_style="bold")
-    t.add_column("name")
-    t.add_column("shape")
-    t.add_column("dtype")
-    t.add_column("bytes", justify="right")
-    for x in r.tensors[:limit]:
-        t.add_row(plain(x.name), "×".join(map(str, x.shape)) or "scalar", plain(x.dtype), nbytes(x.nbytes))
+    cols = [Col("name", keep=100, shorten="start", min_width=12), Col("shape", keep=90), Col("dtype", keep=60),
+            Col("bytes", keep=80, justify="right")]
+    cells = [[plain(x.name), "×".join(map(str, x.shape)) or "scalar", plain(x.dtype), nbytes(x.nbytes)]
+             for x in r.tensors[:limit]]
     if len(r.tensors) > limit:
-        t.add_row(f"... {len(r.tensors) - limit} more", "", "", "")
-    return t
+        cells.append([f"... {len(r.tensors) - limit} more", "", "", ""])
+    return fit_table(cols, cells, width, title=f"tensors ({len(r.tensors)})", header_style="bold")
 
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -176,30 +204,38 @@ def diagnostics(r: Report) -> Text | None:
     return lines
 
 
-def findings_table(r: Report, title: str | None = "findings") -> Table | None:
-    """Rule findings: severity in colour, code and name, location, message and the fix."""
+def findings_table(r: Report, title: str | None = "findings") -> Text | None:
+    """Rule findings, one per line as `check` prints them (`LOCATION: CODE [severity] message`), the fix on an
+    indented line: prose wraps between words, a name or a number is never split (no table columns to squeeze)."""
     if not r.findings:
         return None
-    t = Table(title=title, header_style="bold", show_lines=True, title_justify="left")
-    t.add_column("severity", no_wrap=True)
-    t.add_column("code", no_wrap=True)
-    t.add_column("location", overflow="fold", max_width=32)
-    t.add_column("message", overflow="fold", ratio=3)
-    t.add_column("fix", overflow="fold", ratio=2)
+    out = Text()
+    if title:
+        out.append(f"{title}\n", style="bold")
     for f in r.findings:
         style = SEVERITY_STYLE.get(f.severity, "white")
-        fix = plain(f.fix or "-")
-        if f.transform:
-            fix.append(f"\ntransform: {safe(f.transform)}", style="dim")
-        t.add_row(plain(f.severity, style=style), plain(f.code, style=style).append("\n").append(safe(f.name)),
-                  plain(f.location or "-"), plain(f.message), fix)
-    return t
+        if f.location:
+            out.append_text(plain(f.location, style="cyan"))
+            out.append(": ", style="dim")
+        out.append_text(plain(f.code, style=style))
+        out.append(f" [{safe(f.severity)}] ", style=style)
+        out.append_text(plain(f.message))
+        out.append("\n")
+        if f.fix or f.transform:
+            out.append("  = fix: ", style="dim")
+            out.append_text(plain(f.fix or "-"))
+            if f.transform:
+                out.append(f" (dldoctor compress -t {safe(f.transform)})", style="dim")
+            out.append("\n")
+    out.rstrip()
+    return out
 
 
 def render_rich(reports: list[Report], console: Console, depth: int | None = 3) -> None:
     for r in reports:
-        parts = [summary(r)]
-        for extra in (plan_panel(r), layer_table(r, depth), tensor_table(r), findings_table(r), diagnostics(r)):
+        parts = [summary(r, console.width)]
+        for extra in (plan_panel(r, console.width), layer_table(r, depth, console.width), tensor_table(r, width=console.width),
+                      findings_table(r), diagnostics(r)):
             if extra is not None:
                 parts.append(extra)
         console.print(Group(*parts))
