@@ -110,21 +110,35 @@ class DistSync:
         self.dist.all_gather_object(out, mine, group=self.group)
         return out
 
-    def reduce(self, values: list[torch.Tensor], failed: bool) -> tuple[list[float], bool]:
-        """Sum `values` (tensors, flattened in order) over the ranks in one all_reduce; also: did any rank fail?
-        (`failed_rank` then names the rank when exactly one did.)"""
-        flag = [float(failed), float(self.rank + 1) if failed else 0.0]
-        parts = [v.to(self.device, torch.float64).reshape(-1) for v in values]
-        buf = torch.cat(parts + [torch.tensor(flag, dtype=torch.float64, device=self.device)])
+    def pack(self, values: list[torch.Tensor] | None, size: int) -> torch.Tensor:
+        """The buffer this rank hands to the all_reduce: `values` flattened in order (float64, on the
+        collective's device), then its failure flag and rank. `values` None (this rank failed), or of another
+        size than the `size` the ranks agreed on: zeros and the flag. Everything that can fail locally happens
+        here, before the collective, so a rank never skips an all_reduce the others have entered."""
+        if values is not None:
+            try:
+                buf = torch.cat([v.to(self.device, torch.float64).reshape(-1) for v in values]) if values else \
+                    torch.zeros(0, dtype=torch.float64, device=self.device)
+                if buf.numel() == size:
+                    flag = torch.zeros(2, dtype=torch.float64, device=self.device)
+                    return torch.cat([buf, flag])
+            except Exception:  # noqa: BLE001 - this rank takes part with zeros and the failure flag
+                pass
+        return self.failed_buffer(size)
+
+    def failed_buffer(self, size: int) -> torch.Tensor:
+        buf = torch.zeros(size + 2, dtype=torch.float64, device=self.device)
+        buf[-2], buf[-1] = 1.0, float(self.rank + 1)
+        return buf
+
+    def allreduce(self, buf: torch.Tensor) -> tuple[list[float], bool]:
+        """Sum a packed buffer over the ranks: the values, and whether any rank failed (`failed_rank` then
+        names it when exactly one did)."""
         self.dist.all_reduce(buf, group=self.group)
         vals = buf.tolist()
         n_failed, who = vals[-2], vals[-1]
         self.failed_rank = int(who) - 1 if n_failed == 1 else None
         return vals[:-2], n_failed > 0
-
-    def zeros_reduce(self, size: int) -> tuple[list[float], bool]:
-        """This rank's part of a reduce it cannot fill (its own statistics failed): zeros and the failure flag."""
-        return self.reduce([torch.zeros(size, dtype=torch.float64)], True)
 
 
 _IDS = [0]

@@ -624,16 +624,16 @@ class Recorder:
         nloss = min(m["losses"] for m in metas)
         nparams = len(self._params) * len(dd.PARAM_STATS)
         size = sum(1 + s for _, _, s in names.values()) + nparams + 2 * nloss
-        values = None
+        buf = None
         if self._failure is None:
             try:
-                values = self._dist_values(names, nloss)
-                if sum(v.numel() for v in values) != size:
-                    raise RuntimeError(f"{sum(v.numel() for v in values)} statistics where the ranks agreed on {size}")
+                buf = sync.pack(self._dist_values(names, nloss), size)
+                if buf[-2].item():
+                    raise RuntimeError(f"the statistics did not fill the {size} values the ranks agreed on")
             except Exception as e:  # noqa: BLE001 - take part with zeros and the failure flag
                 self._failure = (step, f"the step's statistics raised {type(e).__name__}: {e}".splitlines()[0][:400])
-                values = None
-        if not self._collective(lambda: sync.reduce(values, False) if values is not None else sync.zeros_reduce(size)):
+                buf = None
+        if not self._collective(lambda: sync.allreduce(buf if buf is not None else sync.failed_buffer(size))):
             return
         vals, failed = self._reduced
         if failed:
@@ -727,15 +727,17 @@ class Recorder:
         self._dist_step = False
         sync, params = self.sync, [p for _, p in self._params]
         size = 2 * len(params)
-        values = None
+        buf = None
         if self._failure is None:
             try:
-                values = dd.update_stats(params, self._before_d)
+                buf = sync.pack(dd.update_stats(params, self._before_d), size)
+                if buf[-2].item():
+                    raise RuntimeError(f"the update statistics did not fill the {size} values the ranks agreed on")
             except Exception as e:  # noqa: BLE001 - take part with zeros and the failure flag
                 why = f"the update statistics raised {type(e).__name__}: {e}"
                 self._failure = (self.step, why.splitlines()[0][:400])
-                values = None
-        if not self._collective(lambda: sync.reduce(values, False) if values is not None else sync.zeros_reduce(size)):
+                buf = None
+        if not self._collective(lambda: sync.allreduce(buf if buf is not None else sync.failed_buffer(size))):
             return
         vals, failed = self._reduced
         self._before_d = []

@@ -219,6 +219,21 @@ def _worker(rank: int, world: int, port: int, out: str, backend: str, scenarios:
         setattr(dd, fn_name, boom)
         return lambda: setattr(dd, fn_name, real)
 
+    def short_buffer() -> callable:
+        # rank 1's statistics come out one value short at step 2: an all_reduce of another size would abort
+        # gloo (or hang NCCL); the rank must take part with the agreed size and its failure flag instead
+        from dldoctor.collect import probe as pm
+
+        real, calls = pm.Recorder._dist_values, [0]
+
+        def short(self, *a, **k):
+            vals = real(self, *a, **k)
+            calls[0] += 1
+            return [vals[0][:-1], *vals[1:]] if rank == 1 and calls[0] == 2 else vals
+
+        pm.Recorder._dist_values = short
+        return lambda: setattr(pm.Recorder, "_dist_values", real)
+
     def rank0_only(name: str) -> None:
         # a watch made on rank 0 alone must not leave rank 0 waiting in a collective rank 1 never joins
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -240,7 +255,8 @@ def _worker(rank: int, world: int, port: int, out: str, backend: str, scenarios:
              "fail_forward": lambda: ddp_run("fail_forward", fail_forward),
              "fail_reduce": lambda: ddp_run("fail_reduce", fail_reduce),
              "fail_commit": lambda: ddp_run("fail_commit", lambda: fail_on("layer_result", 8)),
-             "fail_post": lambda: ddp_run("fail_post", lambda: fail_on("update_stats", 2)), "rank0_only": lambda: rank0_only("rank0_only")}
+             "fail_post": lambda: ddp_run("fail_post", lambda: fail_on("update_stats", 2)),
+             "fail_size": lambda: ddp_run("fail_size", short_buffer), "rank0_only": lambda: rank0_only("rank0_only")}
     for s in scenarios:
         table[s]()
         dist.barrier()
@@ -292,7 +308,7 @@ def reference() -> dict:
 def runs(tmp_path_factory) -> dict[int, dict]:
     return launch(tmp_path_factory.mktemp("watch_dist"), "gloo",
                   ["ddp", "fsdp", "manual", "uneven", "fail_forward", "fail_reduce", "fail_commit",
-                                                  "fail_post", "rank0_only"])
+                                                  "fail_post", "fail_size", "rank0_only"])
 
 
 def _close(a: float | None, b: float | None, rel: float = 1e-4, abs_: float = 1e-7) -> bool:
@@ -355,7 +371,8 @@ def test_ddp_ranks_agree_and_training_is_untouched(runs, reference):
 FAILURES = {"fail_forward": (2, [0]),  # in a forward hook: told at the agreement of step 2
             "fail_reduce": (4, [0, 2]),  # between the agreement and the all_reduce: the reduce's flag
             "fail_commit": (2, [0, 2]),  # after the all_reduce, committing step 2: the post-step reduce's flag
-            "fail_post": (2, [0, 2])}  # measuring step 2's update: its update ratio is None
+            "fail_post": (2, [0, 2]),  # measuring step 2's update: its update ratio is None
+            "fail_size": (2, [0])}  # its statistics one value short of the agreed layout
 
 
 @pytest.mark.parametrize("kind", list(FAILURES))
@@ -366,7 +383,7 @@ def test_failure_on_one_rank_stops_every_rank_and_training_goes_on(runs, referen
     for r in (r0, r1):
         assert r["stopped"] is not None and r["stopped"]["step"] == step and r["stopped"]["rank"] == 1
         assert r["hooks_left"] == 0  # the watch removed every hook of its own while training went on
-    assert "planted failure" in r1["stopped"]["reason"]
+    assert ("did not fill" if kind == "fail_size" else "planted failure") in r1["stopped"]["reason"]
     if kind == "fail_forward":
         assert "planted failure" in r0["stopped"]["reason"]  # told at the agreement: the reason travels
     warn = [d for d in r0["diagnostics"] if d[2] == "watch"]
