@@ -6,6 +6,9 @@ from typing import Optional
 import typer
 
 from dldoctor._version import __version__
+from dldoctor.cli.help import tidy_metavars
+
+tidy_metavars()
 
 app = typer.Typer(
     name="dldoctor",

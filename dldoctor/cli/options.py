@@ -42,85 +42,85 @@ _QUIET = ("--quiet", "-q")
 
 # -- what to load and how (inspect, check, probe, profile, compress, diff) ---------------------------------------
 
-Arch = Annotated[Optional[str], typer.Option("--arch", help="pkg.mod:factory that builds the module for a state_dict or safetensors file.")]
-DiffArch = Annotated[Optional[str], typer.Option("--arch", help="pkg.mod:factory that builds the module for state_dict or safetensors sides.")]
-AllowClass = Annotated[Optional[List[str]], typer.Option("--allow-class", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable.")]
-Code = Annotated[Optional[List[str]], typer.Option("--code", help="A module (name or .py path) whose classes a pickled model may use; repeatable.")]
-Trust = Annotated[bool, typer.Option("--trust", help=TRUST_HELP)]
-HashAll = Annotated[bool, typer.Option("--hash", help=HASH_HELP)]
-Limit = Annotated[Optional[List[str]], typer.Option("--limit", help="Change one of the resource limits a file is held to, e.g. --limit pickle_depth=2000 or --limit member_bytes=256MiB; repeatable (names and defaults: docs/security.md, Limits).")]
+Arch = Annotated[Optional[str], typer.Option("--arch", rich_help_panel="Model loading", metavar="SPEC", help="pkg.mod:factory that builds the module for a state_dict or safetensors file.")]
+DiffArch = Annotated[Optional[str], typer.Option("--arch", rich_help_panel="Model loading", metavar="SPEC", help="pkg.mod:factory that builds the module for state_dict or safetensors sides.")]
+AllowClass = Annotated[Optional[List[str]], typer.Option("--allow-class", rich_help_panel="Model loading", metavar="CLASS", help="Allow this class (pkg.mod.Cls) in a pickled model; repeatable.")]
+Code = Annotated[Optional[List[str]], typer.Option("--code", rich_help_panel="Model loading", metavar="MODULE", help="A module (name or .py path) whose classes a pickled model may use; repeatable.")]
+Trust = Annotated[bool, typer.Option("--trust", rich_help_panel="Model loading", help=TRUST_HELP)]
+HashAll = Annotated[bool, typer.Option("--hash", rich_help_panel="Model loading", help=HASH_HELP)]
+Limit = Annotated[Optional[List[str]], typer.Option("--limit", rich_help_panel="Model loading", metavar="NAME=VALUE", help="Change one of the resource limits a file is held to, e.g. --limit pickle_depth=2000 or --limit member_bytes=256MiB; repeatable (names and defaults: docs/security.md, Limits).")]
 
 # inspect and check trace on meta too, and say what it costs each; probe and profile run the model for real
-CheckDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta (meta: nothing allocated; weight rules are skipped).")]
-InspectDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta. On meta nothing is allocated: inspect huge factory-built models.")]
-DiffDevice = Annotated[str, typer.Option("--device", help="cpu, cuda or meta.")]
-RunDevice = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+CheckDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu, cuda or meta (meta: nothing allocated; weight rules are skipped).")]
+InspectDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu, cuda or meta. On meta nothing is allocated: inspect huge factory-built models.")]
+DiffDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu, cuda or meta.")]
+RunDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu or cuda.")]
 
 # -- the example input ------------------------------------------------------------------------------------------
 
-InputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent." + _NAMED_HELP)]
+InputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, rich_help_panel="Inputs", metavar="SHAPE", help="Example input shape, e.g. 1,3,224,224; repeat for several inputs. Guessed (and marked assumed) when absent." + _NAMED_HELP)]
 InputShapeAtBatch1 = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape at batch 1, e.g. 1,3,224,224 (guessed when absent)." + _NAMED_HELP)]
-ProbeInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent." + _NAMED_HELP)]
-DiffInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed." + _NAMED_HELP)]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype (float32, float16, bfloat16, int64...) of the inputs without a :DTYPE of their own.")]
-ProbeDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype (float32, int64...).")]  # it trains: float inputs match the weights
-DiffDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype for model sides (float32, float16, int64...).")]
+ProbeInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, rich_help_panel="Inputs", metavar="SHAPE", help="Input shape, e.g. 16,3,32,32 (the first dimension is the batch). Guessed when absent." + _NAMED_HELP)]
+DiffInputShape = Annotated[Optional[List[str]], typer.Option(*_INPUT_SHAPE, rich_help_panel="Inputs", metavar="SHAPE", help="Example input shape for model sides, e.g. 1,3,224,224; repeatable. Default: the inputs of a report side, else guessed." + _NAMED_HELP)]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, rich_help_panel="Inputs", metavar="DTYPE", help="Input dtype (float32, float16, bfloat16, int64...) of the inputs without a :DTYPE of their own.")]
+ProbeDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, rich_help_panel="Inputs", metavar="DTYPE", help="Input dtype (float32, int64...).")]  # it trains: float inputs match the weights
+DiffDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, rich_help_panel="Inputs", metavar="DTYPE", help="Input dtype for model sides (float32, float16, int64...).")]
 # profile and compress: --dtype is the inputs' dtype like everywhere; --input-dtype is its deprecated old spelling
-RunDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, help="Input dtype (float32, int64...) of the inputs without a :DTYPE of their own.")]
-InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", callback=check_dtype, hidden=True, help="Deprecated: use --dtype.")]
-MaxInputBytes = Annotated[str, typer.Option("--max-input-bytes", help=MAX_INPUT_BYTES_HELP)]
+RunDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype, rich_help_panel="Inputs", metavar="DTYPE", help="Input dtype (float32, int64...) of the inputs without a :DTYPE of their own.")]
+InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", callback=check_dtype, hidden=True, rich_help_panel="Inputs", metavar="DTYPE", help="Deprecated: use --dtype.")]
+MaxInputBytes = Annotated[str, typer.Option("--max-input-bytes", rich_help_panel="Inputs", metavar="BYTES", help=MAX_INPUT_BYTES_HELP)]
 MAX_INPUT_BYTES_DEFAULT = "1GiB"
-Loss = Annotated[Optional[str], typer.Option("--loss", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): the training pass uses it and the output-layer rules check against it.")]
-ProbeLoss = Annotated[Optional[str], typer.Option("--loss", help="ce, nll, bce, bce_logits, mse, l1 or huber (default: ce for a classifier head, mse otherwise).")]
+Loss = Annotated[Optional[str], typer.Option("--loss", rich_help_panel="Inputs", metavar="LOSS", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): the training pass uses it and the output-layer rules check against it.")]
+ProbeLoss = Annotated[Optional[str], typer.Option("--loss", rich_help_panel="Inputs", metavar="LOSS", help="ce, nll, bce, bce_logits, mse, l1 or huber (default: ce for a classifier head, mse otherwise).")]
 # the model's compute precision (profile); --dtype is the inputs' dtype
-Precision = Annotated[str, typer.Option("--precision", help="The model's compute precision: fp32, fp16 or bf16 (the weights and float inputs are cast to it).")]
+Precision = Annotated[str, typer.Option("--precision", rich_help_panel="Inputs", metavar="PRECISION", help="The model's compute precision: fp32, fp16 or bf16 (the weights and float inputs are cast to it).")]
 # inspect estimates memory at extra batch sizes; profile sweeps them (default "1", short -b)
-InspectBatchSizes = Annotated[Optional[str], typer.Option("--batch-sizes", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed).")]
-ProfileBatchSizes = Annotated[str, typer.Option("--batch-sizes", "-b", help="Batch sizes to sweep, e.g. 1,8,32.")]
+InspectBatchSizes = Annotated[Optional[str], typer.Option("--batch-sizes", rich_help_panel="Inputs", metavar="SIZES", help="Also estimate memory at these batch sizes, e.g. 1,8,32 (the inputs' first dimension is changed).")]
+ProfileBatchSizes = Annotated[str, typer.Option("--batch-sizes", "-b", rich_help_panel="Inputs", metavar="SIZES", help="Batch sizes to sweep, e.g. 1,8,32.")]
 
 # -- the memory plan of a decoder (inspect) ----------------------------------------------------------------------
 
-PlanContext = Annotated[Optional[int], typer.Option("--context", help="Memory plan of a decoder (causal LM with a config): context length in tokens for the KV cache, FLOPs and memory (default: the input's T).")]
-PlanGpus = Annotated[int, typer.Option("--gpus", help="Memory plan: number of GPUs the training memory is split over (see --strategy).")]
-PlanStrategy = Annotated[str, typer.Option("--strategy", help="Memory plan: ddp (nothing sharded), zero1 (optimizer states sharded), zero2 (+ gradients) or zero3 (FSDP full sharding: + weights).")]
-PlanLoraRank = Annotated[int, typer.Option("--lora-rank", help="Memory plan: LoRA rank on the attention projections q, k, v, o.")]
-PlanKvDtype = Annotated[Optional[str], typer.Option("--kv-dtype", help="Memory plan: KV-cache dtype (fp16, bf16, fp32, fp8; default the model's).")]
+PlanContext = Annotated[Optional[int], typer.Option("--context", rich_help_panel="Memory plan", metavar="TOKENS", help="Memory plan of a decoder (causal LM with a config): context length in tokens for the KV cache, FLOPs and memory (default: the input's T).")]
+PlanGpus = Annotated[int, typer.Option("--gpus", rich_help_panel="Memory plan", metavar="N", help="Memory plan: number of GPUs the training memory is split over (see --strategy).")]
+PlanStrategy = Annotated[str, typer.Option("--strategy", rich_help_panel="Memory plan", metavar="STRATEGY", help="Memory plan: ddp (nothing sharded), zero1 (optimizer states sharded), zero2 (+ gradients) or zero3 (FSDP full sharding: + weights).")]
+PlanLoraRank = Annotated[int, typer.Option("--lora-rank", rich_help_panel="Memory plan", metavar="R", help="Memory plan: LoRA rank on the attention projections q, k, v, o.")]
+PlanKvDtype = Annotated[Optional[str], typer.Option("--kv-dtype", rich_help_panel="Memory plan", metavar="DTYPE", help="Memory plan: KV-cache dtype (fp16, bf16, fp32, fp8; default the model's).")]
 
 # -- the rules and their configuration --------------------------------------------------------------------------
 
-ConfigFile = Annotated[Optional[str], typer.Option("--config", help="Configuration file (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder.")]
-ProfileConfigFile = Annotated[Optional[str], typer.Option("--config", help="Configuration file (budgets such as max-latency-ms).")]
-ConfigCmdFile = Annotated[Optional[str], typer.Option("--config", help="Read this file instead of the nearest pyproject.toml / dldoctor.toml.")]
-Select = Annotated[Optional[List[str]], typer.Option("--select", help=SELECT_HELP)]
-ExtendSelect = Annotated[Optional[List[str]], typer.Option("--extend-select", help="Rules to run in addition to the config's select.")]
-Ignore = Annotated[Optional[List[str]], typer.Option("--ignore", help=IGNORE_HELP)]
-FailOn = Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: error (default), warning, info or never.")]
+ConfigFile = Annotated[Optional[str], typer.Option("--config", rich_help_panel="Rule selection", metavar="FILE", help="Configuration file (pyproject.toml or dldoctor.toml); default: the nearest one above the current folder.")]
+ProfileConfigFile = Annotated[Optional[str], typer.Option("--config", rich_help_panel="Rule selection", metavar="FILE", help="Configuration file (budgets such as max-latency-ms).")]
+ConfigCmdFile = Annotated[Optional[str], typer.Option("--config", rich_help_panel="Rule selection", metavar="FILE", help="Read this file instead of the nearest pyproject.toml / dldoctor.toml.")]
+Select = Annotated[Optional[List[str]], typer.Option("--select", rich_help_panel="Rule selection", metavar="CODES", help=SELECT_HELP)]
+ExtendSelect = Annotated[Optional[List[str]], typer.Option("--extend-select", rich_help_panel="Rule selection", metavar="CODES", help="Rules to run in addition to the config's select.")]
+Ignore = Annotated[Optional[List[str]], typer.Option("--ignore", rich_help_panel="Rule selection", metavar="CODES", help=IGNORE_HELP)]
+FailOn = Annotated[Optional[str], typer.Option("--fail-on", rich_help_panel="Rule selection", metavar="SEVERITY", help="Exit 1 when a finding reaches this severity: error (default), warning, info or never.")]
 
 # -- the run and its output ---------------------------------------------------------------------------------------
 
-Quiet = Annotated[bool, typer.Option(*_QUIET, help="No progress on stderr.")]
-ShowSkipped = Annotated[bool, typer.Option("--show-skipped", help="List the rules that were skipped and why (by default one line on stderr counts them).")]
-Timeout = Annotated[Optional[float], typer.Option("--timeout", callback=check_positive, help="Stop after this many seconds with exit 2 (a model whose forward hangs).")]
+Quiet = Annotated[bool, typer.Option(*_QUIET, rich_help_panel="Output", help="No progress on stderr.")]
+ShowSkipped = Annotated[bool, typer.Option("--show-skipped", rich_help_panel="Output", help="List the rules that were skipped and why (by default one line on stderr counts them).")]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", callback=check_positive, rich_help_panel="Runtime", metavar="SECONDS", help="Stop after this many seconds with exit 2 (a model whose forward hangs).")]
 # check runs each file in a worker process under --timeout: a file past it is an error for that file only
-CheckTimeout = Annotated[Optional[float], typer.Option("--timeout", callback=check_positive, help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only.")]
-Output = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the report to this file (atomically) instead of stdout.")]
-DiffOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Write the diff to this file (atomically) instead of stdout.")]
-CompressOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to.")]
+CheckTimeout = Annotated[Optional[float], typer.Option("--timeout", callback=check_positive, rich_help_panel="Runtime", metavar="SECONDS", help="Seconds one file may take (runs it in a worker process); a file past it, or one that crashes its worker, is an error for that file only.")]
+Output = Annotated[Optional[str], typer.Option(*_OUTPUT, rich_help_panel="Output", metavar="FILE", help="Write the report to this file (atomically) instead of stdout.")]
+DiffOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, rich_help_panel="Output", metavar="FILE", help="Write the diff to this file (atomically) instead of stdout.")]
+CompressOutput = Annotated[Optional[str], typer.Option(*_OUTPUT, rich_help_panel="Output", metavar="FOLDER", help="Folder for the variants and compress-report.json (default: beside the input, suffix .dldoctor-compressed). The input is never written to.")]
 # each command lists its own formats
-CheckFormat = Annotated[str, typer.Option(*_OUTPUT_FORMAT, help="concise (one line per finding: PATH:LOCATION: CODE message), full (with the rule's name and the fix), grouped (by model), json, sarif, markdown or github (workflow annotations).")]
+CheckFormat = Annotated[str, typer.Option(*_OUTPUT_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="concise (one line per finding: PATH:LOCATION: CODE message), full (with the rule's name and the fix), grouped (by model), json, sarif, markdown or github (workflow annotations).")]
 CHECK_FORMAT_DEFAULT = "concise"
-ShowFixes = Annotated[bool, typer.Option("--show-fixes", help="Print the fix of each finding on an indented line under it (the full format always does).")]
-Statistics = Annotated[bool, typer.Option("--statistics", help="Count the findings per rule code instead of listing them (one line per code; a JSON list with -f json).")]
-Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", help="Globs a folder scan passes by, replacing the configuration's `exclude` (default: hidden entries): a name (old_runs, *.ckpt) or a path (legacy/*.pt); comma-separated or repeated.")]
-ExtendExclude = Annotated[Optional[List[str]], typer.Option("--extend-exclude", help="Globs a folder scan passes by, in addition to `exclude` (the configuration's `extend-exclude` and these).")]
-InspectFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich or json.")]
-ProbeFormat = Annotated[str, typer.Option(*_FORMAT, help="rich, json, or html (one self-contained page with plots; use -o).")]
-ProfileFormat = Annotated[str, typer.Option(*_FORMAT, help="rich, json, or html (plots; use -o).")]
-CompressFormat = Annotated[str, typer.Option(*_FORMAT, help="rich or json (the JSON report is always written beside the variants).")]
-DiffFormat = Annotated[str, typer.Option(*_FORMAT, help="Output format: rich, json or markdown.")]
-ConfigFormat = Annotated[str, typer.Option(*_FORMAT, help="toml or json.")]
-RulesFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (one line per rule) or json (every field).")]
-ExplainFormat = Annotated[str, typer.Option(*_FORMAT, help="rich (rendered Markdown), markdown (the page) or json.")]
+ShowFixes = Annotated[bool, typer.Option("--show-fixes", rich_help_panel="Output", help="Print the fix of each finding on an indented line under it (the full format always does).")]
+Statistics = Annotated[bool, typer.Option("--statistics", rich_help_panel="Output", help="Count the findings per rule code instead of listing them (one line per code; a JSON list with -f json).")]
+Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", rich_help_panel="Rule selection", metavar="GLOB", help="Globs a folder scan passes by, replacing the configuration's `exclude` (default: hidden entries): a name (old_runs, *.ckpt) or a path (legacy/*.pt); comma-separated or repeated.")]
+ExtendExclude = Annotated[Optional[List[str]], typer.Option("--extend-exclude", rich_help_panel="Rule selection", metavar="GLOB", help="Globs a folder scan passes by, in addition to `exclude` (the configuration's `extend-exclude` and these).")]
+InspectFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="Output format: rich or json.")]
+ProbeFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="rich, json, or html (one self-contained page with plots; use -o).")]
+ProfileFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="rich, json, or html (plots; use -o).")]
+CompressFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="rich or json (the JSON report is always written beside the variants).")]
+DiffFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="Output format: rich, json or markdown.")]
+ConfigFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="toml or json.")]
+RulesFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="rich (one line per rule) or json (every field).")]
+ExplainFormat = Annotated[str, typer.Option(*_FORMAT, rich_help_panel="Output", metavar="FORMAT", help="rich (rendered Markdown), markdown (the page) or json.")]
 
 
 # -- from flags to API arguments ----------------------------------------------------------------------------------
