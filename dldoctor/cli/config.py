@@ -26,7 +26,7 @@ def to_toml(config: Any) -> str:
     """The configuration as a dldoctor.toml would spell it; unset options are shown commented out."""
     d = config.to_dict()
     lines = [f"# from: {config.source or 'built-in defaults (no dldoctor.toml or [tool.dldoctor] found)'}"]
-    for key in ("select", "extend-select", "ignore", "fail-on"):
+    for key in ("select", "extend-select", "ignore", "fail-on", "exclude", "extend-exclude"):
         lines.append(f"{key} = {_toml_value(d[key])}")
     lines += ["", "[per-file-ignores]"]
     lines += [f"{json.dumps(g)} = {_toml_value(c)}" for g, c in d["per-file-ignores"].items()]

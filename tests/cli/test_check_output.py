@@ -194,6 +194,8 @@ def test_exclude_globs_as_ruff(tree, tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text('[tool.dldoctor]\nextend-exclude = ["runs"]\n')
     assert checked(tree) == ["a.pt", "legacy/b.pt"]
     assert checked(tree, "--extend-exclude", "legacy") == ["a.pt"]  # the flag adds to the file's
+    shown = run("config")
+    assert 'exclude = [".*"]' in shown.stdout and 'extend-exclude = ["runs"]' in shown.stdout, shown.output
     (tmp_path / "pyproject.toml").write_text('[tool.dldoctor]\nexclude = ["legacy", ".*"]\n')
     assert checked(tree) == ["a.pt", "runs/d.ckpt", "runs/old/c.pt"]
     (tmp_path / "pyproject.toml").write_text('[tool.dldoctor]\nexclude = "*.pt"\nextend-exclude = [3]\n')
