@@ -283,3 +283,17 @@ def test_names_from_the_file_are_shown_literally():
         assert "\x1b" not in text and "\\x1b" in text and "a [red]b[/red]\\nc" in text, text
     line = render("check", "concise", [rep], width=80, summary={"files": 1}).splitlines()[0]
     assert line.startswith("m[bold].pt:blk[link=x].0: ARC002 a [red]b[/red]")
+
+
+def test_probe_counts_skipped_rules_on_stderr_and_prints_an_error_once(tmp_path):
+    torch.save(nn.Sequential(nn.Linear(8, 4)), tmp_path / "lin.pt")
+    r = run("probe", tmp_path / "lin.pt", "-s", "4,8", "--steps", "2", "--no-attribution")
+    assert r.exit_code in (0, 1), r.output
+    assert "rules skipped" not in r.stdout and re.search(r"^\d+ rules skipped: ", r.stderr, re.M), r.output
+    shown = run("probe", tmp_path / "lin.pt", "-s", "4,8", "--steps", "2", "--no-attribution", "--show-skipped")
+    assert re.search(rf"^{re.escape(str(tmp_path / 'lin.pt'))}: rules skipped \(needs ", shown.stdout, re.M), shown.stdout
+    broken = run("probe", tmp_path / "lin.pt", "-s", "4,5", "--steps", "2", "--no-attribution")
+    assert broken.exit_code == 2, broken.output
+    for line in (ln for ln in broken.stderr.splitlines() if ln.startswith("dldoctor: error:")):
+        text = line.removeprefix("dldoctor: error: ")
+        assert broken.output.count(text) == 1, (text, broken.output)  # once: not in the report nor a skip reason
