@@ -46,6 +46,7 @@ def probe(
     load_options: Any = None,
     config: Any = None,
     attribution: bool = True,
+    progress: Any = None,
 ) -> Report:
     """Load a model as `inspect` does, run the training probe on a deep copy, and judge it with the rules.
 
@@ -68,7 +69,7 @@ def probe(
         input_shapes = [spec_of(i) for i in report.inputs]
     report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
                              batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
-                             dtype=dtype, attribution=attribution)
+                             dtype=dtype, attribution=attribution, progress=progress)
     if report.probe.error and report.probe.error.startswith("forward failed"):
         report.diag("error", f"the probe could not run the model: {report.probe.error}", "probe")
     judge(report, loaded.module, config, report.probe.config.get("loss"))

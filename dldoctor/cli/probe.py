@@ -68,9 +68,11 @@ def register(app: typer.Typer) -> None:
         opts = load_options(trust, allow_class, code, arch, device, limit=limit)
         err = Console(stderr=True, quiet=quiet)
         warn_if_trusted(err, trust)
-        with err.status(f"probing {markup(model)} ({steps} steps)", spinner="dots"), deadline(timeout), input_budget(budget):
+        from dldoctor.cli.progress import phases
+
+        with phases(err, f"probing {markup(model)}") as progress, deadline(timeout), input_budget(budget):
             rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
-                        attribution=not no_attribution)
+                        attribution=not no_attribution, progress=progress)
         emit_report_and_exit("probe", rep, fmt, output, config, width=160, show_skipped=show_skipped,
                              quiet=quiet)
