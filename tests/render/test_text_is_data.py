@@ -216,8 +216,9 @@ def test_onnx_node_and_initializer_names(tmp_path: Path) -> None:
     for args, (rc, out, err) in zip(commands("m.onnx"), res):
         assert_plain(" ".join(args[::2]), rc, out, err, code=0, errors=0, hints=0)
     shown = first_column(res[0][1])
-    for n in nodes:
-        assert squash(safe(n)) in shown, (n, res[0][1])
+    for n in nodes:  # escaped, whole or (a layer path too long for its column at 80) its end behind an ellipsis
+        target = squash(safe(n))
+        assert target in shown or any(f"…{target[-k:]}" in shown for k in range(8, len(target))), (n, res[0][1])
     for doc in (json.loads(res[1][1]), json.loads(res[3][1])["reports"][0]):  # inspect, check -f json: exact names
         assert [lay["path"] for lay in doc["layers"]] == nodes
 

@@ -18,7 +18,9 @@ ELLIPSIS = "…"
 class Col:
     header: str
     keep: int = 50  # columns with the lowest `keep` are dropped first when the table is too wide
-    shorten: str | None = None  # "start" (keep the end: paths), "end" (keep the start: type names), None: never
+    # "start" (keep the end: paths), "end" (keep the start: type names), "fold" (wrap what does not fit: names that
+    # must be shown whole, such as a tensor name from a hostile file), None: never
+    shorten: str | None = None
     min_width: int = 6
     justify: str = "left"
 
@@ -85,10 +87,12 @@ def fit_table(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int | N
     t = Table(**table_kw)
     for i in keep:
         c = cols[i]
-        t.add_column(c.header, justify=c.justify, no_wrap=True, overflow="ellipsis",
+        fold = c.shorten == "fold"
+        t.add_column(c.header, justify=c.justify, no_wrap=not fold, overflow="fold" if fold else "ellipsis",
                      min_width=widths[i] if c.shorten else None, max_width=widths[i] if c.shorten else None)
     for r in rows:
-        t.add_row(*[_cut(r[i], widths[i], cols[i].shorten) if cols[i].shorten else r[i] for i in keep])
+        t.add_row(*[_cut(r[i], widths[i], cols[i].shorten) if cols[i].shorten in ("start", "end") else r[i]
+                    for i in keep])
     if dropped:
         note = f"{', '.join(dropped)}: left out at this width (wider terminal, or --format json / html)"
         t.caption = f"{t.caption}; {note}" if t.caption else note

@@ -178,7 +178,8 @@ def layer_table(r: Report, depth: int | None, width: int | None = None) -> Table
 def tensor_table(r: Report, limit: int = 30, width: int | None = None) -> Table | None:
     if not r.tensors:
         return None
-    cols = [Col("name", keep=100, shorten="start", min_width=12), Col("shape", keep=90), Col("dtype", keep=60),
+    # a tensor's name is shown whole (folded when longer than the room): it may be all a weights-only report has
+    cols = [Col("name", keep=100, shorten="fold", min_width=12), Col("shape", keep=90), Col("dtype", keep=60),
             Col("bytes", keep=80, justify="right")]
     cells = [[plain(x.name), "×".join(map(str, x.shape)) or "scalar", plain(x.dtype), nbytes(x.nbytes)]
              for x in r.tensors[:limit]]
