@@ -94,6 +94,7 @@ def load_side(
     load_options: Any = None,
     rules: bool = True,
     config_file: str | None = None,
+    loss: str | None = None,
 ) -> Report:
     """A saved report, or the report of inspecting the model. With `rules`, the model is also
     judged by the rules (configuration from `config_file`, else the nearest pyproject.toml or
@@ -101,7 +102,7 @@ def load_side(
     if is_report_file(source):
         return load_report_file(source)
     kwargs = dict(input_shapes=input_shapes, dtype=dtype, device=device, optimizer=optimizer,
-                  training=training, load_options=load_options)
+                  training=training, load_options=load_options, loss=loss)
     if rules:
         from dldoctor.api.check import check_model
         from dldoctor.rules.config import load_config

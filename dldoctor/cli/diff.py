@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, emit_rendered, error_line, fail, handle_errors
-from dldoctor.cli.options import (AllowClass, Code, ConfigFile, DiffArch, DiffDevice, DiffDtype, DiffFormat, DiffInputShape, DiffOutput, Limit,
+from dldoctor.cli.options import (AllowClass, Code, ConfigFile, DiffArch, DiffDevice, DiffDtype, DiffFormat, DiffInputShape, DiffOutput, Limit, Loss,
                                   Quiet, Trust, load_options, parse_shapes, warn_if_trusted)
 
 GROWTH_HELP = "Fail (exit 1) when {what} grows more than this against OLD: 5% or 0.05 (a negative value demands a shrink)."
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         limit: Limit = None,
         optimizer: Optional[str] = typer.Option(None, "--optimizer", help="Optimizer for training memory: sgd, adam, adamw or none. Default: a report side's, else adam."),
         no_training: bool = typer.Option(False, "--no-training", help="Skip the training-step pass on model sides."),
+        loss: Loss = None,
         rules: bool = typer.Option(True, "--rules/--no-rules", help="Run the rules on model sides so new and fixed findings can be compared."),
         config_file: ConfigFile = None,
         max_params_growth: Optional[str] = typer.Option(None, "--max-params-growth", help=GROWTH_HELP.format(what="the parameter count")),
@@ -99,7 +100,7 @@ def register(app: typer.Typer) -> None:
             if s in reports:
                 continue
             kw = dict(device=device, optimizer=opt, training=not no_training, load_options=opts, rules=rules,
-                      config_file=config_file)
+                      config_file=config_file, loss=loss)
             shapes, dt, lender = user_shapes, dtype, None
             if shapes is None and ref is not None and ref.inputs:
                 from dldoctor.collect.inputs import InputSpec

@@ -303,3 +303,17 @@ def test_a_model_side_borrows_named_inputs_with_their_dtypes(tmp_path):
         ("input_ids", [1, 16], "int64"), ("decoder_input_ids", [1, 8], "int64")]
     assert metrics(doc)["macs"]["delta"] == 0
     assert not any("different inputs" in n for n in doc["notes"])
+
+
+def test_loss_reaches_the_model_sides(tmp_path):
+    """--loss on diff as on inspect and check: the output rules of the model sides judge against it (a softmax head
+    is an error under cross-entropy, a bounded regression output under MSE)."""
+    old, new = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save(nn.Sequential(nn.Linear(16, 8)), old)
+    torch.save(nn.Sequential(nn.Linear(16, 8), nn.Softmax(-1)), new)
+    codes = {}
+    for loss in ("ce", "mse"):
+        r = run(old, new, "-s", "1,16", "-f", "json", "--loss", loss)
+        assert r.exit_code == 0, r.output
+        codes[loss] = {f["code"] for f in json.loads(r.stdout)["findings"]["new"]}
+    assert "OUT001" in codes["ce"] and "OUT005" in codes["mse"] and "OUT001" not in codes["mse"]
