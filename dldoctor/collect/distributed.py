@@ -21,6 +21,7 @@ part until a collective tells every rank, at once, that the monitor stops.
 from __future__ import annotations
 
 import math
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -32,11 +33,10 @@ AGREE_TIMEOUT_S = 60.0  # how long the first recorded step waits for every rank 
 
 
 def dtensor_type() -> type | None:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - a torch without DTensor
-        return None
-    return DTensor
+    """DTensor, if something already imported it (no tensor is a DTensor otherwise): importing it here would
+    cost half a second and sympy on every probe."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return getattr(mod, "DTensor", None) if mod is not None else None
 
 
 def local(t: torch.Tensor | None) -> torch.Tensor | None:
