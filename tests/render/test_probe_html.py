@@ -317,3 +317,14 @@ def test_all_zero_gradients_are_drawn_not_hidden() -> None:
     _check_page(page)
     assert "gradient norms not recorded" not in page and "update ratios not recorded" not in page
     assert "a value of exactly 0 that step" in page
+
+
+def test_dead_units_chart_draws_only_layers_whose_units_can_die():
+    """The dead-units chart has a bar group for each layer that counts dead units (the ReLU and the Sigmoid here),
+    none for the convolution, whose dead share is not applicable: no 'not recorded' bar on every such layer."""
+    page = render_probe_html(_report().to_dict())
+    card = page[page.index("Dead units and zero outputs per layer"):]
+    card = card[:card.index("</figure>") if "</figure>" in card else card.index("</div>")]
+    assert "features.1" in card and "head.act" in card
+    assert "features.0" not in card and "not recorded" not in card
+    assert "Only the 2 of 3 layers" in page

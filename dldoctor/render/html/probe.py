@@ -223,14 +223,19 @@ def _unit_figures(probe: dict) -> str:
         units = f", {lay.get('units')} units" if lay.get("units") is not None else ""
         return f"{lay.get('path')} ({lay.get('type')}{units}): {vals}"
 
+    # dead units are counted where an activation can kill them (ReLU and kin); a layer with none has nothing to show
+    # here, rather than a "not recorded" bar on every convolution and norm (its zero share is in the layer table)
+    counted = [lay for lay in layers if any(is_num(v) for v in as_list(lay.get("dead_frac")))]
+    shown = counted[:MAX_BARS]
     rows = [(f"{lay.get('path')}", tip(lay, "dead_frac", "zero_frac"),
              [_last(lay.get("dead_frac")), _last(lay.get("zero_frac"))]) for lay in shown]
     names, cols = ["dead units", "zero outputs"], ["#d62728", "#9aa3af"]
     bars = svg_bars(rows, names=names, colours=cols, fixed=(0.0, 1.0), xlabel="share (0–1)",
                     label="dead unit and zero fraction per layer")
     cap = (f"At {esc(_last_step(probe))}, layers in forward order. Dead: share of units (channels/features) that "
-           f"are 0 for every sample; zero: share of output values exactly 0."
-           f"{esc(_more(len(shown), len(layers), 'layers'))}")
+           f"are 0 for every sample; zero: share of output values exactly 0. Only the {len(counted)} of "
+           f"{len(layers)} layers whose units can die (ReLU-like activations) are drawn."
+           f"{esc(_more(len(shown), len(counted), 'layers'))}")
     out = figure_card("Dead units and zero outputs per layer", bars or na_para("dead/zero fractions not recorded"), cap,
                       legend_html(zip(names, cols)))
     sat = [lay for lay in layers if any(is_num(v) for v in as_list(lay.get("saturated_frac")))]
