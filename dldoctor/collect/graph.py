@@ -10,6 +10,7 @@ tensor produced is mapped to the node that produced it.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -168,6 +169,11 @@ def collect_graph(module: torch.nn.Module, inputs: tuple, device: str = "meta") 
 
             out = call_model(module, args)
         g.outputs = _producers(producer, [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)])
+        if isinstance(out, Mapping):  # a dict or a transformers ModelOutput: which output is which
+            for k, v in out.items():
+                i = producer.get(v) if isinstance(v, torch.Tensor) else None
+                if i is not None:
+                    g.output_names.setdefault(i, str(k))
     finally:
         for h in handles:
             h.remove()

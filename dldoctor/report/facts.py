@@ -13,13 +13,14 @@ from dldoctor.errors import InputSpecError
 from dldoctor.report.types import Report
 
 # Names a rule may list in `needs`.
-FACT_NAMES = ("report", "graph", "weights", "loss", "training", "onnx", "probe", "profile", "baseline")
+FACT_NAMES = ("report", "graph", "head", "weights", "loss", "training", "onnx", "probe", "profile", "baseline")
 
 # Why a fact is missing, one table for the collector and the engine: the collector (collect/facts.py)
 # writes one of these into `Facts.missing`, or a more specific reason when it knows one (the forward
 # pass failed, a state_dict holds no module, ...); the engine names it when it skips a rule.
 MISSING_REASONS = {
     "graph": "no traced graph (no architecture or no example input)",
+    "head": "no traced graph (no architecture or no example input)",
     "weights": "no weights to look at",
     "loss": "the loss is unknown: pass --loss (ce, bce, bce_logits, nll, mse, l1, ...)",
     "training": "no training information (no module)",
@@ -67,6 +68,12 @@ def walk(start: list[Node], step: Any, through: Any) -> list[Node]:
     return out
 
 
+HIDDEN_OUTPUTS = frozenset({
+    "last_hidden_state", "pooler_output", "hidden_states", "attentions", "past_key_values", "cross_attentions",
+    "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions", "decoder_hidden_states",
+    "decoder_attentions", "image_embeds", "text_embeds", "loss", "aux_loss", "router_logits", "mems"})
+
+
 @dataclass
 class Graph:
     """The traced forward pass as a dataflow graph (see collect/graph.py for what attrs hold).
@@ -78,6 +85,27 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)  # ids of nodes producing the model's outputs
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # node id -> the name the model returns it under (a dict or a transformers ModelOutput); empty for tensors/tuples
+    output_names: dict[int, str] = field(default_factory=dict)
+
+    def head(self) -> tuple[list[int], str | None]:
+        """The outputs judged as the model's head (its logits), and why there is none when there is none.
+
+        A model returning tensors or tuples: every output. One returning named outputs (a ModelOutput): those whose
+        name ends in `logits` (not MoE `router_logits`); else every output that is not a hidden state, a pooler
+        output, a cache, attentions or a loss; when nothing is left, the model is a base encoder/decoder without a
+        head (BertModel's tanh pooler is not a classifier) and the output rules have nothing to judge."""
+        if not self.output_names:
+            return list(self.outputs), None
+        logits = [i for i, k in self.output_names.items() if k.endswith("logits") and k != "router_logits"]
+        if logits:
+            return logits, None
+        rest = [i for i, k in self.output_names.items() if k not in HIDDEN_OUTPUTS]
+        if rest:
+            return rest, None
+        names = ", ".join(dict.fromkeys(self.output_names.values()))
+        return [], (f"the model has no head: it returns {names} (hidden states of a base model), nothing to judge "
+                    "as logits; check the model with its task head (e.g. ...ForSequenceClassification)")
 
     def __post_init__(self) -> None:
         self._succ: dict[int, list[int]] | None = None
@@ -164,10 +192,14 @@ class Facts:
     def has(self, name: str) -> bool:
         if name == "report":
             return True
+        if name == "head":  # the outputs the output rules judge: see Graph.head
+            return self.graph is not None and self.graph.head()[1] is None
         return getattr(self, name, None) is not None
 
     def why_missing(self, name: str) -> str:
         """Why fact `name` is missing: the collector's own words, else MISSING_REASONS' (facts built by hand)."""
+        if name == "head" and self.graph is not None:
+            return self.graph.head()[1] or "not collected"
         return self.missing.get(name) or MISSING_REASONS.get(name, "not collected")
 
 

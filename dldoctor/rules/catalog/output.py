@@ -88,7 +88,7 @@ LOSS_NAMES = {
 
 
 @rule(code="OUT001", name="softmax-before-logits-loss", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=(CHOLLET, HANDBOOK))
+      needs=("graph", "loss", "head"), source=(CHOLLET, HANDBOOK))
 def softmax_before_logits_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a model whose output already went through a softmax (or log-softmax) when the loss is
@@ -142,7 +142,7 @@ def softmax_before_logits_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hi
 
 
 @rule(code="OUT002", name="squashed-logits-into-logits-loss", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=(CHOLLET, HANDBOOK))
+      needs=("graph", "loss", "head"), source=(CHOLLET, HANDBOOK))
 def squashed_logits(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a model whose output ends with a sigmoid or tanh (or a hard variant) when the loss is
@@ -189,7 +189,7 @@ def squashed_logits(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
 
 
 @rule(code="OUT003", name="bce-without-probabilities", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=CHOLLET)
+      needs=("graph", "loss", "head"), source=CHOLLET)
 def bce_without_probabilities(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags `BCELoss` (plain binary cross-entropy) on a model whose output is not squashed into
@@ -232,7 +232,7 @@ def bce_without_probabilities(facts: Facts, opts: OutputOptions) -> Iterator[Hit
 
 
 @rule(code="OUT004", name="log-prob-loss-without-log-softmax", family="output", severity=Severity.ERROR,
-      needs=("graph", "loss"), source=(CHOLLET, HANDBOOK))
+      needs=("graph", "loss", "head"), source=(CHOLLET, HANDBOOK))
 def log_prob_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags `NLLLoss` or `KLDivLoss` on a model whose output is not a log-softmax (raw scores, or a
@@ -277,7 +277,7 @@ def log_prob_loss(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
 
 
 @rule(code="OUT005", name="bounded-regression-output", family="output", severity=Severity.WARNING,
-      needs=("graph", "loss"), source=CHOLLET)
+      needs=("graph", "loss", "head"), source=CHOLLET)
 def bounded_regression_output(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a regression model (loss MSE, L1 or Huber) whose output passes through an activation
@@ -318,7 +318,7 @@ def bounded_regression_output(facts: Facts, opts: OutputOptions) -> Iterator[Hit
 
 
 @rule(code="OUT006", name="single-class-output", family="output", severity=Severity.ERROR,
-      needs=("graph",), source=CHOLLET)
+      needs=("graph", "head"), source=CHOLLET)
 def single_class_output(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a softmax or log-softmax taken over a dimension of size 1, and a one-unit head trained
@@ -369,7 +369,7 @@ def single_class_output(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
 
 
 @rule(code="OUT007", name="softmax-with-binary-loss", family="output", severity=Severity.WARNING,
-      needs=("graph", "loss"), source=CHOLLET)
+      needs=("graph", "loss", "head"), source=CHOLLET)
 def softmax_with_bce(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a softmax output trained with `BCELoss`.
@@ -412,7 +412,7 @@ def softmax_with_bce(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
 
 
 @rule(code="OUT008", name="softmax-over-batch", family="output", severity=Severity.ERROR,
-      needs=("graph",), source=(CHOLLET, HANDBOOK))
+      needs=("graph", "head"), source=(CHOLLET, HANDBOOK))
 def softmax_over_batch(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Flags a softmax or log-softmax at the model output that normalises over dimension 0 of a

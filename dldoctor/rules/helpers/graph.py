@@ -229,9 +229,10 @@ def source(graph: Graph, node: Node) -> Node:
 
 
 def output_sources(graph: Graph) -> list[tuple[Node, Node]]:
-    """(output node, the step that produced its values) for each model output."""
+    """(output node, the step that produced its values) for each output judged as the model's head (every output,
+    unless the model names them: then its logits; see Graph.head)."""
     out = []
-    for i in graph.outputs:
+    for i in graph.head()[0]:
         n = graph.node(i)
         out.append((n, source(graph, n)))
     return out
