@@ -67,9 +67,16 @@ def probe(
         from dldoctor.collect.inputs import spec_of
 
         input_shapes = [spec_of(i) for i in report.inputs]
-    report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
-                             batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
-                             dtype=dtype, attribution=attribution, progress=progress)
+    from dldoctor.collect.timing import busy, steady_threads
+
+    crowded = device == "cpu" and busy()  # oversubscribed: N-thread kernels wait at every barrier (5x slower here)
+    with steady_threads(crowded):
+        report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
+                                 batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
+                                 dtype=dtype, attribution=attribution, progress=progress)
+    if crowded:
+        report.diag("info", "the machine was busy (load average above its cores): the probe trained on one thread, "
+                    "which changes its figures by float rounding at most", "probe")
     if report.probe.error and report.probe.error.startswith("forward failed"):
         report.diag("error", f"the probe could not run the model: {report.probe.error}", "probe")
     judge(report, loaded.module, config, report.probe.config.get("loss"))
