@@ -183,6 +183,7 @@ def test_threads_restored_when_the_experiment_fails(monkeypatch):
 
     monkeypatch.setattr(whatif, "_snapshot", failing)
     monkeypatch.setattr(whatif.os, "cpu_count", lambda: 3 if threads != 3 else 4)
+    monkeypatch.setattr(whatif.timing, "busy", lambda: False)  # a busy machine skips the thread-count what-if
     (w,) = run_whatifs(_mlp(), _vec, include=["threads"], **FAST)
     assert not w.applicable and "snapshot failed" in w.reason
     assert torch.get_num_threads() == threads
@@ -220,3 +221,14 @@ def test_torch_compile_tiny_mlp():
         return
     assert "compile" in w.detail and w.rel_diff is not None and w.rel_diff < 1e-4 and w.p50 > 0
     assert time.perf_counter() - t0 < 120
+
+
+def test_a_busy_machine_runs_both_sides_on_one_thread(monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(whatif.timing, "busy", lambda: True)
+    seen = []
+    res = _by_name(run_whatifs(_mlp(), _vec, include=["threads", "inference_mode"], bounds=False,
+                               timer=lambda fn: (seen.append(torch.get_num_threads()), fn(), 1e-3)[2]))
+    assert not res["threads"].applicable and "busy" in res["threads"].reason
+    assert "1 thread (busy machine)" in res["inference_mode"].detail and set(seen) == {1}
+    assert torch.get_num_threads() == threads
