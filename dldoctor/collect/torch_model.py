@@ -144,6 +144,11 @@ def inspect_module(
     if inf.error:
         where = f" in layer '{inf.error_module}' ({_type_at(module, inf.error_module)})" if inf.error_module else ""
         report.diag("error", f"forward pass failed{where}: {inf.error}", inf.error_module)
+        from dldoctor.collect.collapse import collapse_note  # a window larger than its map: say where and what fits
+
+        note = collapse_note(module, args, inf.device if inf.device in ("cpu", "meta") else "meta")
+        if note:
+            report.diag("info", note, inf.error_module)
     input_bytes = sum(t.numel() * t.element_size() for _, t in input_tensors(args))
     batch = report.inputs[0].shape[0] if report.inputs and report.inputs[0].shape else None
     report.memory = memory_stats(params, trainable_bytes, input_bytes, inf, tr if training else None, optimizer, batch)

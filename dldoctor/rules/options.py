@@ -60,6 +60,7 @@ class TransferOptions:  # [tool.dldoctor.transfer]
     large_dataset: int = 100_000  # this many samples or more is "large data" (fine-tune most layers)
     params_per_sample: float = 100.0  # trainable parameters per sample above which a model is large for its data
     max_frozen_share: float = 0.9  # frozen share of parameters that counts as heavy freezing
+    min_trainable_share: float = 0.01  # trainable share of parameters below which a model (no adapters) is mostly frozen (TRF006)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class ProbeOptions:  # [tool.dldoctor.probe]; calibrated on the healthy controls
     input_scale: float = 10.0  # input |mean| or std beyond this counts as unnormalised (TRN014)
     min_attribution_coverage: float = 0.05  # share of input features carrying 90% of the attribution, below which the model ignores its input (TRN015)
     max_border_share: float = 0.5  # share of attribution on the outer border of an image (TRN016)
+    min_trained_share: float = 0.01  # share of parameters the probe trained below which the model is mostly frozen (TRN017)
 
 
 @dataclass(frozen=True)
