@@ -20,11 +20,21 @@ def phases(err: Any, label: str) -> Iterator[Callback | None]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=err, transient=True) as bar:
-        task = bar.add_task("loading", total=None)
+    import logging
 
-        def progress(text: str, done: int, total: int) -> None:
-            bar.update(task, description=text, completed=done, total=total)
+    # torch's own log handler holds the real stderr, past rich's redirect: its one-line notices (the best known,
+    # "No CUDA runtime is found" on importing torch.utils.cpp_extension) would tear the live line
+    noisy = logging.getLogger("torch.utils.cpp_extension")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err, transient=True) as bar:
+            task = bar.add_task("loading", total=None)
 
-        yield progress
+            def progress(text: str, done: int, total: int) -> None:
+                bar.update(task, description=text, completed=done, total=total)
+
+            yield progress
+    finally:
+        noisy.setLevel(level)
