@@ -157,6 +157,17 @@ def collapse_note(module: Any, args: Any, device: str = "meta") -> str | None:
         return None
 
 
+def _need(seen: list[_Win], bad: _Win, given: tuple[int, ...]) -> tuple[int, ...]:
+    """The input size that gives `bad` a 1-pixel output, walking back the chain of windows that fed it."""
+    need = bad.need_in((1,) * bad.nd)
+    cur, start_in = bad, bad.size_in
+    for w in reversed(seen):
+        if w.size_out == cur.size_in and w.nd == cur.nd:
+            need = w.need_in(need)
+            cur, start_in = w, w.size_in
+    return tuple(max(1, math.ceil(n * g / s)) for n, g, s in zip(need, given, start_in))
+
+
 def _note(module: Any, args: Any, device: str) -> str | None:
     seen, bad = _run(module, args, device)
     if bad is None:
@@ -166,20 +177,17 @@ def _note(module: Any, args: Any, device: str) -> str | None:
         return None
     index, shape = where
     given = tuple(int(x) for x in shape[-bad.nd:])
-    need = bad.need_in((1,) * bad.nd)
-    cur = bad
-    start_in = bad.size_in
-    for w in reversed(seen):
-        if w.size_out == cur.size_in and w.nd == cur.nd:
-            need = w.need_in(need)
-            cur, start_in = w, w.size_in
-    size = tuple(max(1, math.ceil(n * g / s)) for n, g, s in zip(need, given, start_in))
+    first = bad
+    size = _need(seen, bad, given)
     found = None
-    for _ in range(24):
-        if _run(module, _resized(args, index, size), "meta")[1] is None:
+    for _ in range(24):  # a later window may collapse at that size: take its need too, until none does
+        seen2, bad2 = _run(module, _resized(args, index, size), "meta")
+        if bad2 is None:
             found = size
             break
-        size = tuple(x + max(1, x // 8) for x in size)
+        more = tuple(max(a, b) for a, b in zip(size, _need(seen2, bad2, size)))
+        size = more if more != size else tuple(x + max(1, x // 8) for x in size)
+    bad = first
     window = tuple(d * (k - 1) + 1 - 2 * p for k, p, d in zip(bad.k, bad.p or (0,) * bad.nd, bad.d))
     line = (f"the feature map shrinks to nothing at '{bad.path}' ({bad.type}): {_x(bad.size_in)} left for a "
             f"{_x(tuple(max(1, w) for w in window))} window on a {_x(given)} input")
