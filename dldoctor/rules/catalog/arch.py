@@ -223,16 +223,18 @@ def bias_before_batchnorm(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         return
     wasted = sum(widths(n)[1] or 0 for n, _ in pairs)
     n, u = pairs[0]
+    kinds = sorted({y.type for _, y in pairs})  # the norms found, by name: BatchNorm2d, InstanceNorm2d, ...
     what = (f"{n.type} {n.target} feeds {u.type}" if len(pairs) == 1
             else f"{len(pairs)} layers ({', '.join(x.target for x, _ in pairs[:3])}{', ...' if len(pairs) > 3 else ''}) "
-                 "feed batch norms")
+                 f"feed {' or '.join(kinds)} layers")
     yield Hit(
         f"{what} but keep{'s' if len(pairs) == 1 else ''} a bias the norm cancels ({wasted:,} wasted parameters)",
         location=n.target,
         evidence={"layers": [x.target for x, _ in pairs], "norms": [y.target for _, y in pairs],
-                  "bias_params": wasted},
+                  "norm_types": kinds, "bias_params": wasted},
         fix="build these layers with bias=False",
-        transform="fold-conv-bn" if any(x.type in CONVS for x, _ in pairs) else None,
+        # an instance norm's statistics are the input's own, so only a batch norm folds into the conv before it
+        transform="fold-conv-bn" if any(x.type in CONVS and "BatchNorm" in y.type for x, y in pairs) else None,
     )
 
 
@@ -501,14 +503,21 @@ def deep_plain_stack(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 # -- ARC007 ---------------------------------------------------------------------------
 
 
+def weight_standardised(n: Node) -> bool:
+    """A convolution that standardises its own weights (timm's StdConv2d, ScaledStdConv2d and their *Same
+    twins, WSConv2d): with scaled residuals, the normaliser-free networks' (NFNet) stand-in for batch norm."""
+    return n.kind == "module" and any(w in n.type for w in ("StdConv", "WSConv", "WeightStandardized"))
+
+
 @rule(code="ARC007", name="deep-net-without-normalization", family="arch", severity=Severity.WARNING,
       needs=("graph",), source=(ARCHITECTURE, TRANSFORMERS, TRAINING_TIPS, HANDBOOK))
 def deep_net_without_normalization(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """## What it does
     Fires when the network is deeper than `arch.max-depth-without-norm` weighted layers (on
     its longest path) and has no normalisation layer at all: no batch, layer, group, instance
-    or RMS norm. SELU networks, which normalise themselves, and attention models (see TFM006)
-    are left to other checks.
+    or RMS norm and no weight-standardised convolution (NFNet's normaliser-free
+    `ScaledStdConv2d`, `StdConv2d`, `WSConv2d`). SELU networks, which normalise themselves, and
+    attention models (see TFM006) are left to other checks.
 
     ## Why is this bad?
     Without normalisation each layer's input distribution drifts as the layers before it
@@ -531,7 +540,7 @@ def deep_net_without_normalization(facts: Facts, opts: ArchOptions) -> Iterator[
     - `arch.max-depth-without-norm`: deepest stack of weighted layers accepted without any normalisation (default 12)
     """
     g = facts.graph
-    if any(is_norm(n) for n in g.nodes):
+    if any(is_norm(n) or weight_standardised(n) for n in g.nodes):
         return
     if any(act_name(n) in ("SELU", "selu") for n in g.nodes if is_act(n)):
         return

@@ -11,9 +11,11 @@ from typing import Iterator
 from dldoctor.report.facts import Facts, Graph, Node
 from dldoctor.rules.helpers.graph import (
     RNNS,
+    Site,
     attention_sites,
     base,
     fwd,
+    is_pass,
     is_merge,
     is_norm,
     is_weighted,
@@ -130,12 +132,43 @@ def post_ln_deep_stack(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
 # -- TFM002 / TFM003 ------------------------------------------------------------------
 
 
+def _projection(g: Graph, n: Node, steps: int = 48) -> Node | None:
+    """The nearest weighted layer (Linear, convolution) upstream of an attention site: its q/k projection."""
+    todo, seen = list(n.inputs), set()
+    while todo and len(seen) < steps:
+        i = todo.pop(0)
+        if i < 0 or i in seen:
+            continue
+        seen.add(i)
+        m = g.nodes[i]
+        if m.kind == "module" and not is_pass(m):
+            return m if (m.type == "Linear" or m.type.startswith("Conv")) else None
+        todo.extend(m.inputs)
+    return None
+
+
+def over_channels(g: Graph, s: Site) -> bool:
+    """Cross-covariance attention (XCiT's XCA, EdgeNeXt, Restormer's MDTA) scores channels against channels:
+    the axis its queries and keys contract over is the projection's token count, not a head width."""
+    proj = _projection(g, s.node)
+    out = proj.output_shape if proj is not None else None
+    if not s.head_dim or not out or len(out) < 3:
+        return False
+    tokens = 1
+    for d in (out[1:-1] if proj.type == "Linear" else out[2:]):
+        tokens *= d
+    return s.head_dim == tokens and s.q_len != tokens
+
+
 @rule(code="TFM002", name="attention-head-dim-out-of-range", family="transformer", severity=Severity.WARNING,
       needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def attention_head_dim_out_of_range(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Checks the per-head width of each attention layer (embedding width divided by the
     number of heads) against `transformer.min-head-dim` and `transformer.max-head-dim`.
+    Cross-covariance (channel) attention, as in XCiT and EdgeNeXt, scores channels against
+    channels and contracts over the tokens: the width it contracts is the token count, not a
+    head width, and it is not judged.
 
     ## Why is this bad?
     Each head compares queries and keys through a dot product of head-dim numbers. With very
@@ -159,9 +192,10 @@ def attention_head_dim_out_of_range(facts: Facts, opts: TransformerOptions) -> I
     - `transformer.max-head-dim`: widest accepted head (default 256)
     """
     seen: set[tuple] = set()
-    for s in attention_sites(facts.graph):
+    g = facts.graph
+    for s in attention_sites(g):
         hd = s.head_dim
-        if not hd or opts.min_head_dim <= hd <= opts.max_head_dim:
+        if not hd or opts.min_head_dim <= hd <= opts.max_head_dim or over_channels(g, s):
             continue
         key = (_where(s.node), hd)
         if key in seen:
@@ -205,8 +239,10 @@ def head_dim_not_multiple_of_8(facts: Facts, opts: TransformerOptions) -> Iterat
     - `transformer.head-dim-multiple`: the multiple head widths should be (default 8)
     """
     m = opts.head_dim_multiple
-    bad = [s for s in attention_sites(facts.graph) if s.head_dim and m > 1 and s.head_dim % m
-           and opts.min_head_dim <= s.head_dim <= opts.max_head_dim]  # out-of-range heads are TFM002's
+    g = facts.graph
+    bad = [s for s in attention_sites(g) if s.head_dim and m > 1 and s.head_dim % m
+           and opts.min_head_dim <= s.head_dim <= opts.max_head_dim  # out-of-range heads are TFM002's
+           and not over_channels(g, s)]
     if not bad:
         return
     dims = sorted({s.head_dim for s in bad})
@@ -304,13 +340,51 @@ def no_positional_information(facts: Facts, opts: TransformerOptions) -> Iterato
 # -- TFM005 ---------------------------------------------------------------------------
 
 
+def _carried(g: Graph, m: Node, u: Node, window: tuple | None) -> tuple | None | bool:
+    """Where m's values sit in u's output: (axis, start, stop) along a concatenation, None when not tracked,
+    False when u keeps none of them, a slice or select outside the part m was concatenated into. XCiT's and
+    CaiT's class-attention blocks normalise the class token, concatenate the patch tokens back and slice the
+    class token out again: the patch tokens' un-normed stream never reaches the class token's MLP."""
+    t, args = base(u.type), list(u.attrs.get("args") or [])
+    rank = len(u.output_shape or [])
+    if t == "cat":
+        axis = args[0] if args and isinstance(args[0], int) else 0
+        axis = axis + rank if axis < 0 else axis
+        if u.inputs.count(m.id) != 1 or not m.output_shape or axis >= len(m.output_shape):
+            return None
+        start = 0
+        for i in u.inputs[:u.inputs.index(m.id)]:
+            before = g.nodes[i].output_shape if i >= 0 else None
+            if not before or axis >= len(before):
+                return None
+            start += before[axis]
+        return (axis, start, start + m.output_shape[axis])
+    if t in ("slice", "select") and window is not None and len(args) >= 2 and all(isinstance(a, int) for a in args):
+        size = (m.output_shape or [])[window[0]] if m.output_shape and window[0] < len(m.output_shape) else None
+        axis = args[0] + len(m.output_shape or []) if args[0] < 0 else args[0]
+        if axis != window[0] or size is None:
+            return None
+        if t == "select":
+            lo = args[1] + size if args[1] < 0 else args[1]
+            hi = lo + 1
+        else:
+            lo = args[1] if len(args) > 1 else 0
+            hi = args[2] if len(args) > 2 else size
+            lo, hi = (x + size if x < 0 else min(x, size) for x in (lo, hi))
+        if hi <= window[1] or lo >= window[2]:
+            return False
+    return None
+
+
 @rule(code="TFM005", name="pre-ln-without-final-norm", family="transformer", severity=Severity.WARNING,
       needs=("graph",), source=(TRANSFORMERS, HANDBOOK))
 def pre_ln_without_final_norm(facts: Facts, opts: TransformerOptions) -> Iterator[Hit]:
     """## What it does
     Recognises a pre-LN stack (each block normalises inside its branch, `x = x + f(norm(x))`)
     and follows the residual stream past its last block: fires when it reaches the output
-    or a Linear head without passing through a normalisation layer.
+    or a Linear head without passing through a normalisation layer. Of a model with named
+    outputs, only the head's (its logits) count: a hidden state returned beside them is not
+    a prediction.
 
     ## Why is this bad?
     In a pre-LN stack nothing normalises the residual stream itself: every block adds to it,
@@ -352,14 +426,17 @@ def pre_ln_without_final_norm(facts: Facts, opts: TransformerOptions) -> Iterato
     if pre < 2:
         return
     ends = [a for a in adds if a.id not in nxt and any(nxt.get(b.id) == a.id for b in adds)]
-    outs = set(output_ids(g))
+    # the outputs the model predicts with: a named output that is a hidden state (CLIP's towers return their
+    # un-normed last_hidden_state beside the normed embeddings and logits) is not a head; a base model's are
+    outs = set(g.head()[0]) or set(output_ids(g))
     for e in ends:
-        todo, seen, bad = [e], set(), None
+        todo: list[tuple[Node, tuple | None]] = [(e, None)]
+        seen, bad = set(), None
         while todo and bad is None:
-            m = todo.pop(0)
-            if m.id in seen:
+            m, window = todo.pop(0)
+            if (m.id, window) in seen:
                 continue
-            seen.add(m.id)
+            seen.add((m.id, window))
             if m is not e and is_norm(m):
                 continue
             if m is not e and is_weighted(m):
@@ -369,7 +446,10 @@ def pre_ln_without_final_norm(facts: Facts, opts: TransformerOptions) -> Iterato
             if m.id in outs:
                 bad = m
                 break
-            todo.extend(g.succ(m))
+            for u in g.succ(m):
+                w = _carried(g, m, u, window)
+                if w is not False:
+                    todo.append((u, w))
         if bad is None:
             continue
         reach = "the output" if bad.id in outs and not is_weighted(bad) else f"{bad.type} {bad.target}"
