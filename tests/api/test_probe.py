@@ -262,3 +262,15 @@ def test_probe_on_cuda():
     res = run_probe(mlp(depth=2), device="cuda", attribution=False, steps=20)
     assert res.error is None and res.final_loss < res.initial_loss
     assert res.config["device"] == "cuda"
+
+
+def test_a_flat_loss_with_tiny_updates_points_at_the_learning_rate():
+    """Adam at lr 3e-5 on the probe's CNN: the loss barely falls in 60 steps and the updates are ~3e-4 of the
+    weights: TRN007's fix names the learning rate first, not the output/loss match or a .detach()."""
+    from dldoctor.api.probe import probe
+    from tests.fixtures.probe_cases import cnn
+
+    r = probe(cnn(), input_shapes=[[16, 3, 16, 16]], loss="ce", lr=3e-5, steps=60)
+    hit = next((f for f in r.findings if f.code == "TRN007"), None)
+    assert hit is not None, [f.code for f in r.findings]
+    assert "raise the learning rate" in hit.fix and ".detach()" not in hit.fix

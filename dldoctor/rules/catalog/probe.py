@@ -106,6 +106,11 @@ def lr_too_low(res: ProbeResult, opts: ProbeOptions) -> tuple[bool, dict]:
     return low, {"median_update_ratio": med, "loss_drop": drop}
 
 
+# below this median update-to-weight ratio a loss that does not fall is first a learning-rate matter: Adam at
+# 1e-4 moves weights by ~1e-3 of their norm per step, the probe's defaults (3e-3) by ~1e-2
+SMALL_UPDATE = 3e-3
+
+
 def _stopped(res: ProbeResult) -> bool:
     return res.error is not None or res.first_nonfinite is not None or res.loss_nonfinite_step is not None
 
@@ -488,14 +493,17 @@ def loss_not_decreasing(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     drop = _loss_drop(res)
     if drop is None or drop >= opts.min_loss_drop:
         return
+    med = _update_median(res)
     yield Hit(f"the loss fell only {max(drop, 0):.0%} (from {_fmt(res.initial_loss)} to {_fmt(res.final_loss)}) in "
               f"{len(res.loss)} steps on one repeated batch",
               location=None,
               evidence={"initial_loss": res.initial_loss, "final_loss": res.final_loss, "drop": drop,
                         "threshold": opts.min_loss_drop, "steps": len(res.loss), "lr": res.config.get("lr"),
                         "optimizer": res.config.get("optimizer")},
-              fix="check that the output and the loss match (logits for cross-entropy), that no .detach() cuts "
-                  "the graph, and that every layer passes a signal (see the other probe findings)")
+              fix=(f"the updates are small (median {_fmt(med)} of the weight norm per step): raise the learning "
+                   "rate first (Adam ~1e-3, SGD with momentum ~1e-2 to 1e-1)" if med is not None and med < SMALL_UPDATE
+                   else "check that the output and the loss match (logits for cross-entropy), that no .detach() cuts "
+                        "the graph, and that every layer passes a signal (see the other probe findings)"))
 
 
 @rule(code="TRN008", name="initial-loss-off", family="probe", severity=Severity.WARNING,
@@ -586,11 +594,11 @@ def learning_rate_too_high(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
       needs=("probe",), source=(HANDBOOK, CHOLLET))
 def learning_rate_too_low(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     """## What it does
-    Reports a median update-to-weight ratio below 1e-6 (configurable) per step together with a
+    Reports a median update-to-weight ratio below 1e-4 (configurable) per step together with a
     loss that barely falls.
 
     ## Why is this bad?
-    At a millionth of the weights per step, a run needs millions of steps to change anything:
+    At a ten-thousandth of the weights per step, a run needs tens of thousands of steps to change anything:
     the curve is flat and it looks like the model cannot learn. A learning rate copied from a
     different optimizer (SGD's 1e-1 vs Adam's 1e-3, or a scheduler that decayed to ~0) is the
     usual cause.
@@ -606,7 +614,9 @@ def learning_rate_too_low(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
     ```
 
     ## Options
-    - `probe.min-update-ratio`: median per-step update-to-weight ratio below which the rate is too low (default 1e-6)
+    - `probe.min-update-ratio`: median per-step update-to-weight ratio below which the rate is too low (default
+      1e-4: Adam moves each weight by about the learning rate, so its ratio is about lr / rms(w), 1e-4 at lr 1e-5
+      on default-initialised layers, against 1e-2 at the probe's defaults)
     - `probe.min-loss-drop`: the loss must also have fallen less than this share (default 0.5)
     """
     res = _probe(facts)
