@@ -253,8 +253,8 @@ def compress(
         for i, name in enumerate(selected):
             say(f"making and measuring {name}", i + 1, len(selected) + 1)
             bench.on_round = lambda r, left, i=i, name=name: say(  # noqa: E731
-                f"timing {name} against the original: round {r}, ETA {left + (len(selected) - i - 1) * bench.budget:.0f} s",
-                i + 1, len(selected) + 1)
+                f"timing {name} against the original: round {r}, "
+                f"ETA {left + (len(selected) - i - 1) * bench.budget:.0f} s", i + 1, len(selected) + 1)
             v, outputs, new = _variant(name, module, onnx_fp32, work, held_batches, make_input, calib_inputs,
                                        warmup, iters, bench)
             if v.status != "failed":

@@ -92,7 +92,7 @@ def measure_loaded(report: Report, loaded: Any, *, device: str = "cpu", batch_si
     note = load_note(res.load)
     if note:
         res.notes.append(note)
-    if any(w.timing is not None for w in res.whatifs) and any("1 thread (busy" in (w.detail or "") for w in res.whatifs):
+    if any(w.timing is not None and "1 thread (busy" in (w.detail or "") for w in res.whatifs):
         res.notes.append(BUSY_THREADS_NOTE)
     return res
 

@@ -199,9 +199,9 @@ def warm_up(fn: Callable[[], Any], *, sync: Callable[[], None] | None = None, ma
     """Call `fn` until its per-call time stops falling: (the settled per-call time, calls made).
 
     Stops after three calls in a row none of which is more than 5% under the best so far (and at least
-    ten calls, or a quarter of `max_seconds`), or at
-    `max_calls` / `max_seconds`. The settled time is the best call after the first (the first carries
-    one-time costs; a stalled call on a busy machine must not make the rounds too short).
+    ten calls, or a quarter of `max_seconds`), or at `max_calls` / `max_seconds`. The settled time is the
+    best call after the first (the first carries one-time costs; a stalled call on a busy machine must not
+    make the rounds too short).
     """
     start = time.perf_counter()
     best, since, times = math.inf, 0, []
@@ -426,5 +426,6 @@ def module_share(model: Any, args: tuple, kinds: tuple[type, ...], *, reps: int 
     return min(1.0, max(statistics.median(shares) if shares else 0.0, by_calls))
 
 
-__all__ = ["busy", "steady_threads", "BUSY_THREADS_NOTE", "compare", "flops_floor", "machine_peak", "warm_up", "bootstrap_ci", "judge", "amdahl_bound", "module_share", "LoadWatch", "load_note",
+__all__ = ["busy", "steady_threads", "BUSY_THREADS_NOTE", "compare", "flops_floor", "machine_peak", "warm_up",
+           "bootstrap_ci", "judge", "amdahl_bound", "module_share", "LoadWatch", "load_note",
            "cores", "load_average", "THRESHOLD", "SLOWER_BELOW"]

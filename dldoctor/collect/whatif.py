@@ -288,7 +288,8 @@ def _autocast(ctx: _Ctx, dtype: torch.dtype) -> _Measured:
         with torch.no_grad(), torch.autocast(kind, dtype=dtype):
             return call_model(ctx.model, ctx.x)
     out = _snapshot(fn())
-    return _Measured(ctx.pair(fn, reduced=True), out, reduced=True, detail=f"torch.autocast({kind!r}, dtype=torch.{name})")
+    return _Measured(ctx.pair(fn, reduced=True), out, reduced=True,
+                     detail=f"torch.autocast({kind!r}, dtype=torch.{name})")
 
 
 def _exp_fp16_autocast(ctx: _Ctx) -> _Measured:

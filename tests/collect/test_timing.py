@@ -187,6 +187,7 @@ def test_prf001_fires_only_on_faster():
         return WhatIf(name="channels_last", p50=1e-3, baseline_p50=2e-3, speedup=2.0, rel_diff=0.0, tolerance=1e-3,
                       within_tolerance=True, timing=Timing(verdict=verdict, ratio=2.0, ci_low=lo, ci_high=3.0,
                                                            rounds=20))
-    facts = Facts(report=Report(model=ModelInfo(path="m.pt", format="torch-module")), profile=ProfileResult(whatifs=[w(SAME, 1.05), w(ERROR, 2.5), w(FASTER, 1.6)]))
+    facts = Facts(report=Report(model=ModelInfo(path="m.pt", format="torch-module")),
+                  profile=ProfileResult(whatifs=[w(SAME, 1.05), w(ERROR, 2.5), w(FASTER, 1.6)]))
     hits = list(measured_speedup(facts, ProfileOptions()))
     assert len(hits) == 1 and hits[0].evidence["ci_low"] == 1.6 and "95% interval 1.60–3.00×" in hits[0].message

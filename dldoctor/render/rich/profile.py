@@ -44,8 +44,8 @@ def latency_table(p: ProfileResult) -> Table | None:
     if not p.latency:
         return None
     busy = p.load is not None and p.load.busy
-    t = Table(title="latency per forward (ms)" + (" — measured on a busy machine: inflated, see the note" if busy else ""),
-              header_style="bold", title_justify="left")
+    title = "latency per forward (ms)" + (" — measured on a busy machine: inflated, see the note" if busy else "")
+    t = Table(title=title, header_style="bold", title_justify="left")
     for col in ("batch", "p50", "p90", "p99", "mean ± std", "cv", "samples/s", "peak mem"):
         t.add_column(col, justify="right", no_wrap=True)
     for s in p.latency:
