@@ -33,8 +33,9 @@ def probe(
     model_or_path: Any,
     *,
     loss: str | None = None,
-    optimizer: str = "adam",
+    optimizer: str | None = None,
     lr: float | None = None,
+    weight_decay: float | None = None,
     steps: int = 60,
     batch_size: int = 16,
     seed: int = 0,
@@ -51,7 +52,9 @@ def probe(
     """Load a model as `inspect` does, run the training probe on a deep copy, and judge it with the rules.
 
     The report holds the model facts, `probe` (every statistic) and the findings of all selected
-    rules (the TRN family reads the probe). Load and option errors raise DLDoctorError.
+    rules (the TRN family reads the probe). Load and option errors raise DLDoctorError. Without `optimizer`, a
+    model with attention is probed with AdamW at 1e-3, the others with Adam at 3e-3 (`collect.probe.probe_defaults`);
+    `weight_decay` None is torch's default of the optimizer (AdamW 0.01, the others 0).
     """
     from dldoctor.api.common import prepare
     from dldoctor.report.facts import normalise_loss
@@ -71,7 +74,8 @@ def probe(
 
     crowded = device == "cpu" and busy()  # oversubscribed: N-thread kernels wait at every barrier (5x slower here)
     with steady_threads(crowded):
-        report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr, steps=steps,
+        report.probe = run_probe(loaded.module, inputs, loss=loss, optimizer=optimizer, lr=lr,
+                                 weight_decay=weight_decay, steps=steps,
                                  batch_size=batch_size, seed=seed, device=device, data=data, input_shapes=input_shapes,
                                  dtype=dtype, attribution=attribution, progress=progress)
     if crowded:
@@ -102,6 +106,8 @@ class Watch:
                                  distributed=True, group=group)
         self.recorder.result.config = {"every": every, "optimizer": type(optimizer).__name__.lower(),
                                        "lr": optimizer.param_groups[0].get("lr") if optimizer.param_groups else None,
+                                       "weight_decay": (optimizer.param_groups[0].get("weight_decay")
+                                                        if optimizer.param_groups else None),
                                        "loss": loss, "data": "user training loop", "saturation": 5.0}
         if self.recorder.sync is not None:
             self.recorder.result.config["world_size"] = self.recorder.sync.world

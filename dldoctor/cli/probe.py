@@ -18,8 +18,9 @@ def register(app: typer.Typer) -> None:
     def probe_cmd(
         model: str = typer.Argument(..., help="A model file or a factory spec such as mypkg.models:build(depth=18)."),
         loss: ProbeLoss = None,
-        optimizer: str = typer.Option("adam", "--optimizer", help="sgd (momentum 0.9), adam or adamw."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: adam/adamw 3e-3, sgd 5e-2)."),
+        optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (momentum 0.9), adam or adamw (default: adamw for a model with attention, else adam)."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: adam 3e-3, adamw 3e-3 or 1e-3 for a model with attention, sgd 5e-2)."),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay (default: the optimizer's own: adamw 0.01, adam and sgd 0; adamw's is decoupled)."),
         steps: int = typer.Option(60, "--steps", help="Training steps."),
         batch_size: int = typer.Option(16, "--batch-size", "-b", help="Samples in the synthetic batch."),
         seed: int = typer.Option(0, "--seed", help="Random seed (the run is deterministic under it)."),
@@ -71,7 +72,8 @@ def register(app: typer.Typer) -> None:
         from dldoctor.cli.progress import phases
 
         with phases(err, f"probing {markup(model)}") as progress, deadline(timeout), input_budget(budget):
-            rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
+            rep = probe(model, loss=loss, optimizer=optimizer, lr=lr, weight_decay=weight_decay, steps=steps,
+                        batch_size=batch_size, seed=seed,
                         device=device, data=data, input_shapes=shapes, dtype=dtype, load_options=opts, config=config,
                         attribution=not no_attribution, progress=progress)
         emit_report_and_exit("probe", rep, fmt, output, config, width=160, show_skipped=show_skipped,

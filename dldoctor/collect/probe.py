@@ -32,6 +32,11 @@ from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, Probe
 LOSSES = ("ce", "nll", "bce", "bce_logits", "mse", "l1", "huber")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEFAULT_LR = {"sgd": 5e-2, "adam": 3e-3, "adamw": 3e-3}  # overfit-one-batch rates: high enough to see progress in 60 steps
+# a model with attention (transformers, ViTs) is probed as it is trained: AdamW, at 1e-3 (3e-3 moves a small
+# GPT-2's weights by 0.12-0.15 of their norm per step, which TRN009 rightly calls too high; 3e-4 leaves its loss flat
+# over 60 steps). Calibrated on GPT-2, ViT and nn.TransformerEncoder (docs/benchmarks.md, probe defaults)
+TRANSFORMER_DEFAULT = ("adamw", 1e-3)
+DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}  # torch's own defaults
 SATURATING = ("Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign")
 RELU_LIKE = ("ReLU", "ReLU6", "RReLU", "Threshold", "F.relu", "F.relu6")  # where units die: measured exactly
 HEAD_ACTIVATIONS = ("ReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Softplus", "Hardsigmoid", "ELU",
@@ -859,13 +864,17 @@ def expected_initial_loss(loss: str, out: torch.Tensor, out_dim: int) -> tuple[f
     return None, None
 
 
-def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, weight_decay: float | None = None
+                   ) -> torch.optim.Optimizer:
+    """SGD (momentum 0.9), Adam (L2 decay folded into the gradient) or AdamW (decoupled decay); `weight_decay`
+    None: torch's default for each."""
+    wd = DEFAULT_WEIGHT_DECAY.get(name, 0.0) if weight_decay is None else weight_decay
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     raise InputSpecError(f"unknown optimizer {name!r}", f"use one of: {', '.join(OPTIMIZERS)}")
 
 
@@ -966,13 +975,29 @@ def independence(model: nn.Module, x: tuple, in_dim: int, out_dim: int, seed: in
 # -- the probe ---------------------------------------------------------------------------------
 
 
+def has_attention(model: nn.Module) -> bool:
+    """A transformer-like model: an attention module anywhere (nn.MultiheadAttention, or a class named *Attention*)."""
+    return any(isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__ for m in model.modules())
+
+
+def probe_defaults(model: nn.Module, optimizer: str | None, lr: float | None) -> tuple[str, float, str | None]:
+    """(optimizer, lr, why) when the user left them out: AdamW at 1e-3 for a model with attention, Adam at 3e-3
+    for the others (SGD 5e-2 when only the optimizer was given)."""
+    if optimizer is None and has_attention(model):
+        return TRANSFORMER_DEFAULT[0], TRANSFORMER_DEFAULT[1] if lr is None else lr, \
+            "a model with attention: AdamW" + (" at 1e-3" if lr is None else "")
+    optimizer = optimizer or "adam"
+    return optimizer, DEFAULT_LR.get(optimizer, 3e-3) if lr is None else lr, None
+
+
 def run_probe(
     model: nn.Module,
     inputs: tuple | None = None,
     *,
     loss: str | None = None,
-    optimizer: str = "adam",
+    optimizer: str | None = None,
     lr: float | None = None,
+    weight_decay: float | None = None,
     steps: int = 60,
     batch_size: int = 16,
     seed: int = 0,
@@ -992,8 +1017,10 @@ def run_probe(
     """
     if loss is not None and loss not in LOSSES:
         raise InputSpecError(f"unknown loss {loss!r}", f"use one of: {', '.join(LOSSES)}")
-    if optimizer not in OPTIMIZERS:
+    if optimizer is not None and optimizer not in OPTIMIZERS:
         raise InputSpecError(f"unknown optimizer {optimizer!r}", f"use one of: {', '.join(OPTIMIZERS)}")
+    if weight_decay is not None and not weight_decay >= 0:
+        raise InputSpecError(f"--weight-decay {weight_decay}: need a non-negative number", "e.g. --weight-decay 0.01")
     if steps < 2:
         raise InputSpecError(f"--steps {steps}: the probe needs at least 2 steps", "use --steps 20 or more")
     if batch_size < 2:
@@ -1001,7 +1028,8 @@ def run_probe(
                              "use --batch-size 8 or more (the independence check compares samples)")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputSpecError("--device cuda asked for, but CUDA is not available here", "use --device cpu")
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    optimizer, lr, chosen = probe_defaults(model, optimizer, lr)
+    weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
         torch.manual_seed(seed)
@@ -1010,7 +1038,10 @@ def run_probe(
             p.grad = None
         net.train()
         res = _probe(net, inputs, loss, optimizer, lr, steps, batch_size, seed, device, data, input_shapes, dtype,
-                     attribution, saturation, progress)
+                     attribution, saturation, progress, weight_decay)
+    res.config["weight_decay"] = weight_decay
+    if chosen:
+        res.config["defaults"] = chosen
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -1057,7 +1088,8 @@ def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int,
 
 def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: str, lr: float, steps: int,
            batch_size: int, seed: int, device: str, data: Callable | None, input_shapes: list[list[int]] | None,
-           dtype: str | None, attribution: bool, saturation: float, progress: Callable | None = None) -> ProbeResult:
+           dtype: str | None, attribution: bool, saturation: float, progress: Callable | None = None,
+           weight_decay: float = 0.0) -> ProbeResult:
     gen = torch.Generator().manual_seed(seed)
     batches: list[tuple[tuple, torch.Tensor | None]] = []
     if data is not None:
@@ -1113,7 +1145,7 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
     res.independence = independence(net, x0, in_dim, out_dim, seed)
     net.train()
 
-    opt = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr)
+    opt = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, weight_decay)
     rec = Recorder(net, opt, every=1, saturation=saturation, result=res)
     rec.hist_steps = {0, steps - 1}
     rec.attach()

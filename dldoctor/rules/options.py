@@ -106,6 +106,7 @@ class ProbeOptions:  # [tool.dldoctor.probe]; calibrated on the healthy controls
     initial_loss_factor: float = 3.0  # initial loss more than this times (or below 1/this of) the chance loss (TRN008)
     max_update_ratio: float = 1e-1  # median per-step update / weight norm above which the learning rate is too high (TRN009)
     min_update_ratio: float = 1e-4  # median per-step update / weight norm below which the learning rate is too low (TRN010)
+    min_weight_kept: float = 0.5  # share of its starting norm the median weight matrix keeps under weight decay (TRN018)
     input_scale: float = 10.0  # input |mean| or std beyond this counts as unnormalised (TRN014)
     min_attribution_coverage: float = 0.05  # share of input features carrying 90% of the attribution, below which the model ignores its input (TRN015)
     max_border_share: float = 0.5  # share of attribution on the outer border of an image (TRN016)

@@ -274,3 +274,29 @@ def test_a_flat_loss_with_tiny_updates_points_at_the_learning_rate():
     hit = next((f for f in r.findings if f.code == "TRN007"), None)
     assert hit is not None, [f.code for f in r.findings]
     assert "raise the learning rate" in hit.fix and ".detach()" not in hit.fix
+
+
+def test_a_transformer_is_probed_with_adamw_and_not_accused_of_the_tools_own_rate():
+    """GPT-2 (a small config) at the probe's defaults: AdamW at 1e-3 (said in the config), no TRN009 (at the old
+    default, Adam 3e-3, the median update was 0.12-0.15 of the weights and TRN009 fired on the tool's own rate)."""
+    tf = pytest.importorskip("transformers")
+    from dldoctor.api.probe import probe
+
+    torch.manual_seed(0)
+    m = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=200, n_positions=64))
+    r = probe(m, input_shapes=[[16, 32]], dtype="int64", steps=60)
+    assert (r.probe.config["optimizer"], r.probe.config["lr"]) == ("adamw", 1e-3)
+    assert "attention" in r.probe.config.get("defaults", "")
+    assert not {f.code for f in r.findings} & {"TRN009", "TRN007", "TRN010"}, [(f.code, f.message) for f in r.findings]
+    with_old = probe(m, input_shapes=[[16, 32]], dtype="int64", steps=60, optimizer="adam", lr=3e-3)
+    assert "TRN009" in {f.code for f in with_old.findings}  # the old default, for the record
+
+
+def test_weight_decay_is_passed_and_recorded():
+    from dldoctor.api.probe import probe
+    from tests.fixtures.probe_cases import mlp
+
+    r = probe(mlp(depth=2), input_shapes=[[16, 20]], loss="ce", optimizer="adamw", weight_decay=0.05, steps=5)
+    assert r.probe.config["weight_decay"] == 0.05
+    r = probe(mlp(depth=2), input_shapes=[[16, 20]], loss="ce", steps=5)
+    assert (r.probe.config["optimizer"], r.probe.config["weight_decay"]) == ("adam", 0.0)

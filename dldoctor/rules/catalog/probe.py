@@ -904,3 +904,57 @@ def border_dependence(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
                                               "threshold": opts.max_border_share, "method": att.get("method")},
                   fix="check the input pipeline for frames, padding or crops that leak the label, and the model for "
                       "masking of the centre")
+
+
+@rule(code="TRN018", name="weight-decay-too-high", family="probe", severity=Severity.WARNING,
+      needs=("probe",), source=(HANDBOOK,))
+def weight_decay_too_high(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
+    """## What it does
+    With a weight decay set (`dldoctor probe --weight-decay`, or the optimizer a watched loop uses), compares each
+    weight matrix's norm at the end of the probe with its norm at the start. Reports when the median matrix kept
+    less than `probe.min-weight-kept` of its norm while the loss did not fall as it should: the decay, not the
+    data, is shaping the weights.
+
+    ## Why is this bad?
+    Weight decay pulls every weight towards zero a little at each step; AdamW's decoupled decay removes a share
+    lr × decay of each weight per step whatever the gradient says. Set orders of magnitude too high (a decay of 1
+    or 10 where 0.01 to 0.1 is usual, or the decay meant for SGD given to AdamW), it erases what the gradient
+    builds: the weights shrink steadily, activations fade and the loss stays flat or rises.
+
+    ## Example
+    ```python
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=50.0)  # 5% of every weight gone per step
+    ```
+
+    ## Use instead
+    ```python
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)  # 0.001% per step
+    ```
+
+    ## Options
+    - `probe.min-weight-kept`: share of its starting norm the median weight matrix must keep (default 0.5)
+    """
+    res = _probe(facts)
+    wd = res.config.get("weight_decay") or 0.0
+    if _stopped(res) or not wd or len(res.loss) < 2:
+        return
+    kept = []
+    for p in weight_params(res):
+        norms = [n for n in p.weight_norm if n is not None and math.isfinite(n)]
+        if len(norms) >= 2 and norms[0] > 0:
+            kept.append(norms[-1] / norms[0])
+    if not kept:
+        return
+    med = statistics.median(kept)
+    drop = _loss_drop(res)
+    if med >= opts.min_weight_kept or (drop is not None and drop >= opts.min_loss_drop):
+        return
+    lr, opt = res.config.get("lr"), res.config.get("optimizer")
+    per_step = f"; AdamW removes lr × decay = {_fmt(lr * wd)} of each weight per step" if opt == "adamw" and lr else ""
+    yield Hit(f"weight decay {_fmt(wd)} shrank the median weight matrix to {med:.0%} of its norm in {len(res.loss)} "
+              f"steps while the loss fell {max(drop or 0, 0):.0%}{per_step}",
+              location=None,
+              evidence={"weight_decay": wd, "lr": lr, "optimizer": opt, "median_weight_kept": med, "loss_drop": drop,
+                        "threshold": opts.min_weight_kept},
+              fix="lower the weight decay (AdamW: 0.01 to 0.1; Adam's coupled L2: 1e-5 to 1e-4) or make sure the "
+                  "value meant for one optimizer is not given to another")
