@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from dldoctor.collect import distributed as dd
 from dldoctor.collect.inputs import call_model
@@ -801,6 +801,35 @@ def _batch_dim(model: nn.Module, make: Callable[[int], tuple], b: int) -> tuple[
     return in_dim, out_dim, oa, xa
 
 
+def outside_objective(model: nn.Module, x: tuple) -> list[str]:
+    """Parameters that only the outputs the probe does not train on reach (BertModel's pooler feeds pooler_output
+    alone, the probe's objective is on last_hidden_state): they get no gradient by design, not from a cut graph.
+    One extra forward and backward on the probe's own copy, with its buffers and the random state put back."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        return []
+    saved = {k: v.detach().clone() for k, v in model.named_buffers()}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            out = call_model(model, x)
+            first = _first_tensor(out)
+            tensors = [t for t in tree_flatten(out)[0]
+                       if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+            if first is None or len(tensors) < 2 or not first.requires_grad:
+                return []
+            ps = [p for _, p in params]
+            own = torch.autograd.grad(first.float().sum(), ps, allow_unused=True, retain_graph=True)
+            every = torch.autograd.grad(sum(t.float().sum() for t in tensors), ps, allow_unused=True)
+    except Exception:  # noqa: BLE001 - a fact about the objective, never a reason to fail the probe
+        return []
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                if k in saved and v.shape == saved[k].shape:
+                    v.copy_(saved[k])
+    return [n for (n, _), a, b in zip(params, own, every) if a is None and b is not None]
+
+
 def default_loss(out: torch.Tensor, out_dim: int) -> str:
     o = out.movedim(out_dim, 0)
     return "ce" if o.dim() >= 2 and o.shape[-1] > 1 and o.dim() <= 3 else "mse"
@@ -1116,6 +1145,7 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
         res.error_step = 0
         return res
     loss = loss or default_loss(out0, out_dim)
+    outside = outside_objective(net, x0)
     if data is None:
         batches = [(x0, synthetic_targets(out0, out_dim, x0[0], in_dim, loss, gen).to(device))]
     res.expected_initial_loss, res.num_classes = expected_initial_loss(loss, out0, out_dim)
@@ -1129,6 +1159,8 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
     res.config = {"steps": steps, "lr": lr, "optimizer": optimizer, "loss": loss, "batch_size": int(x0[0].shape[in_dim]),
                   "seed": seed, "device": device, "data": "synthetic (one fixed batch)" if data is None else "user batches",
                   "every": 1, "saturation": saturation}
+    if outside:
+        res.config["outside_objective"] = outside
     # the last leaf module to run decides what the head's activation is
     order: list[nn.Module] = []
     hs = [m.register_forward_hook(lambda m, a, o: order.append(m)) for m in leaves]

@@ -300,3 +300,18 @@ def test_weight_decay_is_passed_and_recorded():
     assert r.probe.config["weight_decay"] == 0.05
     r = probe(mlp(depth=2), input_shapes=[[16, 20]], loss="ce", steps=5)
     assert (r.probe.config["optimizer"], r.probe.config["weight_decay"]) == ("adam", 0.0)
+
+
+def test_a_base_encoder_is_not_accused_of_a_tanh_head_or_a_stuck_pooler():
+    """HF BertModel (issue 18): its tanh pooler is not a classifier head (OUT002 does not fire; the output rules
+    are skipped, the model has no head) and the pooler, which feeds only pooler_output, is not 'stuck' (TRN006):
+    the probe records it as outside its objective. A .detach() inside the model is still TRN006 (planted cases)."""
+    tf = pytest.importorskip("transformers")
+    from dldoctor.api.probe import probe
+
+    torch.manual_seed(0)
+    cfg = tf.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        vocab_size=120, max_position_embeddings=64)
+    r = probe(tf.BertModel(cfg), input_shapes=[[16, 24]], dtype="int64", loss="ce")
+    assert not {f.code for f in r.findings} & {"OUT002", "TRN006", "TRN009"}, [(f.code, f.message) for f in r.findings]
+    assert set(r.probe.config["outside_objective"]) == {"pooler.dense.weight", "pooler.dense.bias"}

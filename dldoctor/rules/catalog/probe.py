@@ -428,8 +428,9 @@ def stuck_parameters(facts: Facts, opts: ProbeOptions) -> Iterator[Hit]:
         return  # a run that stopped early had no chance to move anything
     slow = lr_too_low(res, opts)[0]  # updates below float resolution are TRN010's
     stuck = []
+    outside = set(res.config.get("outside_objective") or ())  # feed only outputs the probe does not train on
     for p in res.params:
-        if p.changed is not False:
+        if p.changed is not False or p.name in outside:
             continue
         grads = [g for g in p.grad_norm if g is not None]
         if not grads:
