@@ -173,3 +173,12 @@ def test_mostly_frozen_says_what_share_cannot_train():
     m[0].bias.requires_grad_(True)  # 256 of 66,306
     fired = fire(dict(model=m, input_shape=[2, 256], dtype="float32"))
     assert fired.get("TRF006") and "99.61% of the parameters cannot train" in fired["TRF006"][0], fired
+
+
+def test_dropout_ending_a_base_models_hidden_states_is_not_an_output_fault():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(num_layers=2, d_model=64, d_ff=128, num_heads=2, d_kv=32)
+    model = transformers.T5EncoderModel(cfg)  # its last_hidden_state leaves through the stack's dropout
+    fired = fire(dict(model=model, input_shape=[2, 16], dtype="int64"))
+    assert "OUT010" not in fired, fired.get("OUT010")

@@ -16,7 +16,6 @@ from dldoctor.rules.helpers.graph import (
     VALUE_PASS,
     VIEW_OPS,
     base,
-    output_ids,
 )
 from dldoctor.rules.options import OutputOptions
 from dldoctor.rules.registry import Hit, rule
@@ -97,12 +96,13 @@ def _is_dropout(n: Node) -> bool:
 
 
 @rule(code="OUT010", name="dropout-on-output", family="output", severity=Severity.WARNING,
-      needs=("graph",), source=(CHOLLET, TRAINING_TIPS))
+      needs=("graph", "head"), source=(CHOLLET, TRAINING_TIPS))
 def dropout_on_output(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     """## What it does
     Finds a model output whose last value-changing step is a dropout: the predictions themselves
     go through `nn.Dropout` (a dropout appended after the final layer, or a head built as
-    `Linear -> Dropout`).
+    `Linear -> Dropout`). Only the outputs judged as the model's head (its logits) count: a base
+    model's hidden states may end in dropout.
 
     ## Why is this bad?
     Dropout belongs to hidden layers, where the next layer learns to cope with the missing units.
@@ -125,7 +125,7 @@ def dropout_on_output(facts: Facts, opts: OutputOptions) -> Iterator[Hit]:
     None.
     """
     g = facts.graph
-    for i in output_ids(g):
+    for i in g.head()[0]:  # the logits; a base model's hidden states (T5's encoder ends in dropout) are not judged
         n = g.node(i)
         seen = set()
         while n.id not in seen and (_is_view(n) or n.type in VALUE_PASS) and not _is_dropout(n) \
