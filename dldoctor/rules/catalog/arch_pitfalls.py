@@ -158,7 +158,7 @@ def feature_map_collapses(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         at = "x".join(str(x) for x in info["size"])
         yield Hit(f"the feature map collapses at '{info['layer']}' ({info['type']}): its input is {at}, smaller than "
                   f"its {info['window']} window, on a {have} input"
-                  + (f"; the smallest input that runs is {need}" if need else ""),
+                  + (f"; the smallest input that clears every convolution and pooling window is {need}" if need else ""),
                   location=info["layer"], evidence=info,
                   fix=(f"feed at least {need} (resize the data)" if need else "feed a larger input")
                   + ", pad the convolutions (padding=k//2) or remove a downsampling stage")
