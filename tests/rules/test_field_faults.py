@@ -150,7 +150,8 @@ def _shared_activation() -> nn.Module:
     ("ARC023", _shared_activation, [2, 8], "float32"),
     ("ARC021", _ChannelsLast, [1, 3, 8, 8], "float32"),
     ("ARC022", _bn1d_on_conv1d, [2, 4, 10], "float32"),
-    ("OUT010", lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2)), [2, 8], "float32"),
+    ("OUT010", lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2)), [2, 8],
+     "float32"),
     ("ARC018", lambda: nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
                                      nn.Linear(16, 16), nn.BatchNorm1d(16)), [2, 8], "float32"),
 ])

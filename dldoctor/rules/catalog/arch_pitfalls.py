@@ -104,7 +104,8 @@ def dropout_before_batchnorm(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
             yield Hit(f"dropout sits between {src[0].type} '{src[0].target}' and {bns[0].type} '{bns[0].target}': "
                       "the batch norm learns the statistics of dropped-out features and sees others at inference",
                       location=where,
-                      evidence={"dropout": d.type, "p": d.attrs.get("p"), "layer": src[0].target, "norm": bns[0].target},
+                      evidence={"dropout": d.type, "p": d.attrs.get("p"), "layer": src[0].target,
+                                "norm": bns[0].target},
                       fix="move the dropout after the batch norm and its activation (or remove it)")
 
 
@@ -158,7 +159,8 @@ def feature_map_collapses(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         at = "x".join(str(x) for x in info["size"])
         yield Hit(f"the feature map collapses at '{info['layer']}' ({info['type']}): its input is {at}, smaller than "
                   f"its {info['window']} window, on a {have} input"
-                  + (f"; the smallest input that clears every convolution and pooling window is {need}" if need else ""),
+                  + (f"; the smallest input that clears every convolution and pooling window is {need}"
+                     if need else ""),
                   location=info["layer"], evidence=info,
                   fix=(f"feed at least {need} (resize the data)" if need else "feed a larger input")
                   + ", pad the convolutions (padding=k//2) or remove a downsampling stage")
@@ -261,7 +263,8 @@ def linear_over_spatial_axis(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
         yield Hit(f"Linear '{n.target}' is applied to the {'x'.join(map(str, shp[1:]))} (C, H, W) output of "
                   f"{p.type} '{p.target}' with no flatten: it mixes the last spatial axis (width {shp[-1]}), "
                   "not the channels",
-                  location=n.target, evidence={"input_shape": shp, "source": p.target, "in_features": n.attrs.get("in_features")},
+                  location=n.target,
+                  evidence={"input_shape": shp, "source": p.target, "in_features": n.attrs.get("in_features")},
                   fix="flatten before the dense layer (nn.Flatten(), or a global pool then nn.Flatten()), or permute "
                       "to channels-last if the Linear is meant to mix channels")
 
