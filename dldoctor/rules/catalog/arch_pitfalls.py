@@ -491,3 +491,60 @@ def batchnorm_statistics_frozen(facts: Facts, opts: ArchOptions) -> Iterator[Hit
                       fix="use PyTorch's default momentum=0.1 (the new batch's weight, not Keras' 0.99); to freeze "
                           "the statistics, call .eval() on the norm instead")
 
+
+
+# -- ARC026 -----------------------------------------------------------------------------------
+
+
+@rule(code="ARC026", name="conv1d-over-feature-axis", family="arch", severity=Severity.ERROR,
+      needs=("graph",), source=(ARCHITECTURE,))
+def conv1d_over_feature_axis(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
+    """## What it does
+    Finds a Conv1d fed directly with the (batch, time, features) output of an Embedding or a
+    Linear, with no transpose between them. Conv1d reads (N, C, L): it takes the time steps as
+    channels and slides along the features.
+
+    ## Why is this bad?
+    A text or signal CNN meant to slide a window over time instead mixes all time steps at once
+    and convolves across embedding dimensions, which have no order. It runs whenever
+    `in_channels` equals the sequence length, so nothing fails at a fixed length; the model just
+    learns far less, and any other length fails at inference. The usual cause is a forgotten
+    `x.transpose(1, 2)` after the embedding.
+
+    ## Example
+    ```python
+    model = nn.Sequential(nn.Embedding(100, 32), nn.Conv1d(16, 64, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(64, 4))  # (N, 16) tokens
+    ```
+
+    ## Use instead
+    ```python
+    class TextCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(100, 32)
+            self.conv = nn.Conv1d(32, 64, 3, padding=1)
+            self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(64, 4))
+
+        def forward(self, x):
+            return self.head(self.conv(self.emb(x).transpose(1, 2)))  # (N, E, T)
+    model = TextCNN()
+    ```
+
+    ## Options
+    None.
+    """
+    g = facts.graph
+    for n in g.modules("Conv1d", "LazyConv1d"):
+        shp = g.node(n.inputs[0]).output_shape if n.inputs and n.inputs[0] >= 0 else None
+        if not shp or len(shp) != 3 or shp[1] == shp[2]:
+            continue
+        src = [m for m in _before(g, n, _elementwise) if m.kind == "module" and m.type in _FEATURES_LAST]
+        if not src:
+            continue
+        yield Hit(f"Conv1d '{n.target}' reads the (N, T, F) = {tuple(shp)} output of {src[0].type} '{src[0].target}' "
+                  f"as (N, C, L): it takes the {shp[1]} time steps as channels and slides over the {shp[2]} features",
+                  location=n.target, evidence={"input_shape": shp, "source": src[0].target,
+                                               "in_channels": n.attrs.get("in_channels")},
+                  fix=f"transpose to (N, F, T) before the convolution (x.transpose(1, 2)) and use "
+                      f"Conv1d({shp[2]}, ...)")
