@@ -99,3 +99,43 @@ def test_prewrap_never_breaks_a_number_from_its_unit():
     for fig in ("593.75 KiB", "481.75 KiB", "8.19 K"):
         assert fig in text.replace("\n", "\n"), text
     assert all(len(line) <= 40 for line in text.splitlines())
+
+
+def _console80():
+    from rich.console import Console
+
+    return Console(width=80, record=True, color_system=None, file=open("/dev/null", "w"))
+
+
+def test_compress_table_at_80_columns_keeps_names_and_verdicts_whole():
+    from dldoctor.render.rich.compress import render_compress_rich
+    from dldoctor.report.compress_types import CompressResult, Fidelity, Variant
+
+    names = ["fold-conv-bn", "torch-int8-dynamic", "onnx-int8-static", "onnx-fp16"]
+    res = CompressResult(variants=[Variant(name=n, transform=n, format="onnx", status="kept", size_bytes=123_456,
+                                           size_ratio=2.0, p50=0.001, speedup=1.5,
+                                           fidelity=Fidelity(cosine=0.9999, top1=1.0)) for n in names],
+                         out_dir="/tmp/x")
+    res.variants[1].status, res.variants[1].reason = "rejected", "top-1 agreement 0.0% (budget 1.0%)"
+    c = _console80()
+    render_compress_rich(res, c)
+    lines = c.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for n in ["original", *names]:
+        assert any(n in line for line in lines), n
+    assert any(line.startswith("torch-int8-dynamic: top-1 agreement") for line in lines)  # why, under the table
+
+
+def test_profile_whatifs_at_80_columns_keep_names_whole_and_say_why_below():
+    from dldoctor.render.rich.profile import whatif_table
+    from tests.fixtures.profile_cases import profile, whatif
+
+    w = whatif(1.5)
+    w.detail = "torch.autocast('cpu', dtype=torch.bfloat16); both sides on 1 thread (busy machine)"
+    w.name = "bf16_autocast"
+    c = _console80()
+    c.print(whatif_table(profile(whatifs=[w, whatif(1.02)]), 80))
+    lines = c.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert any(line.startswith("bf16_autocast: torch.autocast(") for line in lines)
+    assert sum("channels_last" in line for line in lines) >= 2  # its row, and its line below

@@ -5,6 +5,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from dldoctor.render.rich.fit import Col, fit_table
 from dldoctor.report.units import nbytes
 from dldoctor.render.text import plain
 from dldoctor.report.compress_types import CompressResult, Variant
@@ -24,8 +25,14 @@ def _row(v: Variant) -> list:
             "n/a" if v.p50 is None else f"{v.p50 * 1e3:.3g}",
             "" if v.speedup is None else plain(f"{v.speedup:.2f}×", style="" if _acts(v) else "dim"),
             "" if v.timing is None or v.timing.ci_low is None else f"{v.timing.ci_low:.2f}–{v.timing.ci_high:.2f}×",
-            "" if v.timing is None else plain(v.timing.verdict, style=VERDICT.get(v.timing.verdict, "")), fid,
-            plain(_why(v), style="dim")]
+            "" if v.timing is None else plain(v.timing.verdict, style=VERDICT.get(v.timing.verdict, "")), fid]
+
+
+# at 80 columns the least useful go first: the size ratio, the absolute p50 (a busy machine inflates it), the size
+COLS = [Col("variant", keep=100), Col("status", keep=95), Col("size", keep=60, justify="right"),
+        Col("smaller", keep=40, justify="right"), Col("p50 ms", keep=50, justify="right"),
+        Col("speedup", keep=90, justify="right"), Col("95% CI", keep=88, justify="right"),
+        Col("timing", keep=86, shorten="end", min_width=8), Col("fidelity", keep=70, shorten="end", min_width=10)]
 
 
 def _acts(v: Variant) -> bool:
@@ -41,15 +48,21 @@ def _why(v: Variant) -> str:
 
 
 def render_compress_rich(res: CompressResult, console: Console) -> None:
-    t = Table(title=plain(f"variants, measured against the original in the same run ({res.device}, batch 1)"),
-              header_style="bold", title_justify="left")
-    for col, j in (("variant", "left"), ("status", "left"), ("size", "right"), ("smaller", "right"),
-                   ("p50 ms", "right"), ("speedup", "right"), ("95% CI", "right"), ("timing", "left"),
-                   ("fidelity", "left"), ("why rejected / failed / not faster", "left")):
-        t.add_column(col, justify=j, overflow="fold")
-    for v in [res.original, *res.variants]:
-        t.add_row(*_row(v))
+    rows = [res.original, *res.variants]
+    t = fit_table(COLS, [_row(v) for v in rows], console.width,
+                  title=plain(f"variants, measured against the original in the same run ({res.device}, batch 1)"),
+                  header_style="bold", title_justify="left")
     parts: list = [t]
+    why = Text()
+    for v in rows:  # why rejected, failed or not faster: prose under the table, one line per variant
+        text = _why(v)
+        if text:
+            why.append_text(plain(f"{v.name}: ", style=STYLE.get(v.status, "")))
+            why.append_text(plain(text, style="dim"))
+            why.append("\n")
+    why.rstrip()
+    if why.plain:
+        parts.append(why)
     rec = next((v for v in res.variants if v.name == res.recommended), None)
     if rec is not None:
         parts.append(plain(f"recommended ({'fastest' if res.optimize == 'latency' else 'smallest'} within the "

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from dldoctor.report.profile_types import ProfileResult
 from dldoctor.report.units import nbytes, si
+from dldoctor.render.rich.fit import Col, fit_table
 from dldoctor.render.rich.report import diagnostics, findings_table
 from dldoctor.render.text import markup, plain, safe
 from dldoctor.report.types import Report
@@ -59,49 +60,60 @@ def latency_table(p: ProfileResult) -> Table | None:
     return t
 
 
-def breakdown_table(p: ProfileResult, which: str, top: int = 10) -> Table | None:
+def breakdown_table(p: ProfileResult, which: str, top: int = 10, width: int | None = None) -> Table | None:
     rows = (p.ops if which == "ops" else p.modules)[:top]
     if not rows:
         return None
     title = "top operators (self time)" if which == "ops" else "top modules / nodes"
-    t = Table(title=title, header_style="bold", title_justify="left")
-    for col, j in (("name", "left"), ("share", "right"), ("ms/run", "right"), ("calls", "right"),
-                   ("FLOP/s", "right"), ("bound", "left")):
-        t.add_column(col, justify=j, overflow="fold")
+    cols = [Col("name", keep=100, shorten="start", min_width=12), Col("share", keep=90, justify="right"),
+            Col("ms/run", keep=95, justify="right"), Col("calls", keep=50, justify="right"),
+            Col("FLOP/s", keep=60, justify="right"), Col("bound", keep=40)]
+    cells = []
     for o in rows:
         bar = "█" * round(o.share * 10)
         name = plain(o.name)
         if o.provider:
             name.append(f" ({safe(o.provider)})", style="dim")
-        t.add_row(name, f"{bar} {o.share:.0%}",
-                  f"{o.time * 1e3:.3g}", str(o.calls or ""), "" if o.flops_per_s is None else si(o.flops_per_s),
-                  plain(o.bound or ""))
-    return t
+        cells.append([name, f"{bar} {o.share:.0%}", f"{o.time * 1e3:.3g}", str(o.calls or ""),
+                      "" if o.flops_per_s is None else si(o.flops_per_s), plain(o.bound or "")])
+    return fit_table(cols, cells, width, title=title, header_style="bold", title_justify="left")
 
 
-def whatif_table(p: ProfileResult) -> Table | None:
+def whatif_table(p: ProfileResult, width: int | None = None) -> Group | None:
+    """One row per what-if (name, p50, speedup and its interval, verdict), then a line each saying what was
+    changed and why it was or was not recommended: prose under the table, not squeezed into a column."""
     if not p.whatifs:
         return None
-    t = Table(title="measured what-ifs (against the same model, same run)", header_style="bold", title_justify="left")
-    for col, j in (("change", "left"), ("p50 ms", "right"), ("speedup (95% CI)", "right"), ("rel. diff", "right"),
-                   ("verdict", "left")):
-        t.add_column(col, justify=j, overflow="fold")
+    cols = [Col("change", keep=100), Col("p50 ms", keep=80, justify="right"), Col("speedup", keep=95, justify="right"),
+            Col("95% CI", keep=90, justify="right"), Col("rel. diff", keep=50, justify="right"),
+            Col("verdict", keep=85, shorten="end", min_width=9)]
+    cells, notes = [], Text()
     for w in p.whatifs:
-        name = plain(w.name)
-        if w.detail:
-            name.append(f" {safe(w.detail)}", style="dim")
         if not w.applicable:
-            t.add_row(name, "", "", "", plain(f"not applicable: {w.reason}", style="dim"))
+            cells.append([plain(w.name), "", "", "", "", plain("not applicable", style="dim")])
+            notes.append_text(plain(f"{w.name}: not applicable: {w.reason}", style="dim"))
+            notes.append("\n")
             continue
         tm = w.timing
         sp = Text("n/a" if w.speedup is None else f"{w.speedup:.2f}×",
                   style="dim" if tm is not None and tm.verdict != "faster" else "")  # not a number to act on
-        if tm is not None and tm.ci_low is not None:
-            sp.append(f"\n{tm.ci_low:.2f}–{tm.ci_high:.2f}, {tm.rounds} rounds", style="dim")
-        verdict = Text("recommended", style="green") if w.recommended else plain(f"tried: {w.reason or 'no gain'}",
-                                                                                 style="dim")
-        t.add_row(name, _ms(w.p50), sp, "n/a" if w.rel_diff is None else f"{w.rel_diff:.1e}", verdict)
-    return t
+        ci = "" if tm is None or tm.ci_low is None else f"{tm.ci_low:.2f}–{tm.ci_high:.2f}×"
+        word = "recommended" if w.recommended else (tm.verdict if tm is not None else "tried")
+        cells.append([plain(w.name), _ms(w.p50), sp, ci, "n/a" if w.rel_diff is None else f"{w.rel_diff:.1e}",
+                      plain(word, style="green" if w.recommended else "dim")])
+        line = plain(f"{w.name}: ", style="bold")
+        if w.detail:
+            line.append_text(plain(w.detail, style="dim"))
+        if tm is not None and tm.rounds:
+            line.append(f" ({tm.rounds} rounds)", style="dim")
+        if not w.recommended and w.reason:
+            line.append_text(plain(f"; {w.reason}", style="dim"))
+        notes.append_text(line)
+        notes.append("\n")
+    notes.rstrip()
+    t = fit_table(cols, cells, width, title="measured what-ifs (against the same model, same run)",
+                  header_style="bold", title_justify="left")
+    return Group(t, notes)
 
 
 def render_profile_rich(reports: list[Report], console: Console) -> None:
@@ -110,8 +122,9 @@ def render_profile_rich(reports: list[Report], console: Console) -> None:
         parts: list = []
         if p is not None:
             parts.append(_summary(r, p))
-            parts += [x for x in (latency_table(p), breakdown_table(p, "ops"), breakdown_table(p, "modules"),
-                                  whatif_table(p)) if x is not None]
+            parts += [x for x in (latency_table(p), breakdown_table(p, "ops", width=console.width),
+                                  breakdown_table(p, "modules", width=console.width),
+                                  whatif_table(p, console.width)) if x is not None]
         for extra in (findings_table(r, "findings"), diagnostics(r)):
             if extra is not None:
                 parts.append(extra)
