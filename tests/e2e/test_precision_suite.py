@@ -1,7 +1,7 @@
 """Precision on published models: `check` (dldoctor.api.check.check_model, what `dldoctor check` calls) over every
 torchvision classification model, 30 timm models across families, the eight Hugging Face families built from small
-configs, and torchvision's segmentation and detection models (weights=None, weights_backbone=None: nothing is
-downloaded).
+configs, torchvision's segmentation and detection models and RAFT (weights=None, weights_backbone=None: nothing
+is downloaded).
 
 No model may get an error-level finding, and the warnings are exactly the pinned ones in EXPECTED_WARNINGS, each
 justified in one line in docs/benchmarks.md ("Precision suite: published models"). A new warning fails the test
@@ -11,8 +11,8 @@ away fails too, so the list stays honest.
 Lean by construction: one process, one model at a time, no training pass (training=False), and every model that
 can be built on the meta device is (shapes and the graph, no weights: the weight rules are tested elsewhere), at
 the input size it was published for. Marked slow (`-m "not slow"` leaves a core of 90+ models): the larger
-torchvision variants of families the core covers, and the detection models, which do not run on meta
-(data-dependent ops: NMS, top-k) and run on the CPU at a 128-px input.
+torchvision variants of families the core covers, the detection models, which do not run on meta
+(data-dependent ops: NMS, top-k) and run on the CPU at a 128-px input, and RAFT (optical flow, 128-px frames).
 """
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ EXPECTED_WARNINGS: dict[str, set[str]] = {
     "det:fasterrcnn_mobilenet_v3_large_fpn": {"ARC008", "ARC011"},
     "det:retinanet_resnet50_fpn": {"ARC008", "ARC011"},
     "det:maskrcnn_resnet50_fpn": {"ARC008"},
+    # torchvision optical flow (128-px frames)
+    "flow:raft_small": {"ARC002", "ARC016"},
 }
 
 
@@ -118,6 +120,25 @@ def _det(name: str) -> tuple[Any, Any]:
     return m.eval(), [[1, 3, 128, 128]]
 
 
+class _Flow(torch.nn.Module):
+    """RAFT called as check calls a model: one tensor (two frames stacked on the channels), the last flow out."""
+
+    def __init__(self, raft: Any) -> None:
+        super().__init__()
+        self.raft = raft
+
+    def forward(self, x):
+        return self.raft(x[:, :3], x[:, 3:], num_flow_updates=2)[-1]
+
+
+def _flow(name: str) -> tuple[Any, Any]:
+    pytest.importorskip("torchvision")
+    from torchvision.models import optical_flow
+
+    torch.manual_seed(0)
+    return _Flow(getattr(optical_flow, name)(weights=None)).eval(), [[1, 6, 128, 128]]
+
+
 def _hf(name: str) -> tuple[Any, Any]:
     tf = pytest.importorskip("transformers")
     tf.utils.logging.set_verbosity_error()
@@ -129,7 +150,7 @@ def _hf(name: str) -> tuple[Any, Any]:
     return m.eval(), [InputSpec(tuple(s), None, k) for k, s in inputs.items()]
 
 
-BUILDERS = {"tv": _tv, "timm": _timm, "seg": _seg, "det": _det, "hf": _hf}
+BUILDERS = {"tv": _tv, "timm": _timm, "seg": _seg, "det": _det, "flow": _flow, "hf": _hf}
 
 # the larger torchvision variants of families the core already covers (4-18 s each on 2 busy cores): slow
 HEAVY_TV = {
@@ -141,7 +162,7 @@ HEAVY_TV = {
 }
 CORE = ([f"tv:{n}" for n in _tv_names() if n not in HEAVY_TV] + [f"timm:{n}" for n in TIMM]
         + [f"hf:{n}" for n in HF] + [f"seg:{n}" for n in SEGMENTATION])
-SLOW = [f"tv:{n}" for n in _tv_names() if n in HEAVY_TV] + [f"det:{n}" for n in DETECTION]
+SLOW = [f"tv:{n}" for n in _tv_names() if n in HEAVY_TV] + [f"det:{n}" for n in DETECTION] + ["flow:raft_small"]
 
 
 def _judge(model_id: str) -> None:
