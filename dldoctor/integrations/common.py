@@ -113,6 +113,25 @@ def counts(report: Any) -> dict[str, int]:
     return {f"dldoctor/{s}s": sum(f.severity == s for f in report.findings) for s in ("error", "warning", "info")}
 
 
+class SessionView:
+    """What both trainer callbacks show of their Session: the report and the options."""
+
+    session: Session
+
+    @property
+    def report(self) -> Any:
+        """The judged Report after training (rank 0; None before the end and on the other processes)."""
+        return self.session.report
+
+    @property
+    def every(self) -> int:
+        return self.session.every
+
+    @property
+    def fail_on(self) -> str | None:
+        return self.session.fail_on
+
+
 class Session:
     """One watched training run (see the module docstring)."""
 

@@ -23,7 +23,8 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
-from dldoctor.integrations.common import Session, TrainingFindingsError, counts, level, unwrap_optimizer
+from dldoctor.integrations.common import (Session, SessionView, TrainingFindingsError, counts, level,
+                                          unwrap_optimizer)
 
 # under the "transformers" logger: its verbosity, handler and per-process level (the Trainer quiets replicas) apply
 logger = hf_logging.get_logger("transformers.dldoctor")
@@ -31,7 +32,7 @@ logger = hf_logging.get_logger("transformers.dldoctor")
 __all__ = ["DLDoctorCallback", "TrainingFindingsError"]
 
 
-class DLDoctorCallback(TrainerCallback):
+class DLDoctorCallback(SessionView, TrainerCallback):
     """Record dldoctor's training statistics during `Trainer.train()` and judge them at the end.
 
     every: record every `every`-th optimizer step (1 = every step). fail_on: "error", "warning" or None: raise
@@ -43,19 +44,6 @@ class DLDoctorCallback(TrainerCallback):
     def __init__(self, every: int = 100, fail_on: str | None = "error", histograms: bool = True, config: Any = None,
                  loss: str | None = None) -> None:
         self.session = Session(every, fail_on, histograms, config, loss, logger)
-
-    @property
-    def report(self) -> Any:
-        """The judged Report after training (rank 0; None before the end and on the other processes)."""
-        return self.session.report
-
-    @property
-    def every(self) -> int:
-        return self.session.every
-
-    @property
-    def fail_on(self) -> str | None:
-        return self.session.fail_on
 
     # -- the trainer's events ------------------------------------------------------------------------
     def _try_start(self, kwargs: dict[str, Any]) -> None:

@@ -26,7 +26,8 @@ try:
 except ImportError:  # the standalone package
     from pytorch_lightning import Callback  # type: ignore[no-redef]
 
-from dldoctor.integrations.common import Session, TrainingFindingsError, counts, level, unwrap_optimizer
+from dldoctor.integrations.common import (Session, SessionView, TrainingFindingsError, counts, level,
+                                          unwrap_optimizer)
 
 # under Lightning's own logger: its handler and level apply
 logger = logging.getLogger("lightning.pytorch.callbacks.dldoctor")
@@ -89,7 +90,7 @@ def _points(optimizer: Any) -> _StepPoints:
     return _POINTS[kind](optimizer)
 
 
-class DLDoctorCallback(Callback):
+class DLDoctorCallback(SessionView, Callback):
     """Record dldoctor's training statistics during `Trainer.fit()` and judge them at the end of training.
 
     every: record every `every`-th optimizer step (1 = every step). fail_on: "error", "warning" or None: raise
@@ -103,19 +104,6 @@ class DLDoctorCallback(Callback):
         super().__init__()
         self.session = Session(every, fail_on, histograms, config, loss, logger)
         self._points: _StepPoints | None = None
-
-    @property
-    def report(self) -> Any:
-        """The judged Report after training (rank 0; None before the end and on the other processes)."""
-        return self.session.report
-
-    @property
-    def every(self) -> int:
-        return self.session.every
-
-    @property
-    def fail_on(self) -> str | None:
-        return self.session.fail_on
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.session.reset()
