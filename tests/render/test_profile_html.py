@@ -187,3 +187,20 @@ def test_onnx_nodes_show_their_provider() -> None:
     _check_page(page)
     assert "Per node (ONNX)" in page
     assert "60.0% · CUDAExecutionProvider" in _svg_text(page) and "CPUExecutionProvider" in page
+
+
+def test_whatif_chart_labels_are_the_whole_names() -> None:
+    """The what-if chart labels each bar with the what-if's name, whole; the long detail (what was changed, on how
+    many threads) stays in the table and the tooltip instead of being cut to fit the label margin."""
+    import re
+
+    from dldoctor.report.profile_types import WhatIf
+
+    w = WhatIf(name="bf16_autocast", detail="torch.autocast('cpu', dtype=torch.bfloat16); both sides on 1 thread "
+               "(busy machine)", p50=0.001, baseline_p50=0.002, speedup=2.0, rel_diff=1e-3, tolerance=1e-2,
+               within_tolerance=True, recommended=True)
+    page = render_profile_html(_report(profile=ProfileResult(whatifs=[w])).to_dict())
+    chart = page[page.index("Speedup per what-if"):]
+    labels = re.findall(r'text-anchor="end"[^>]*>([^<]*)<', chart)
+    assert "bf16_autocast" in labels, labels
+    assert not any("…" in lab for lab in labels), labels

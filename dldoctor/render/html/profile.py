@@ -365,7 +365,9 @@ def _whatif_section(prof: dict, min_speedup: float) -> str:
     for w in ws:
         name = str(w.get("name")) + (f" ({w.get('detail')})" if w.get("detail") else "")
         sp = w.get("speedup") if is_num(w.get("speedup")) and w.get("applicable") is not False else None
-        bars.append((name, f"{name}: speedup {fmt_value(sp) if sp is not None else NM}", [sp]))
+        # the bar's label is the what-if's name, whole; its detail is in the table above and the tooltip (a label
+        # of name and detail was cut to fit the chart's margin)
+        bars.append((str(w.get("name")), f"{name}: speedup {fmt_value(sp) if sp is not None else NM}", [sp]))
         colours.append("#2e7d32" if w.get("recommended") else
                        "#c62828" if w.get("within_tolerance") is False else "#9aa3af")
         texts.append(("not applicable" if w.get("applicable") is False else NM) if sp is None else
