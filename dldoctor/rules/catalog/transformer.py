@@ -157,7 +157,9 @@ def over_channels(g: Graph, s: Site) -> bool:
     tokens = 1
     for d in (out[1:-1] if proj.type == "Linear" else out[2:]):
         tokens *= d
-    return s.head_dim == tokens and s.q_len != tokens
+    width = out[-1] if proj.type == "Linear" else out[1]  # q, k and v each hold heads x (the scored axis)
+    fits = not (s.heads and s.q_len) or width in (s.heads * s.q_len * k for k in (1, 2, 3))
+    return s.head_dim == tokens and s.q_len != tokens and fits
 
 
 @rule(code="TFM002", name="attention-head-dim-out-of-range", family="transformer", severity=Severity.WARNING,
