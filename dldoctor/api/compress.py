@@ -14,6 +14,7 @@ Kept variants are written; the input is never written to: every file goes to a n
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 import copy
 import math
 import os
@@ -138,11 +139,16 @@ def _latency_onnx(path: str, batch: tuple, warmup: int, iters: int) -> tuple[flo
     return s.p50, s.cv or 0.0
 
 
+# compress --device: "auto" times the PyTorch variants on the GPU too when there is one, "cpu" never, "cuda" requires it
+_GPU_TIMING: ContextVar[bool] = ContextVar("dldoctor_compress_gpu_timing", default=True)
+
+
 def _cuda_p50(module: Any, make_input: Callable[[int], tuple], warmup: int, iters: int) -> float | None:
-    """p50 on the GPU when one is present (None otherwise, or when the variant cannot run there, e.g. torch.ao int8)."""
+    """p50 on the GPU when one is present and --device allows it (None otherwise, or when the variant cannot run
+    there, e.g. torch.ao int8)."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not _GPU_TIMING.get() or not torch.cuda.is_available():
         return None
     try:
         return _latency_torch(module, make_input, warmup, iters, device="cuda")[0]
@@ -182,19 +188,36 @@ def compress(
     held: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
     budget: float | None = None,
+    device: str = "auto",
 ) -> Any:
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult. `dtype` is the
     inputs' dtype (`input_dtype` its older name); inputs are positional only. `budget`: seconds per timing
     comparison (default from `iters`: 3 s at 30, more on a busy machine)."""
+    if optimize not in ("latency", "size"):
+        raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
+    if device != "auto":
+        from dldoctor.api.common import check_device
+
+        check_device(device, why="compress measures on the CPU, and on the GPU too with auto or cuda")
+    drop, relative = parse_drop(max_drop)
+    token = _GPU_TIMING.set(device != "cpu")
+    try:
+        return _compress(model_or_path, out_dir, transforms, from_findings, optimize, max_drop, drop, relative, eval_fn,
+                         calib, keep_rejected, input_shapes, input_dtype, load_options, warmup, dtype, iters, held,
+                         progress, budget)
+    finally:
+        _GPU_TIMING.reset(token)
+
+
+def _compress(model_or_path: Any, out_dir: Any, transforms: Any, from_findings: bool, optimize: str, max_drop: Any,
+              drop: float, relative: bool, eval_fn: Any, calib: Any, keep_rejected: bool, input_shapes: Any,
+              input_dtype: Any, load_options: Any, warmup: int, dtype: Any, iters: int, held: int, progress: Any,
+              budget: Any) -> Any:
     import torch
 
     from dldoctor.api.common import prepare
-    from dldoctor.fileops import check_output_path
-
-    if optimize not in ("latency", "size"):
-        raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
-    drop, relative = parse_drop(max_drop)
     from dldoctor.collect.inputs import InputSpec, normalize_shapes
+    from dldoctor.fileops import check_output_path
 
     named = [s.name for s in normalize_shapes(input_shapes) or [] if isinstance(s, InputSpec) and s.name]
     if named:  # the variants are exported and fed positionally (ONNX Runtime, quantization calibration)

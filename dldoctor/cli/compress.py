@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         dtype: RunDtype = None,
         input_dtype: InputDtype = None,
         iters: int = typer.Option(30, "--iters", help="Timed runs per variant."),
+        device: str = typer.Option("auto", "--device", metavar="DEVICE", rich_help_panel="Model loading", help="Where the PyTorch variants are timed besides the CPU: auto (also the GPU when there is one), cpu (the CPU only) or cuda (a GPU required). The recommendation rests on the CPU timings."),
         arch: Arch = None,
         allow_class: AllowClass = None,
         code: Code = None,
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
 
             rep = compress(model, out_dir=out_dir, transforms=transform, from_findings=from_findings, optimize=optimize,
                            max_drop=max_drop, eval_fn=eval_fn, calib=calib, keep_rejected=keep_rejected,
-                           input_shapes=shapes, input_dtype=dtype or input_dtype, load_options=opts, iters=iters,
+                           input_shapes=shapes, input_dtype=dtype or input_dtype, load_options=opts, iters=iters, device=device,
                            progress=progress)
         res = rep.compress
         emit_rendered("compress", fmt, rep, None)  # -o names the folder of the variants, not this output

@@ -186,6 +186,20 @@ def test_gpu_latency_of_torch_variants(mlp_file, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)["compress"]
     assert doc["original"]["p50_cuda"] > 0 and doc["variants"][0]["p50_cuda"] > 0
+    r = run(mlp_file, "-o", tmp_path / "c", "-t", "torch-fp16", "--format", "json", "--device", "cpu", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)["compress"]
+    assert doc["original"]["p50_cuda"] is None and doc["variants"][0]["p50_cuda"] is None  # --device cpu: CPU only
+
+
+def test_device_is_checked_before_anything_loads(mlp_file, tmp_path):
+    """compress --device as on profile: an unknown device, or cuda where there is none, exits 2 up front."""
+    r = run(mlp_file, "-o", tmp_path / "o", "--device", "gpu", *FAST)
+    assert r.exit_code == 2 and "unknown device" in r.output
+    if not torch.cuda.is_available():
+        r = run(mlp_file, "-o", tmp_path / "o", "--device", "cuda", *FAST)
+        assert r.exit_code == 2 and "CUDA is not available" in r.output
+    assert not (tmp_path / "o").exists()
 
 
 def mean_output_metric():

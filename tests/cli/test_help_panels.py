@@ -34,11 +34,10 @@ def test_options_are_grouped_in_panels(cmd):
 
 def test_same_concept_same_flag():
     """--dtype is the input dtype on every command that makes inputs; --precision the compute precision where a
-    model is run at another one; --input-shape/-s, --device, --loss and --trust everywhere they apply (compress
-    measures on the CPU only, so it has no --device yet)."""
+    model is run at another one; --input-shape/-s, --device, --loss and --trust everywhere they apply."""
     for cmd in ("inspect", "check", "probe", "profile", "compress", "diff"):
         out = _help(cmd)
-        for flag in ("--input-shape", "--dtype", "--trust") + (("--device",) if cmd != "compress" else ()):
+        for flag in ("--input-shape", "--dtype", "--trust", "--device"):
             assert flag in out, (cmd, flag)
     assert "--precision" in _help("profile")  # compress: each variant is its own precision (torch-fp16, ...)
     for cmd in ("inspect", "check", "probe", "diff"):
