@@ -108,7 +108,7 @@ PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 TOML_BLOCK = re.compile(r"```toml\n(.*?)```", re.S)
 ILLUSTRATIVE = {
     **{f"BUD{i:03d}": "a budget in pyproject.toml, not a model" for i in range(1, 11)},
-    **{f"TRN{i:03d}": "a training-dynamics finding needs a probe run (seconds each); or a fragment" for i in range(1, 17)},
+    **{f"TRN{i:03d}": "a training-dynamics finding needs a probe run (seconds each); or a fragment" for i in range(1, 19)},
     "ARC016": "the forward of a segmentation net, without its layers",
     "ARC019": "a model whose forward pass fails on the input its comment names",
     "EFF001": "saves the model to a file",
