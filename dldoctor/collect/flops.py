@@ -23,7 +23,30 @@ from math import prod
 from typing import Any, Callable
 
 import torch
-from torch.utils import flop_counter as _fc
+
+
+def _flop_counter() -> Any:
+    """torch.utils.flop_counter, without importing triton (0.1 s of start-up, with cuda.bindings) on a machine with
+    no GPU: it only wants triton to count triton kernels, which a CPU run never launches."""
+    import logging
+    import sys
+
+    if "triton" in sys.modules or "triton.runtime.jit" in sys.modules or torch.cuda.is_available():
+        from torch.utils import flop_counter
+        return flop_counter
+    log = logging.getLogger("torch.utils.flop_counter")
+    level = log.level
+    sys.modules["triton.runtime.jit"] = None  # type: ignore[assignment]  # an ImportError there, no triton import
+    log.setLevel(logging.ERROR)  # its "triton not found" warning is about GPU kernels
+    try:
+        from torch.utils import flop_counter
+    finally:
+        del sys.modules["triton.runtime.jit"]
+        log.setLevel(level)
+    return flop_counter
+
+
+_fc = _flop_counter()
 
 aten = torch.ops.aten
 
