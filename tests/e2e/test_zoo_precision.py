@@ -11,28 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.zoo_findings import build, findings, input_size, zoo_names
+from benchmarks.zoo_findings import build, findings, input_size
 
-EXPECTED_WARNINGS = {
-    **{f"vgg{n}_bn": {"ARC002"} for n in (11, 13, 16, 19)},
-    **{name: {"ARC007"} for name in ("vgg13", "vgg16", "vgg19", "squeezenet1_0", "squeezenet1_1")},
-}
-
-
-def _names():
-    try:
-        return zoo_names()
-    except Exception:  # noqa: BLE001 - no torchvision
-        return []
-
-
-@pytest.mark.zoo
-@pytest.mark.parametrize("name", _names() or ["torchvision-missing"])
-def test_zoo_model_raises_no_error_and_only_defended_warnings(name):
-    pytest.importorskip("torchvision")
-    fs = findings(build(name, "meta"), input_size(name))
-    assert not [f for f in fs if f.severity == "error"], [(f.code, f.message) for f in fs if f.severity == "error"]
-    assert {f.code for f in fs if f.severity == "warning"} == EXPECTED_WARNINGS.get(name, set())
+# The whole classification zoo on meta (no error, pinned warnings) is checked by tests/e2e/test_precision_suite.py,
+# with the other published models; this file keeps the real-weights pass, where the init and weight rules run.
+EXPECTED_WARNINGS = {"vgg11_bn": {"ARC002"}, "squeezenet1_1": {"ARC007"}}  # as pinned there
 
 
 @pytest.mark.zoo
