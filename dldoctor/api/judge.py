@@ -16,8 +16,11 @@ def judge(report: Report, module: Any = None, config: Config | None = None, loss
     """Run the selected rules on a report (with its probe or profile, when there is one) and file the findings."""
     from dldoctor.collect.facts import build_facts
 
+    config = config or Config()
     facts = build_facts(report, module, loss=loss, dataset_size=dataset_size, baseline=baseline)
-    result = run_rules(facts, config or Config(), path=report.model.path)
+    if facts.graph is not None:  # which output is the head: --head / [tool.dldoctor.output] head
+        facts.graph.head_name = config.family("output").head
+    result = run_rules(facts, config, path=report.model.path)
     apply_result(report, result)
     return result
 

@@ -15,7 +15,7 @@ import typer
 
 from dldoctor.cli.common import (check_format, debug, emit_rendered, error_line, fail, handle_errors,
                                  report_skipped)
-from dldoctor.cli.options import (AllowClass, Arch, CHECK_FORMAT_DEFAULT, CheckDevice, CheckFormat, CheckTimeout, Code,
+from dldoctor.cli.options import (Head, AllowClass, Arch, CHECK_FORMAT_DEFAULT, CheckDevice, CheckFormat, CheckTimeout, Code,
                                   ConfigFile, Dtype, Exclude, ExtendExclude, ExtendSelect, FailOn, HashAll, Ignore,
                                   InputShape, Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet,
                                   Select, ShowFixes, ShowSkipped, Statistics, Trust, load_cli_config, load_options,
@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
         timeout: CheckTimeout = None,
         profile: bool = typer.Option(False, "--profile", help="Also measure each model's latency (at budget.latency-batch-size on budget.latency-device) so the latency budget (BUD010) and the PRF rules can run."),
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
+        head: Head = None,
     ) -> None:
         """Run the rules over each model; report findings for CI (exit 1 when any reaches --fail-on)."""
         if fmt == "rich":  # the name of the terminal output before ruff's formats: the one-line form
@@ -76,7 +77,7 @@ def register(app: typer.Typer) -> None:
         check_format("check", fmt)
         budget = parse_max_input_bytes(max_input_bytes)
         config = load_cli_config(config_file, select, extend_select, ignore, fail_on, exclude=exclude,
-                                 extend_exclude=extend_exclude)
+                                 extend_exclude=extend_exclude, head=head)
         problems: list[str] = []  # folders a scan could not list: one error line each
         from dldoctor.api.batch import expand
 

@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_rendered, error_line, handle_errors, report_skipped
-from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, Dtype, HashAll, InputShape, InspectBatchSizes, InspectDevice, InspectFormat,
+from dldoctor.cli.options import (Head, AllowClass, Arch, Code, ConfigFile, Dtype, HashAll, InputShape, InspectBatchSizes, InspectDevice, InspectFormat,
                                   Limit, Loss, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output, Quiet, ShowSkipped, Timeout,
                                   Trust, load_cli_config, load_options, parse_max_input_bytes, parse_shapes,
                                   warn_if_trusted)
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         config_file: ConfigFile = None,
         timeout: Timeout = None,
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
+        head: Head = None,
         context: PlanContext = None,
         gpus: PlanGpus = 1,
         strategy: PlanStrategy = "ddp",
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
             check_output_path(output, [*sources, *(code or ()), config_file])
         config = None
         if not no_rules:
-            config = load_cli_config(config_file, None, None, None, None)
+            config = load_cli_config(config_file, None, None, None, None, head=head)
         from rich.console import Console
 
         from dldoctor.api.batch import inspect_files

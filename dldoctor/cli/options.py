@@ -94,6 +94,7 @@ ConfigCmdFile = Annotated[Optional[str], typer.Option("--config", rich_help_pane
 Select = Annotated[Optional[List[str]], typer.Option("--select", rich_help_panel="Rule selection", metavar="CODES", help=SELECT_HELP)]
 ExtendSelect = Annotated[Optional[List[str]], typer.Option("--extend-select", rich_help_panel="Rule selection", metavar="CODES", help="Rules to run in addition to the config's select.")]
 Ignore = Annotated[Optional[List[str]], typer.Option("--ignore", rich_help_panel="Rule selection", metavar="CODES", help=IGNORE_HELP)]
+Head = Annotated[Optional[str], typer.Option("--head", rich_help_panel="Rule selection", metavar="NAME", help="The output the output rules judge as the model's logits, by the name the model returns it under (e.g. logits_per_image); default: the outputs named *logits, else every output that is not a hidden state.")]
 FailOn = Annotated[Optional[str], typer.Option("--fail-on", rich_help_panel="Rule selection", metavar="SEVERITY", help="Exit 1 when a finding reaches this severity: error (default), warning, info or never.")]
 
 # -- the run and its output ---------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def parse_max_input_bytes(text: str) -> int:
 
 def load_cli_config(config_file: str | None, select: list[str] | None, extend_select: list[str] | None,
                     ignore: list[str] | None, fail_on: str | None, *, exclude: list[str] | None = None,
-                    extend_exclude: list[str] | None = None) -> Any:
+                    extend_exclude: list[str] | None = None, head: str | None = None) -> Any:
     """The file's configuration with the flags on top; unknown selectors fail here, before any model loads."""
     from dldoctor.rules.config import apply_overrides, load_config, split_codes
     from dldoctor.rules.engine import check_selectors, select_rules
@@ -178,6 +179,11 @@ def load_cli_config(config_file: str | None, select: list[str] | None, extend_se
     config = apply_overrides(config, select=split_codes(select), extend_select=split_codes(extend_select),
                              ignore=split_codes(ignore), fail_on=fail_on, exclude=split_codes(exclude),
                              extend_exclude=split_codes(extend_exclude))
+    if head is not None:  # --head: the output the output rules judge, over [tool.dldoctor.output] head
+        import dataclasses
+
+        config = dataclasses.replace(config, options={**config.options,
+                                                      "output": dataclasses.replace(config.family("output"), head=head)})
     rules = all_rules()
     select_rules(config, None, rules)
     for glob, codes in config.per_file_ignores.items():

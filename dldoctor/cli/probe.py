@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_report_and_exit, fail, handle_errors
-from dldoctor.cli.options import (AllowClass, Arch, Code, ConfigFile, FailOn, Ignore, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output,
+from dldoctor.cli.options import (Head, AllowClass, Arch, Code, ConfigFile, FailOn, Ignore, Limit, MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Output,
                                   ProbeDtype, ProbeFormat, ProbeInputShape, ProbeLoss, Quiet, ShowSkipped, RunDevice, Select,
                                   Timeout, Trust, load_cli_config, load_options, parse_max_input_bytes,
                                   parse_shapes, warn_if_trusted)
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         show_skipped: ShowSkipped = False,
         timeout: Timeout = None,
         max_input_bytes: MaxInputBytes = MAX_INPUT_BYTES_DEFAULT,
+        head: Head = None,
     ) -> None:
         """Train a deep copy for a few dozen steps and diagnose vanishing/exploding gradients, dead units,
         saturation, NaN, stuck weights, a loss that cannot fall, learning-rate and loss/head mistakes.
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
             from dldoctor.fileops import check_output_path
 
             check_output_path(output, [model, *(code or ()), config_file])
-        config = load_cli_config(config_file, select, None, ignore, fail_on)
+        config = load_cli_config(config_file, select, None, ignore, fail_on, head=head)
         from rich.console import Console
 
         from dldoctor.collect.inputs import input_budget

@@ -73,8 +73,9 @@ def _first_tensor(x: Any) -> torch.Tensor | None:
             t = _first_tensor(v)
             if t is not None:
                 return t
-    if isinstance(x, dict):
-        for v in x.values():
+    if isinstance(x, dict):  # a dict or ModelOutput: its logits when it names them (Graph.head's choice)
+        logits = [v for k, v in x.items() if str(k).endswith("logits") and k != "router_logits"]
+        for v in (*logits, *x.values()):
             t = _first_tensor(v)
             if t is not None:
                 return t

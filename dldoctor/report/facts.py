@@ -88,6 +88,8 @@ class Graph:
     # node id -> the name the model returns it under (a dict or a transformers ModelOutput); empty for tensors/tuples
     output_names: dict[int, str] = field(default_factory=dict)
 
+    head_name: str | None = None  # the output to judge, by name (--head / [tool.dldoctor.output] head); None: auto
+
     def head(self) -> tuple[list[int], str | None]:
         """The outputs judged as the model's head (its logits), and why there is none when there is none.
 
@@ -95,6 +97,12 @@ class Graph:
         name ends in `logits` (not MoE `router_logits`); else every output that is not a hidden state, a pooler
         output, a cache, attentions or a loss; when nothing is left, the model is a base encoder/decoder without a
         head (BertModel's tanh pooler is not a classifier) and the output rules have nothing to judge."""
+        if self.head_name is not None:
+            chosen = [i for i, k in self.output_names.items() if k == self.head_name]
+            if chosen:
+                return chosen, None
+            names = ", ".join(dict.fromkeys(self.output_names.values())) or "unnamed outputs"
+            return [], f"no output named {self.head_name!r} to judge as the head (the model returns {names})"
         if not self.output_names:
             return list(self.outputs), None
         logits = [i for i, k in self.output_names.items() if k.endswith("logits") and k != "router_logits"]

@@ -30,7 +30,9 @@ class ArchOptions:  # [tool.dldoctor.arch]
 
 @dataclass(frozen=True)
 class OutputOptions:  # [tool.dldoctor.output]
-    pass  # the output/loss rules are exact checks with nothing to tune
+    # the output the output rules judge, by the name the model returns it under (a dict or ModelOutput key, e.g.
+    # "logits_per_image"); unset: the outputs named *logits, else those that are not hidden states (Graph.head)
+    head: str | None = None
 
 
 @dataclass(frozen=True)

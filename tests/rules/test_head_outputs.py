@@ -72,3 +72,39 @@ def test_hf_bert_model_is_not_accused_of_a_tanh_head(tmp_path):
     c = tf.BertForSequenceClassification(cfg).eval()
     r = check_model(c, input_shapes=[[1, 16]], dtype="int64", loss="ce", training=False).report
     assert not any("no head" in d.message for d in r.diagnostics)  # its logits are judged
+
+
+def test_head_can_be_named_and_a_wrong_name_says_what_there_is():
+    """--head / [tool.dldoctor.output] head: the output rules judge the named output (here the tanh pooled one,
+    under cross-entropy: OUT002 fires at it); a name the model does not return skips them with the names it does."""
+    import dataclasses
+
+    from dldoctor.rules.config import Config
+
+    cfg = Config()
+    named = dataclasses.replace(cfg, options={**cfg.options, "output": dataclasses.replace(cfg.family("output"),
+                                                                                          head="pooled")})
+    r = check_model(Named(), named, input_shapes=[[2, 8]], loss="ce", training=False).report
+    assert "OUT002" in {f.code for f in r.findings}
+    wrong = dataclasses.replace(cfg, options={**cfg.options, "output": dataclasses.replace(cfg.family("output"),
+                                                                                          head="scores")})
+    r = check_model(Named(), wrong, input_shapes=[[2, 8]], loss="ce", training=False).report
+    said = " ".join(d.message for d in r.diagnostics)
+    assert "no output named 'scores'" in said and "hidden, pooled, logits" in said
+
+
+def test_head_flag_on_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from dldoctor.cli import app
+
+    path = tmp_path / "named.pt"
+    torch.save(Named(), path)
+    args = ["check", str(path), "-s", "2,8", "--loss", "ce", "--allow-class", "tests.rules.test_head_outputs.Named",
+            "-f", "json"]
+    import json
+
+    quiet = CliRunner().invoke(app, args)
+    loud = CliRunner().invoke(app, [*args, "--head", "pooled"])
+    codes = [{f["code"] for r in json.loads(x.stdout)["reports"] for f in r["findings"]} for x in (quiet, loud)]
+    assert "OUT002" not in codes[0] and "OUT002" in codes[1], (quiet.output, loud.output)
