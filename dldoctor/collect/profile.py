@@ -538,6 +538,14 @@ def _attach_flops(res: ProfileResult, model: torch.nn.Module, args: tuple, at: L
     if counted.macs:
         res.total_flops = 2 * counted.macs
         res.achieved_flops_per_s = res.total_flops / at.p50
+        if res.peak_flops_per_s and res.achieved_flops_per_s > res.peak_flops_per_s:
+            # a peak below what the model itself reached was measured while other work held the cores: no
+            # percentage of it, and no roofline bounds from it
+            res.notes.append(f"the measured peak ({res.peak_flops_per_s / 1e9:.1f} GFLOP/s) is below what the model "
+                             f"itself reached ({res.achieved_flops_per_s / 1e9:.1f} GFLOP/s): the peak was measured "
+                             "while other processes held the cores, so no share of peak and no roofline bounds are "
+                             "given")
+            res.peak_flops_per_s = None
     nbytes = _module_bytes(model, counted, args, torch.tensor([], dtype=tdtype).element_size())
     ridge = res.peak_flops_per_s / res.peak_bandwidth if res.peak_flops_per_s and res.peak_bandwidth else None
     for o in res.modules:

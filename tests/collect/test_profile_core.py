@@ -251,3 +251,16 @@ def test_measure_torch_cuda_fp16():
     assert all(s.error is None and s.peak_memory and s.reserved_memory for s in r.latency)
     assert r.ops and sum(o.share for o in r.ops) <= 1.0 + 1e-6
     assert {"features.0", "features.3"} <= {o.name for o in r.modules}
+
+
+def test_a_peak_below_what_the_model_reached_is_not_used():
+    """A peak FLOP/s measured while other processes held the cores can come out below what the model itself
+    achieved (the run showed 446% of peak): then no share of peak and no roofline bounds, and a note says why."""
+    from dldoctor.report.profile_types import LatencyStats, ProfileResult
+
+    m = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+    res = ProfileResult(peak_flops_per_s=1.0, peak_bandwidth=1e9)  # 1 FLOP/s: below anything a forward reaches
+    prof._attach_flops(res, m, (torch.randn(4, 64),), LatencyStats(batch_size=4, p50=1e-3), "cpu", torch.float32)
+    assert res.achieved_flops_per_s and res.achieved_flops_per_s > 1.0
+    assert res.peak_flops_per_s is None and any("below what the model itself reached" in n for n in res.notes)
+    assert all(o.bound is None for o in res.modules)
