@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_rendered, handle_errors
-from dldoctor.cli.options import (AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, RunDtype, Limit,
+from dldoctor.cli.options import (CompressDevice, AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, RunDtype, Limit,
                                   MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Quiet, Timeout, Trust, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.transforms import catalog as transforms
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         dtype: RunDtype = None,
         input_dtype: InputDtype = None,
         iters: int = typer.Option(30, "--iters", help="Timed runs per variant."),
-        device: str = typer.Option("auto", "--device", metavar="DEVICE", rich_help_panel="Model loading", help="Where the PyTorch variants are timed besides the CPU: auto (also the GPU when there is one), cpu (the CPU only) or cuda (a GPU required). The recommendation rests on the CPU timings."),
+        device: CompressDevice = "auto",
         arch: Arch = None,
         allow_class: AllowClass = None,
         code: Code = None,

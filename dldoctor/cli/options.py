@@ -55,6 +55,8 @@ CheckDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loa
 InspectDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu, cuda or meta. On meta nothing is allocated: inspect huge factory-built models.")]
 DiffDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu, cuda or meta.")]
 RunDevice = Annotated[str, typer.Option("--device", rich_help_panel="Model loading", metavar="DEVICE", help="cpu or cuda.")]
+# compress: where the PyTorch variants are timed besides the CPU
+CompressDevice = Annotated[str, typer.Option("--device", metavar="DEVICE", rich_help_panel="Model loading", help="Where the PyTorch variants are timed besides the CPU: auto (also the GPU when there is one), cpu (the CPU only) or cuda (a GPU required). The recommendation rests on the CPU timings.")]
 
 # -- the example input ------------------------------------------------------------------------------------------
 

@@ -163,16 +163,19 @@ def test_whatifs_and_compress_under_load_recommend_nothing_inconclusive(tmp_path
 
 @pytest.mark.skipif((os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0) > 1.5,
                     reason="quiet machine only: absolute times are compared, and load inflates them unevenly")
-def test_absolute_time_agrees_with_torch_benchmark_timer():
-    """Quiet-machine only (skipped when the 1-minute load average is above 1.5): the harness's absolute per-call
-    time of a ~1 ms matmul is within 10% of torch.utils.benchmark.Timer's median."""
+def test_same_run_ratio_agrees_with_torch_benchmark_timer():
+    """Quiet-machine only (skipped when the 1-minute load average is above 1.5): the harness's speedup of a 192x192
+    matmul over a 256x256 one (both on one thread) is within 10% of the ratio of torch.utils.benchmark.Timer's
+    medians for the same two calls. Ratios, as the issue asks: the harness keeps each round's fastest call and the
+    Timer a median, so their absolute times differ by design (12% here) while their ratios agree."""
     from torch.utils.benchmark import Timer
 
-    a = torch.randn(192, 192)
+    big, small = torch.randn(256, 256), torch.randn(192, 192)
     with one_thread():
-        t = timing.compare(lambda: a @ a, lambda: a @ a, budget=1.0)
-        ref = Timer("a @ a", globals={"a": a}, num_threads=1).blocked_autorange(min_run_time=0.5).median
-    assert t.baseline_s == pytest.approx(ref, rel=0.10) and t.variant_s == pytest.approx(ref, rel=0.10)
+        t = timing.compare(lambda: big @ big, lambda: small @ small, budget=2.0)
+        ref = [Timer("a @ a", globals={"a": a}, num_threads=1).blocked_autorange(min_run_time=0.5).median
+               for a in (big, small)]
+    assert t.ratio == pytest.approx(ref[0] / ref[1], rel=0.10), (t.ratio, ref[0] / ref[1])
 
 
 def test_prf001_fires_only_on_faster():

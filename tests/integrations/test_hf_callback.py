@@ -90,11 +90,18 @@ class Lines(logging.Handler):
 @pytest.fixture
 def hf_log():
     """What the callback logs through transformers' logger (which does not propagate to pytest's caplog)."""
+    from transformers.utils import logging as hf_logging
+
     handler = Lines()
     log = logging.getLogger("transformers.dldoctor")
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # transformers' default: other test files set it to error at import
     log.addHandler(handler)
-    yield handler.lines
-    log.removeHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        log.removeHandler(handler)
+        hf_logging.set_verbosity(before)
 
 
 def test_dead_relu_found_at_its_layer_and_fail_on_warning_fails_the_run(tmp_path, hf_log):
