@@ -460,6 +460,7 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
     return v, outputs, new
 
 
+AMDAHL_SLACK = 1.1
 _REDUCED = ("fp16", "bf16", "int8")  # transforms whose arithmetic may run faster than fp32's peak
 
 
@@ -513,8 +514,11 @@ class _Bench:
             bns = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
             share = timing.module_share(self.module, self.x, bns)
             if share is not None:
-                kw.update(bound=timing.amdahl_bound(share),
-                          bound_why=f"BatchNorm layers take {share:.0%} of the original's forward (Amdahl)")
+                # the share is itself a measurement, and folding also lets the conv add its bias in the same
+                # kernel: 10% slack, or a real 1.20x on plain_cnn read as an error against a 1.19x bound
+                kw.update(bound=timing.amdahl_bound(share) * AMDAHL_SLACK,
+                          bound_why=f"BatchNorm layers take {share:.0%} of the original's forward (Amdahl, with "
+                                    f"{AMDAHL_SLACK - 1:.0%} slack for the share's own measurement)")
         return kw
 
     def _compare(self, fn: Callable[[], Any], name: str) -> Any:
