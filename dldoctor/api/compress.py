@@ -143,6 +143,16 @@ def _latency_onnx(path: str, batch: tuple, warmup: int, iters: int) -> tuple[flo
 _GPU_TIMING: ContextVar[bool] = ContextVar("dldoctor_compress_gpu_timing", default=True)
 
 
+@contextlib.contextmanager
+def _gpu_timing(on: bool) -> Any:
+    """Within the block, `_cuda_p50` times on the GPU only when `on` (compress --device)."""
+    token = _GPU_TIMING.set(on)
+    try:
+        yield
+    finally:
+        _GPU_TIMING.reset(token)
+
+
 def _cuda_p50(module: Any, make_input: Callable[[int], tuple], warmup: int, iters: int) -> float | None:
     """p50 on the GPU when one is present and --device allows it (None otherwise, or when the variant cannot run
     there, e.g. torch.ao int8)."""
@@ -192,33 +202,19 @@ def compress(
 ) -> Any:
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult. `dtype` is the
     inputs' dtype (`input_dtype` its older name); inputs are positional only. `budget`: seconds per timing
-    comparison (default from `iters`: 3 s at 30, more on a busy machine)."""
-    if optimize not in ("latency", "size"):
-        raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
-    if device != "auto":
-        from dldoctor.api.common import check_device
-
-        check_device(device, why="compress measures on the CPU, and on the GPU too with auto or cuda")
-    drop, relative = parse_drop(max_drop)
-    token = _GPU_TIMING.set(device != "cpu")
-    try:
-        return _compress(model_or_path, out_dir, transforms, from_findings, optimize, max_drop, drop, relative, eval_fn,
-                         calib, keep_rejected, input_shapes, input_dtype, load_options, warmup, dtype, iters, held,
-                         progress, budget)
-    finally:
-        _GPU_TIMING.reset(token)
-
-
-def _compress(model_or_path: Any, out_dir: Any, transforms: Any, from_findings: bool, optimize: str, max_drop: Any,
-              drop: float, relative: bool, eval_fn: Any, calib: Any, keep_rejected: bool, input_shapes: Any,
-              input_dtype: Any, load_options: Any, warmup: int, dtype: Any, iters: int, held: int, progress: Any,
-              budget: Any) -> Any:
+    comparison (default from `iters`: 3 s at 30, more on a busy machine). `device`: where the PyTorch variants are
+    also timed (auto: the GPU too when there is one; cpu; cuda, required)."""
     import torch
 
-    from dldoctor.api.common import prepare
+    from dldoctor.api.common import check_device, prepare
     from dldoctor.collect.inputs import InputSpec, normalize_shapes
     from dldoctor.fileops import check_output_path
 
+    if optimize not in ("latency", "size"):
+        raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
+    if device != "auto":
+        check_device(device, why="compress measures on the CPU, and on the GPU too with auto or cuda")
+    drop, relative = parse_drop(max_drop)
     named = [s.name for s in normalize_shapes(input_shapes) or [] if isinstance(s, InputSpec) and s.name]
     if named:  # the variants are exported and fed positionally (ONNX Runtime, quantization calibration)
         raise InputSpecError(f"compress takes positional inputs only, and {named[0]!r} is named",
@@ -253,6 +249,7 @@ def _compress(model_or_path: Any, out_dir: Any, transforms: Any, from_findings: 
     if created:
         pending.enter_context(in_progress(str(out)))
     pending.enter_context(in_progress(str(work)))
+    pending.enter_context(_gpu_timing(device != "cpu"))
     try:
         say("measuring the original", 0, len(selected) + 1)
         from dldoctor.collect.timing import LoadWatch, load_note
