@@ -64,15 +64,15 @@ def _prewrap(cell: str | Text, width: int) -> Text:
 
 
 def glue_units(grid: Table, width: int | None) -> Table:
-    """The grid's value cells pre-wrapped to what a `width`-column console leaves them (see `_prewrap`)."""
-    if width is None or len(grid.columns) < 2:
+    """The grid's value cells pre-wrapped to what a `width`-column console leaves them (see `_prewrap`). Rich has no
+    public access to a column's cells: with a Rich that stores them elsewhere, the grid is left as Rich wraps it."""
+    labels, values = (getattr(c, "_cells", None) for c in grid.columns[:2]) if len(grid.columns) >= 2 else (None, None)
+    if width is None or not isinstance(labels, list) or not isinstance(values, list):
         return grid
-    label = max((len(c) if isinstance(c, str) else len(getattr(c, "plain", "")) for c in grid.columns[0]._cells),
-                default=0)  # noqa: SLF001
+    label = max((len(c) if isinstance(c, str) else len(getattr(c, "plain", "")) for c in labels), default=0)
     room = max(20, width - 4 - label - 2)  # panel border and padding, the label, the gap between the columns
-    col = grid.columns[1]
-    col._cells = [_prewrap(c, room) if isinstance(c, (str, Text)) else c for c in col._cells]  # noqa: SLF001
-    col.no_wrap = True
+    grid.columns[1]._cells = [_prewrap(c, room) if isinstance(c, (str, Text)) else c for c in values]  # noqa: SLF001
+    grid.columns[1].no_wrap = True
     return grid
 
 
