@@ -24,6 +24,7 @@ _NEED = {
     "profile": "a profile (check --profile)",
     "onnx": "an ONNX model",
     "graph": "a traced graph",
+    "head": "a head to judge (--head NAME)",
     "weights": "the weights",
     "training": "a module",
     "baseline": "a baseline report (budget.baseline-report)",
