@@ -30,6 +30,7 @@ from dldoctor.fileops import in_progress, temp_dir
 from dldoctor.load.onnx_file import save_with_data
 from dldoctor.report.compress_types import CompressResult, Fidelity, Variant
 
+PRECISIONS = ("fp32", "fp16", "bf16")  # compress --precision: the original's compute precision
 SLOWER = 0.95  # a variant whose whole speedup interval is below this is slower than the original
 BIGGER = 1.01  # ... and one above this size ratio is bigger
 
@@ -47,6 +48,31 @@ def parse_drop(text: str | None) -> tuple[float, bool]:
         raise InputSpecError(f"--max-drop {text!r}: a drop is between 0 and 100% (relative) or a finite, "
                              "non-negative amount of the metric", "e.g. --max-drop 1% or --max-drop 0.005")
     return value, relative
+
+
+def _at_precision(res: CompressResult, selected: list[str]) -> list[str]:
+    """The selected transforms less a PyTorch cast to the precision the original already runs in (said in a note)."""
+    from dldoctor.transforms import catalog
+
+    if res.precision == "fp32":
+        return selected
+    same = [n for n in selected if catalog.get(n).backend == "torch" and catalog.get(n).numerics == res.precision]
+    res.notes.append(f"the original runs in {res.precision} (--precision): its outputs, latency and size are those "
+                     f"of a {res.precision} copy; the variants are made from the weights as loaded, folding and "
+                     f"pruning then cast to {res.precision}; the ONNX ones are exported in float32"
+                     + (f"; left out: {', '.join(same)} (the original's own precision)" if same else ""))
+    return [n for n in selected if n not in same]
+
+
+def _cast(module: Any, precision: str, *, own: bool = False) -> Any:
+    """`module` at the compute precision (floating parameters and buffers only): a copy unless fp32, or `own` (the
+    module is this run's own, a variant, and is cast in place)."""
+    import torch
+
+    if module is None or precision == "fp32":
+        return module
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return (module if own else copy.deepcopy(module)).to(dt).eval()
 
 
 def default_out_dir(source: str) -> Path:
@@ -83,30 +109,36 @@ def fidelity(ref: list, got: list, classifier: bool) -> Fidelity:
     return Fidelity(max_abs=float(d.max()), mean_abs=float(d.mean()), cosine=cos, top1=top1, samples=int(a.shape[0]))
 
 
+def _as_module_dtype(module: Any, x: tuple) -> tuple:
+    """The inputs tuple with its floating tensors cast to the module's dtype (token ids and masks untouched)."""
+    import torch
+
+    from dldoctor.collect.inputs import map_tensors
+
+    dt = next((p.dtype for p in module.parameters()), torch.float32)
+    return map_tensors(lambda t: t.to(dt) if t.is_floating_point() else t, x)
+
+
 def _torch_outputs(module: Any, batches: list[tuple]) -> list:
     import torch
 
+    from dldoctor.collect.inputs import call_model
     from dldoctor.collect.probe import _first_tensor
 
     outs = []
     with torch.inference_mode():
         for x in batches:
-            dt = next((p.dtype for p in module.parameters()), torch.float32)
-            args = tuple(t.to(dt) if t.is_floating_point() else t for t in x)
-            outs.append(_first_tensor(module(*args)).float().cpu().numpy())
+            outs.append(_first_tensor(call_model(module, _as_module_dtype(module, x))).float().cpu().numpy())
     return outs
 
 
 def _onnx_feed(sess: Any, x: tuple) -> dict:
-    import numpy as np
+    """The session's feed from an inputs tuple: keyword inputs by their names (export_onnx keeps them), positional
+    ones in order; float16 graph inputs get float16 arrays."""
+    from dldoctor.transforms.onnx_variants import feed
 
-    feed = {}
-    for inp, t in zip(sess.get_inputs(), x):
-        arr = t.cpu().numpy()
-        if inp.type == "tensor(float16)":
-            arr = arr.astype(np.float16)
-        feed[inp.name] = arr
-    return feed
+    ins = sess.get_inputs()
+    return feed([i.name for i in ins], x, fp16={i.name for i in ins if i.type == "tensor(float16)"})
 
 
 def _onnx_outputs(path: str, batches: list[tuple]) -> list:
@@ -199,36 +231,34 @@ def compress(
     progress: Callable[[str, int, int], None] | None = None,
     budget: float | None = None,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> Any:
     """Make, measure and judge the variants; returns a Report whose `compress` is a CompressResult. `dtype` is the
-    inputs' dtype (`input_dtype` its older name); inputs are positional only. `budget`: seconds per timing
+    inputs' dtype (`input_dtype` its older name); `input_shapes` may name keyword inputs (`-s input_ids=1,16`), and
+    a Hugging Face folder's come from its config.json. `precision` (fp32, fp16, bf16) is the original's compute
+    precision: a PyTorch original is measured as a copy cast to it, the structural variants (folding, pruning)
+    are cast to it, and a cast variant to that same precision is left out. `budget`: seconds per timing
     comparison (default from `iters`: 3 s at 30, more on a busy machine). `device`: where the PyTorch variants are
     also timed (auto: the GPU too when there is one; cpu; cuda, required)."""
     import torch
 
     from dldoctor.api.common import check_device, prepare
-    from dldoctor.collect.inputs import InputSpec, normalize_shapes
     from dldoctor.fileops import check_output_path
 
     if optimize not in ("latency", "size"):
         raise InputSpecError(f"--optimize {optimize!r}", "use latency or size")
+    if precision not in PRECISIONS:
+        raise InputSpecError(f"unknown precision {precision!r}", f"use one of: {', '.join(PRECISIONS)}")
     if device != "auto":
         check_device(device, why="compress measures on the CPU, and on the GPU too with auto or cuda")
     drop, relative = parse_drop(max_drop)
-    named = [s.name for s in normalize_shapes(input_shapes) or [] if isinstance(s, InputSpec) and s.name]
-    if named:  # the variants are exported and fed positionally (ONNX Runtime, quantization calibration)
-        raise InputSpecError(f"compress takes positional inputs only, and {named[0]!r} is named",
-                             "give the inputs positionally in the order forward() takes them, e.g. -s 1,128:int64")
     say = progress or (lambda text, done, total: None)
     run = prepare(model_or_path, action="compress makes variants of a model it can run", input_shapes=input_shapes,
                   dtype=dtype or input_dtype, load_options=load_options, need_input="always")
     report, loaded = run.report, run.loaded
-    named = [i.name for i in report.inputs if getattr(i, "name", None)]
-    if named:  # inputs a Hugging Face folder's config.json named (T5, CLIP, Whisper): see the refusal above
-        raise InputSpecError(f"compress takes positional inputs only, and this model's inputs are named "
-                             f"({', '.join(named)}, from {report.model.path})",
-                             "compress a model whose forward takes its inputs positionally; inspect, check, "
-                             "probe and profile take named inputs")
+    if precision != "fp32" and loaded.onnx_model is not None:
+        raise InputSpecError(f"--precision {precision} applies to a PyTorch model; an ONNX model computes in the "
+                             "types its graph declares", "leave --precision out for an ONNX model")
     source = loaded.source or "model"
     out = Path(out_dir) if out_dir else default_out_dir(source)
     check_output_path(out, [source], kind="folder")  # the CLI checked before loading; the API checks here
@@ -240,7 +270,9 @@ def compress(
         names = _from_findings(report, loaded, names)
     module = loaded.module
     selected = _select(kind, module, names)
-    res = CompressResult(optimize=optimize, max_drop=max_drop or "1%", out_dir=str(out))
+    res = CompressResult(optimize=optimize, max_drop=max_drop or "1%", out_dir=str(out), precision=precision)
+    selected = _at_precision(res, selected)
+    base = _cast(module, precision)  # the original as it computes (the module as loaded when fp32)
     make_input = run.make_input(seed=1000)
     batch = _declared_batch(loaded.onnx_model) or 8  # an ONNX graph with a fixed batch runs at that batch only
     held_batches = [_held(make_input, i, batch) for i in range(max(1, held // batch))]
@@ -257,14 +289,14 @@ def compress(
         watch = LoadWatch()
         with torch.random.fork_rng():
             orig, ref, onnx_fp32, classifier = _original(res, kind, module, loaded, source, held_batches, make_input,
-                                                         work, warmup, iters)
+                                                         work, warmup, iters, base=base)
         res.original = orig
-        bench = _Bench(kind, module, onnx_fp32, _first(held_batches[0]),
+        bench = _Bench(kind, base, onnx_fp32, _first(held_batches[0]),
                        budget if budget is not None else min(10.0, max(0.3, 0.1 * iters)))
         metric0 = None
         if eval_fn:
             try:
-                metric0 = _metric(eval_fn, module if module is not None else OnnxModule(onnx_fp32))
+                metric0 = _metric(eval_fn, base if base is not None else OnnxModule(onnx_fp32))
             except Exception as e:  # noqa: BLE001
                 raise InputSpecError(f"--eval failed on the original model: {type(e).__name__}: {e}".splitlines()[0],
                                      "the factory must return fn(model) -> number") from None
@@ -276,7 +308,7 @@ def compress(
                 f"timing {name} against the original: round {r}, "
                 f"ETA {left + (len(selected) - i - 1) * bench.budget:.0f} s", i + 1, len(selected) + 1)
             v, outputs, new = _variant(name, module, onnx_fp32, work, held_batches, make_input, calib_inputs,
-                                       warmup, iters, bench)
+                                       warmup, iters, bench, precision=precision)
             if v.status != "failed":
                 v.fidelity = fidelity(ref, outputs, classifier)
                 if eval_fn and new is not None:
@@ -372,20 +404,25 @@ def _calibration(calib: Any, make_input: Callable[[int], tuple], batch: int = 8)
 
 
 def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: str, held: list, make_input: Any,
-              work: Path, warmup: int, iters: int) -> tuple[Variant, list, str | None, bool]:
+              work: Path, warmup: int, iters: int, base: Any = None) -> tuple[Variant, list, str | None, bool]:
+    """The original measured: `base` is the module at the run's precision (`module` itself at fp32), and the ONNX
+    graph the ONNX variants start from is exported from `module` (float32)."""
     from dldoctor.transforms import onnx_variants, torch_variants
 
     orig = Variant(name="original", transform="none", format=kind, path=source, status="original")
     onnx_fp32 = None
     if kind == "pytorch":
-        m = copy.deepcopy(module).eval()
-        orig.size_bytes = os.path.getsize(source) if os.path.isfile(source) else _saved_size(m)
+        cast = base is not None and base is not module
+        m = copy.deepcopy(base if cast else module).eval()
+        on_disk = os.path.isfile(source) and not cast  # a cast original's size is the cast copy's
+        orig.size_bytes = os.path.getsize(source) if on_disk else _saved_size(m)
         orig.params = sum(p.numel() for p in m.parameters())
         ref = _torch_outputs(m, held)
         orig.p50, orig.cv = _latency_torch(m, make_input, warmup, iters)
         orig.p50_cuda = _cuda_p50(m, make_input, warmup, iters)
         try:
-            onnx_fp32 = onnx_variants.export_onnx(m, held[0], str(work / "original.onnx"))
+            fp32 = copy.deepcopy(module).eval() if cast else m
+            onnx_fp32 = onnx_variants.export_onnx(fp32, held[0], str(work / "original.onnx"))
         except Exception as e:  # noqa: BLE001 - the ONNX variants fail with this reason, the others go on
             res.notes.append(f"ONNX export failed, no ONNX variants: {str(e).splitlines()[0][:300]}")
         orig.ops_before = torch_variants.module_histogram(m)
@@ -402,13 +439,17 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
 
 
 def _first(batch: tuple) -> tuple:
-    return tuple(t[:1] for t in batch)
+    """The first sample of a batch: every input tensor, positional and keyword, cut to its first row."""
+    from dldoctor.collect.inputs import map_tensors
+
+    return map_tensors(lambda t: t[:1], batch)
 
 
 def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: list, make_input: Any,
              calib: Callable[[], list], warmup: int, iters: int,
-             bench: _Bench | None = None) -> tuple[Variant, list | None, Any]:
-    """Make one variant in the work folder and measure it: (variant, its outputs on the held inputs, module)."""
+             bench: _Bench | None = None, precision: str = "fp32") -> tuple[Variant, list | None, Any]:
+    """Make one variant in the work folder and measure it: (variant, its outputs on the held inputs, module).
+    A structural PyTorch variant (no numerics of its own) is cast to `precision`, the original's."""
     from dldoctor.transforms import catalog
 
     tf = catalog.get(name)
@@ -435,6 +476,8 @@ def _variant(name: str, module: Any, onnx_fp32: str | None, work: Path, held: li
             import torch
 
             new, info = tf.build(module, held[0])
+            if tf.numerics is None:
+                new = _cast(new, precision, own=True)
             path = work / f"{name}.pt"
             torch.save(new, path)
             v.path, v.size_bytes = str(path), os.path.getsize(path)
@@ -491,7 +534,7 @@ class _Bench:
             from dldoctor.collect.torch_model import count_pass
 
             with native_quiet((2,)):
-                macs = count_pass(self.module, self.x, "cpu").macs
+                macs = count_pass(self.module, _as_module_dtype(self.module, self.x), "cpu").macs
             return 2 * macs if macs else None
         except Exception:  # noqa: BLE001 - the bound is a sanity check; the harness judges without it
             return None
@@ -509,7 +552,7 @@ class _Bench:
             import torch
 
             bns = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-            share = timing.module_share(self.module, self.x, bns)
+            share = timing.module_share(self.module, _as_module_dtype(self.module, self.x), bns)
             if share is not None:
                 # the share is itself a measurement, and folding also lets the conv add its bias in the same
                 # kernel: 10% slack, or a real 1.20x on plain_cnn read as an error against a 1.19x bound
@@ -537,12 +580,13 @@ def _torch_fn(module: Any, x: tuple) -> Callable[[], Any]:
     """A forward of `module` on `x` (floating inputs cast once to the module's dtype) under inference_mode."""
     import torch
 
-    dt = next((p.dtype for p in module.parameters()), torch.float32)
-    args = tuple(t.to(dt) if t.is_floating_point() else t for t in x)
+    from dldoctor.collect.inputs import call_model
+
+    args = _as_module_dtype(module, x)
 
     def fn() -> Any:
         with torch.inference_mode():
-            return module(*args)
+            return call_model(module, args)
     return fn
 
 
@@ -557,8 +601,10 @@ def _onnx_module_class() -> type:
             self.path = path
             self.session = ort_session(path)
 
-        def forward(self, *xs: Any) -> Any:
-            outs = self.session.run(None, _onnx_feed(self.session, xs))
+        def forward(self, *xs: Any, **named: Any) -> Any:
+            from dldoctor.collect.inputs import join_inputs
+
+            outs = self.session.run(None, _onnx_feed(self.session, join_inputs(xs, named)))
             t = [torch.from_numpy(o) for o in outs]
             return t[0] if len(t) == 1 else tuple(t)
 

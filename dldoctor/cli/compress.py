@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from dldoctor.cli.common import check_format, deadline, emit_rendered, handle_errors
-from dldoctor.cli.options import (CompressDevice, AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, RunDtype, Limit,
+from dldoctor.cli.options import (CompressDevice, AllowClass, Arch, Code, CompressFormat, CompressOutput, InputDtype, InputShapeAtBatch1, RunDtype, Limit, Precision,
                                   MAX_INPUT_BYTES_DEFAULT, MaxInputBytes, Quiet, Timeout, Trust, load_options,
                                   parse_max_input_bytes, parse_shapes, warn_if_trusted)
 from dldoctor.transforms import catalog as transforms
@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         keep_rejected: bool = typer.Option(False, "--keep-rejected", help="Also write the rejected variants."),
         input_shape: InputShapeAtBatch1 = None,
         dtype: RunDtype = None,
+        precision: Precision = "fp32",
         input_dtype: InputDtype = None,
         iters: int = typer.Option(30, "--iters", help="Timed runs per variant."),
         device: CompressDevice = "auto",
@@ -54,7 +55,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make compressed variants (int8, fp16/bf16, pruned, folded), measure size, latency and output fidelity of
         each against the original in the same run, reject what is bigger, slower or outside the budget, and save
-        the best. Exit 0 when a variant was produced, 1 when none could be, 2 on bad input."""
+        the best. Exit 0 when a variant was produced, 1 when none could be, 2 on bad input.
+
+        -s takes keyword inputs too (-s input_ids=1,128:int64; a Hugging Face folder's come from config.json);
+        --dtype is the inputs' dtype, --precision the original's compute precision (a bf16 model: --precision bf16)."""
         check_format("compress", fmt, "use rich or json")
         budget = parse_max_input_bytes(max_input_bytes)
         transforms.check_names(transform or ())  # a mistyped -t fails before anything loads
@@ -82,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
             rep = compress(model, out_dir=out_dir, transforms=transform, from_findings=from_findings, optimize=optimize,
                            max_drop=max_drop, eval_fn=eval_fn, calib=calib, keep_rejected=keep_rejected,
-                           input_shapes=shapes, input_dtype=dtype or input_dtype, load_options=opts, iters=iters, device=device,
+                           input_shapes=shapes, input_dtype=dtype or input_dtype, load_options=opts, iters=iters, device=device, precision=precision,
                            progress=progress)
         res = rep.compress
         emit_rendered("compress", fmt, rep, None)  # -o names the folder of the variants, not this output

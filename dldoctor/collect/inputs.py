@@ -227,6 +227,13 @@ def call_model(model: Any, inputs: Any) -> Any:
     return model(*args, **kwargs)
 
 
+def map_tensors(fn: Any, inputs: Any) -> Any:
+    """`inputs` (a tensor, or a tuple possibly ending with Named) with `fn` applied to each tensor in it."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, inputs)
+
+
 def input_tensors(inputs: Any) -> list[tuple[str | None, torch.Tensor]]:
     """(name or None, tensor) for each top-level input tensor, positional first."""
     args, kwargs = split_inputs(inputs)

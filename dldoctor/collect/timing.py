@@ -374,6 +374,8 @@ def module_share(model: Any, args: tuple, kinds: tuple[type, ...], *, reps: int 
     the model has no such module."""
     import torch
 
+    from dldoctor.collect.inputs import split_inputs
+
     targets = [m for m in model.modules() if isinstance(m, kinds)]
     if not targets:
         return None
@@ -392,7 +394,8 @@ def module_share(model: Any, args: tuple, kinds: tuple[type, ...], *, reps: int 
         if started:
             spent[0] += clock() - started.pop()
 
-    run = call or (lambda m, x: m(*x))
+    pos, kw = split_inputs(args)
+    run = call or (lambda m, x: m(*pos, **kw))  # keyword inputs too (compress's Named), no per-call unpacking cost
     shares = []
     handles = [h for m in targets for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
     try:

@@ -61,6 +61,7 @@ class CompressResult:
     max_drop: str | None = None  # the fidelity budget as given ("1%", "0.01")
     out_dir: str | None = None
     device: str = "cpu"
+    precision: str = "fp32"  # the original's compute precision (compress --precision)
     notes: list[str] = field(default_factory=list)
     load: LoadInfo | None = None  # the machine's load around the run: busy means absolute times are inflated
 

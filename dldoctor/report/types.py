@@ -15,7 +15,7 @@ from dldoctor.report.llm_types import LLMPlan
 from dldoctor.report.probe_types import ProbeResult
 from dldoctor.report.profile_types import ProfileResult
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 
 COMPLETE = "complete"
 PARTIAL = "partial"

@@ -16,6 +16,10 @@
 - `fixes`: the rule codes whose findings the transform applies (`--from-findings`); checked against the rule
   registry by tests/transforms/test_transform_catalog.py, not here, so that this module imports no rule.
 - `summary`: one line for the help and the docs.
+- `numerics`: the number format the variant computes in when the transform sets one ("fp16", "bf16", "int8");
+  None for a structural transform (folding, pruning), whose variant computes in the original's precision:
+  `compress --precision bf16` casts it to bf16 after building, so that it is measured like for like. A cast
+  to the precision the original already runs in is left out of the run.
 
 The order of declaration is the order a run makes the variants in.
 """
@@ -44,6 +48,7 @@ class Transform:
     applies: Callable[[Any], bool] | None
     fixes: tuple[str, ...]
     summary: str
+    numerics: str | None = None
 
     @property
     def format(self) -> str:
@@ -61,7 +66,8 @@ CATALOG: dict[str, Transform] = {}
 
 
 def transform(name: str, *, backend: str, applies: Callable[[Any], bool] | None = None,
-              fixes: Iterable[str] = (), summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+              fixes: Iterable[str] = (), summary: str,
+              numerics: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the transform `name` (see the module docstring)."""
     fixes = tuple(fixes)
     if not _NAME.match(name):
@@ -77,7 +83,7 @@ def transform(name: str, *, backend: str, applies: Callable[[Any], bool] | None 
         raise TransformDefinitionError(f"transform {name!r} has no summary")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        CATALOG[name] = Transform(name, backend, fn, applies, fixes, summary.strip())
+        CATALOG[name] = Transform(name, backend, fn, applies, fixes, summary.strip(), numerics)
         return fn
 
     return register
@@ -160,7 +166,7 @@ def _fold_conv_bn(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
     return torch_variants.fold_conv_bn(module, example_inputs)
 
 
-@transform("torch-fp16", backend="torch", fixes=("EFF003", "BUD004", "BUD009"),
+@transform("torch-fp16", backend="torch", fixes=("EFF003", "BUD004", "BUD009"), numerics="fp16",
            summary="a float16 PyTorch copy")
 def _torch_fp16(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
     import torch
@@ -170,7 +176,7 @@ def _torch_fp16(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
     return torch_variants.to_half(module, torch.float16)
 
 
-@transform("torch-bf16", backend="torch", summary="a bfloat16 PyTorch copy")
+@transform("torch-bf16", backend="torch", numerics="bf16", summary="a bfloat16 PyTorch copy")
 def _torch_bf16(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
     import torch
 
@@ -180,6 +186,7 @@ def _torch_bf16(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
 
 
 @transform("torch-int8-dynamic", backend="torch", applies=has_linear_or_rnn, fixes=("EFF001", "BUD003", "BUD008"),
+           numerics="int8",
            summary="torch.ao dynamic int8 for Linear/LSTM/GRU")
 def _torch_int8_dynamic(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
     from dldoctor.transforms import torch_variants
@@ -205,7 +212,7 @@ def _onnx_optimized(src: str, dst: str, calib: Callable[[], list]) -> dict:
             "ops_after": onnx_variants.op_histogram(dst)}
 
 
-@transform("onnx-int8-dynamic", backend="onnx", fixes=("EFF001", "BUD003", "BUD008"),
+@transform("onnx-int8-dynamic", backend="onnx", fixes=("EFF001", "BUD003", "BUD008"), numerics="int8",
            summary="int8 weights for MatMul/Gemm, activations quantized at run time")
 def _onnx_int8_dynamic(src: str, dst: str, calib: Callable[[], list]) -> dict:
     from dldoctor.transforms import onnx_variants
@@ -213,19 +220,21 @@ def _onnx_int8_dynamic(src: str, dst: str, calib: Callable[[], list]) -> dict:
     return onnx_variants.quantize_dynamic_int8(src, dst)
 
 
-@transform("onnx-int8-static", backend="onnx", applies=has_conv, fixes=("BUD003", "BUD008"),
+@transform("onnx-int8-static", backend="onnx", applies=has_conv, fixes=("BUD003", "BUD008"), numerics="int8",
            summary="QDQ per-channel int8 for conv nets, calibrated (synthetic inputs or --calib)")
 def _onnx_int8_static(src: str, dst: str, calib: Callable[[], list]) -> dict:
     import onnx
 
     from dldoctor.transforms import onnx_variants
 
-    inputs = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
-    feeds = [{n: t.cpu().numpy() for n, t in zip(inputs, x)} for x in calib()]
+    graph = onnx.load(src, load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in inits]
+    feeds = [onnx_variants.feed(inputs, x) for x in calib()]
     return onnx_variants.quantize_static_int8(src, dst, feeds)
 
 
-@transform("onnx-fp16", backend="onnx", fixes=("EFF003", "BUD004", "BUD009"),
+@transform("onnx-fp16", backend="onnx", fixes=("EFF003", "BUD004", "BUD009"), numerics="fp16",
            summary="float16 weights and compute, float32 inputs and outputs")
 def _onnx_fp16(src: str, dst: str, calib: Callable[[], list]) -> dict:
     from dldoctor.transforms import onnx_variants

@@ -171,36 +171,46 @@ def _result(path: str, src: str, preparation: list[str], changed: list[str], lef
 
 
 # -------------------------------------------------------------------------------------------- export
-def export_onnx(module: Any, example_inputs: tuple, path: str, opset: int = 17) -> str:
+def export_onnx(module: Any, example_inputs: Any, path: str, opset: int = 17) -> str:
     """Export a torch module with the TorchScript exporter; dynamic batch axis on every input/output.
 
-    Writes atomically; raises RuntimeError("ONNX export failed: ...") on any failure.
+    `example_inputs` is an inputs tuple as the passes take it (positional tensors, then a Named dict of keyword
+    ones: `collect.inputs.call_model`). Positional inputs are named input_0, input_1, ...; a keyword input keeps
+    its keyword as its ONNX name (input_ids, pixel_values). The graph's outputs are the tensors of the module's
+    output (a tensor, tuple, dict or Hugging Face ModelOutput), the one dldoctor compares first (the logits where
+    named) as output_0; what is not a tensor (a KV cache object) is left out. Writes atomically; raises
+    RuntimeError("ONNX export failed: ...") on any failure.
     """
     import torch
 
+    from dldoctor.collect.inputs import split_inputs
     from dldoctor.collect.quiet import native_quiet
 
-    if not isinstance(example_inputs, tuple):
-        example_inputs = (example_inputs,)
+    args, kwargs = split_inputs(example_inputs if isinstance(example_inputs, (tuple, dict)) else (example_inputs,))
+    wrapper = _flat_call_class()(module, len(args), list(kwargs))
+    flat = (*args, *kwargs.values())
     try:
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            out = module(*example_inputs)
-        n_out = len(_flatten_outputs(out))
+            n_out = len(wrapper(*flat))
     except Exception as exc:  # the module does not even run on the example: say so plainly
         raise RuntimeError(f"ONNX export failed: the module does not run on the example inputs: "
                            f"{type(exc).__name__}: {exc}") from exc
-    in_names = [f"input_{i}" for i in range(len(example_inputs))]
+    if n_out == 0:
+        module.train(was_training)
+        raise RuntimeError("ONNX export failed: the module's output holds no tensor")
+    in_names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
     out_names = [f"output_{i}" for i in range(n_out)]
     dynamic = {n: {0: "batch"} for n in in_names + out_names}
     try:
         with _atomic_dest(path) as tmp:
             try:
-                with warnings.catch_warnings(), torch.no_grad(), _no_mha_fastpath(), native_quiet():
+                with warnings.catch_warnings(), torch.no_grad(), _no_mha_fastpath(), _eager_attention(module), \
+                        native_quiet():
                     warnings.simplefilter("ignore")
                     torch.onnx.export(
-                        module, example_inputs, tmp, dynamo=False, do_constant_folding=True,
+                        wrapper, flat, tmp, dynamo=False, do_constant_folding=True,
                         opset_version=opset, input_names=in_names, output_names=out_names,
                         dynamic_axes=dynamic,
                     )
@@ -213,6 +223,69 @@ def export_onnx(module: Any, example_inputs: tuple, path: str, opset: int = 17) 
     finally:
         module.train(was_training)
     return os.path.abspath(str(path))
+
+
+def _flat_call_class() -> type:
+    """A wrapper module for the exporter: forward(*tensors) calls the model with the first `n_args` positionally
+    and the rest by the keywords given, and returns the output's tensors as a flat tuple, the one dldoctor
+    compares first (collect.probe._first_tensor) in front. The exporter then sees plain tensors in and out (no
+    signature of the model's to fill with defaults, no cache object among the outputs)."""
+    import torch
+
+    from dldoctor.collect.probe import _first_tensor
+
+    class _FlatCall(torch.nn.Module):
+        def __init__(self, model: Any, n_args: int, names: list[str]) -> None:
+            super().__init__()
+            self.model, self.n_args, self.names = model, n_args, names
+
+        def forward(self, *xs: Any) -> tuple:
+            out = self.model(*xs[:self.n_args], **dict(zip(self.names, xs[self.n_args:])))
+            first = _first_tensor(out)
+            rest = [t for t in _flatten_outputs(out) if t is not first]
+            return tuple([first, *rest] if first is not None else rest)
+
+    return _FlatCall
+
+
+def feed(input_names: list[str], inputs: Any, fp16: set[str] = frozenset()) -> dict:
+    """An ONNX Runtime feed from an inputs tuple (positional tensors, then a Named dict): the graph inputs named as
+    export_onnx names them (input_0, ..., then the keywords) take those tensors; otherwise (a graph from
+    elsewhere) the tensors go in the graph's input order. Inputs named in `fp16` are cast to float16."""
+    import numpy as np
+
+    from dldoctor.collect.inputs import split_inputs
+
+    args, kwargs = split_inputs(inputs)
+    by_name = {**{f"input_{i}": t for i, t in enumerate(args)}, **kwargs}
+    if all(n in by_name for n in input_names):
+        pairs = [(n, by_name[n]) for n in input_names]
+    else:
+        pairs = list(zip(input_names, [*args, *kwargs.values()]))
+    out = {}
+    for name, t in pairs:
+        arr = t.cpu().numpy() if hasattr(t, "cpu") else np.asarray(t)
+        out[name] = arr.astype(np.float16) if name in fp16 else arr
+    return out
+
+
+@contextlib.contextmanager
+def _eager_attention(module: Any) -> Iterator[None]:
+    """A Hugging Face model exports with its plain ("eager") attention: the TorchScript exporter has no conversion
+    for scaled_dot_product_attention with grouped-query heads (Llama, Mixtral). The model's own setting is put
+    back afterwards."""
+    was = getattr(getattr(module, "config", None), "_attn_implementation", None)
+    switch = was not in (None, "eager") and callable(getattr(module, "set_attn_implementation", None))
+    if switch:
+        try:
+            module.set_attn_implementation("eager")
+        except Exception:  # noqa: BLE001 - a model that cannot switch exports as it is
+            switch = False
+    try:
+        yield
+    finally:
+        if switch:
+            module.set_attn_implementation(was)
 
 
 @contextlib.contextmanager

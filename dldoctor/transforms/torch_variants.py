@@ -17,6 +17,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from dldoctor.collect.inputs import call_model
+
 __all__ = [
     "fold_conv_bn",
     "to_half",
@@ -70,11 +72,16 @@ def param_count(module: nn.Module) -> int:
 
 
 def _as_tuple(example_inputs: Any) -> tuple:
+    """An inputs tuple as the passes take it (positional tensors, then a Named dict of keyword ones)."""
     if isinstance(example_inputs, tuple):
         return example_inputs
     if isinstance(example_inputs, list):
         return tuple(example_inputs)
-    return (example_inputs,)
+    return (example_inputs,)  # one tensor, or a dict of keyword inputs
+
+
+def _run(model: nn.Module, example_inputs: Any) -> Any:
+    return call_model(model, _as_tuple(example_inputs))
 
 
 def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -106,7 +113,7 @@ def _call_order(model: nn.Module, example_inputs: Any) -> list[str]:
             handles.append(m.register_forward_hook(lambda mod, inp, out, p=path: order.append(p)))
     try:
         with torch.no_grad():
-            model(*_as_tuple(example_inputs))
+            _run(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
@@ -180,7 +187,7 @@ def _find_conv_bn_pairs(model: nn.Module, example_inputs: Any) -> tuple[list[tup
         handles.append(m.register_forward_hook(lambda mod, inp, out, p=path: post(mod, inp, out, p)))
     try:
         with torch.no_grad(), counter:
-            model(*_as_tuple(example_inputs))
+            _run(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
@@ -318,7 +325,7 @@ def dynamic_int8(module: nn.Module, example_inputs: Any = None) -> tuple[nn.Modu
             )
     if example_inputs is not None:
         with torch.no_grad():
-            qmodel(*_as_tuple(example_inputs))
+            _run(qmodel, example_inputs)
     info["ops_after"] = module_histogram(qmodel)
     return qmodel, info
 
@@ -368,10 +375,12 @@ def prune_channels(
         for p, m in model.named_modules()
         if isinstance(getattr(m, "weight", None), torch.Tensor)
     }
-    ex = inputs[0] if len(inputs) == 1 else inputs
+    ex = inputs[0] if len(inputs) == 1 and not isinstance(inputs[0], dict) else inputs
     pruner = tp.pruner.MetaPruner(
         model,
         ex,
+        forward_fn=lambda m, x: _run(m, x),
+        output_transform=lambda out: list(_flat_tensors(out)),  # a ModelOutput or a KV cache among the outputs
         importance=tp.importance.MagnitudeImportance(p=2),
         pruning_ratio=amount,
         ignored_layers=[model.get_submodule(p) for p in ignored_paths],
@@ -380,7 +389,7 @@ def prune_channels(
     pruner.step()
     del pruner
     with torch.no_grad():
-        model(*inputs)  # the pruned model must still run
+        _run(model, inputs)  # the pruned model must still run
     for p, m in model.named_modules():
         w = getattr(m, "weight", None)
         if isinstance(w, torch.Tensor) and p in shapes_before and tuple(w.shape) != shapes_before[p]:

@@ -261,3 +261,43 @@ def test_an_onnx_graph_with_a_fixed_batch_is_measured_at_that_batch(tmp_path):
     torch.onnx.export(m, (torch.randn(1, 3, 16, 16),), str(p), dynamo=False)
     r = run(p, "-o", tmp_path / "o", "-t", "onnx-optimized", "-t", "onnx-int8-static", *FAST)
     assert r.exit_code in (0, 1) and "internal error" not in r.output and "INVALID_ARGUMENT" not in r.output, r.output
+
+
+def test_precision_bf16_measures_the_original_as_it_computes(tmp_path):
+    """--precision bf16: the original is a bf16 copy (its size that of the bf16 weights, about half the fp32 file),
+    a bf16 cast variant is left out and said so, the folded variant is built from the fp32 weights and then cast
+    to bf16 (its saved tensors are bf16), and it agrees with the bf16 original within bf16's rounding."""
+    import io
+
+    from dldoctor.api.compress import compress
+
+    p = tmp_path / "in" / "cnn.pt"
+    p.parent.mkdir()
+    torch.save(small_cnn().eval(), p)
+    r = compress(str(p), out_dir=str(tmp_path / "out"), transforms=["fold-conv-bn", "torch-bf16", "torch-fp16"],
+                 precision="bf16", keep_rejected=True, iters=3, held=16, budget=0.3)
+    res = r.compress
+    assert res.precision == "bf16" and [v.name for v in res.variants] == ["fold-conv-bn", "torch-fp16"]
+    assert any("left out: torch-bf16" in n for n in res.notes)
+    buf = io.BytesIO()
+    torch.save(small_cnn().eval().to(torch.bfloat16), buf)
+    assert res.original.size_bytes == pytest.approx(len(buf.getvalue()), rel=0.02)
+    assert res.original.size_bytes < 0.6 * os.path.getsize(p)
+    fold = res.variants[0]
+    assert fold.status != "failed", fold.reason
+    folded = torch.load(fold.path, weights_only=False)
+    assert {t.dtype for t in folded.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
+    assert fold.fidelity.cosine > 0.999
+    fp16 = res.variants[1]
+    assert fp16.status != "failed" and fp16.fidelity.cosine > 0.999
+
+
+def test_precision_is_checked_and_refused_for_onnx(tmp_path):
+    m = nn.Sequential(nn.Linear(8, 4)).eval()
+    p = tmp_path / "m.onnx"
+    torch.onnx.export(m, (torch.randn(1, 8),), str(p), dynamo=False)
+    r = run(p, "-o", tmp_path / "o", "--precision", "fp16", *FAST)
+    assert r.exit_code == 2 and "applies to a PyTorch model" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "o").exists()
+    r = run(p, "-o", tmp_path / "o", "--precision", "fp8", *FAST)
+    assert r.exit_code == 2 and "fp8" in r.output and "Traceback" not in r.output, r.output

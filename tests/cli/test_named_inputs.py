@@ -103,6 +103,30 @@ def test_profile_and_probe_with_named_inputs():
     assert r.exit_code == 2 and "first input" in r.output
 
 
-def test_compress_refuses_named_inputs_in_one_line(tmp_path):
-    r = run("compress", SPEC, *NAMED, "-o", tmp_path / "out")
-    assert r.exit_code == 2 and "compress takes positional inputs only" in r.output, r.output
+def test_compress_feeds_keyword_inputs_by_name(tmp_path):
+    """compress with -s NAME=...: the ONNX variants take input_ids (int64) and pixel_values (float32) by their names,
+    the static int8 calibration feeds them by name, and the exported graph gives the model's own output on a feed
+    built here (a positional misfeed would put the image where the ids go and fail or differ)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    out = tmp_path / "out"
+    r = run("compress", SPEC, *NAMED, "-o", out, "-t", "onnx-optimized", "-t", "onnx-int8-static",
+            "-t", "torch-int8-dynamic", "--keep-rejected", "--iters", "3", "-q", "-f", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [i["name"] for i in doc["inputs"]] == ["input_ids", "pixel_values"]
+    by = {v["name"]: v for v in doc["compress"]["variants"]}
+    assert all(v["status"] != "failed" for v in by.values()), by
+    assert by["onnx-optimized"]["fidelity"]["max_abs"] < 1e-4
+    assert by["onnx-int8-static"]["fidelity"]["cosine"] > 0.99  # calibrated on both inputs
+    sess = ort.InferenceSession(by["onnx-optimized"]["path"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "pixel_values"]
+    g = torch.Generator().manual_seed(3)
+    ids, pix = torch.randint(0, 100, (2, 16), generator=g), torch.randn(2, 3, 32, 32, generator=g)
+    from tests.collect.test_inputs import build
+
+    with torch.no_grad():
+        want = build()(ids, pixel_values=pix).numpy()
+    got = sess.run(None, {"pixel_values": pix.numpy(), "input_ids": ids.numpy()})[0]
+    assert np.allclose(got, want, atol=1e-5)

@@ -121,6 +121,7 @@ def test_the_bound_turns_an_impossible_speedup_into_a_measurement_error():
 
 
 def test_fold_conv_bn_never_measures_beyond_its_amdahl_bound():
+    from dldoctor.api.compress import AMDAHL_SLACK
     from dldoctor.transforms import catalog
 
     torch.manual_seed(0)
@@ -132,7 +133,7 @@ def test_fold_conv_bn_never_measures_beyond_its_amdahl_bound():
     folded, _ = catalog.get("fold-conv-bn").build(model, x)
     with one_thread():
         share = timing.module_share(model, x, (nn.BatchNorm2d,))
-        bound = timing.amdahl_bound(share)
+        bound = timing.amdahl_bound(share) * AMDAHL_SLACK  # as compress judges it: the share is measured too
         with torch.inference_mode():
             t = timing.compare(lambda: model(*x), lambda: folded(*x), budget=1.0, bound=bound)
     assert 0 < share < 1 and t.bound == pytest.approx(bound)

@@ -183,15 +183,47 @@ def test_mixtral_per_expert_layout_loads_real_values(tmp_path: Path) -> None:
     assert any("older tensor layout" in n for n in meta.notes)
 
 
-def test_compress_refuses_named_inputs_in_one_line(tmp_path: Path) -> None:
-    """compress feeds its variants positionally (ONNX export, calibration): a folder whose config.json names two
-    inputs is refused with exit 2 and a line saying why, before anything is written."""
-    import subprocess
-    import sys
+@pytest.mark.parametrize("name", ["t5", "whisper", "llama"])
+def test_compress_takes_the_inputs_config_json_names(name: str, tmp_path: Path) -> None:
+    """compress on a folder with the inputs config.json gives (T5: input_ids and decoder_input_ids; Whisper: float
+    input_features and int64 decoder_input_ids; Llama: GQA attention, which the ONNX exporter takes only in its
+    eager form): the ONNX variants are made, each graph input keeps its keyword, and the graph run here on a feed
+    by name gives the model's own logits."""
+    import onnxruntime as ort
 
-    _, _, _, folder = _folder("t5", tmp_path)
-    out = subprocess.run([sys.executable, "-m", "dldoctor", "compress", str(folder), "-o", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert "input_ids, decoder_input_ids" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "out").exists()
+    from dldoctor.api.compress import compress
+    from dldoctor.collect.inputs import split_inputs
+    from dldoctor.load import LoadOptions, load
+
+    m, _, _, folder = _folder(name, tmp_path)
+    r = compress(str(folder), out_dir=str(tmp_path / "out"), transforms=["onnx-optimized", "torch-int8-dynamic"],
+                 keep_rejected=True, iters=3, held=16, budget=0.3)
+    names = [i.name for i in r.inputs]
+    assert all(i.assumed for i in r.inputs) and not any("ONNX export failed" in n for n in r.compress.notes)
+    by = {v.name: v for v in r.compress.variants}
+    assert by["onnx-optimized"].status != "failed" and by["onnx-optimized"].fidelity.cosine > 0.9999, by
+    assert by["torch-int8-dynamic"].status != "failed" and by["torch-int8-dynamic"].fidelity.cosine > 0.99
+    sess = ort.InferenceSession(by["onnx-optimized"].path, providers=["CPUExecutionProvider"])
+    graph_inputs = [i.name for i in sess.get_inputs()]
+    loaded = load(str(folder), LoadOptions())
+    from dldoctor.collect.inputs import from_infos
+
+    args, kw = split_inputs(from_infos(loaded.module, r.inputs, seed=5, batch=2))
+    feed = {**{n: a for n, a in zip(graph_inputs, args)}, **kw}
+    assert set(graph_inputs) == set(feed) and set(kw) <= set(graph_inputs) and names == [None] * len(args) + list(kw)
+    with torch.no_grad():
+        want = m(*args, **kw).logits.numpy()
+    got = sess.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+    assert got.shape == want.shape and abs(got - want).max() < 1e-3
+
+
+def test_onnx_export_puts_the_attention_setting_back(tmp_path: Path) -> None:
+    """The export switches a Hugging Face model to eager attention (the exporter has no GQA form of
+    scaled_dot_product_attention) and back: the model is left as found."""
+    from dldoctor.transforms.onnx_variants import export_onnx
+
+    m, _, _, _ = _folder("llama", tmp_path)
+    was = m.config._attn_implementation
+    assert was != "eager"
+    export_onnx(m, (torch.randint(0, 200, (1, 8)),), str(tmp_path / "l.onnx"))
+    assert m.config._attn_implementation == was and m.model.layers[0].self_attn.config._attn_implementation == was

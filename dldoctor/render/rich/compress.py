@@ -50,7 +50,8 @@ def _why(v: Variant) -> str:
 def render_compress_rich(res: CompressResult, console: Console) -> None:
     rows = [res.original, *res.variants]
     t = fit_table(COLS, [_row(v) for v in rows], console.width,
-                  title=plain(f"variants, measured against the original in the same run ({res.device}, batch 1)"),
+                  title=plain(f"variants, measured against the original in the same run ({res.device}, batch 1"
+                              + (f", the original in {res.precision})" if res.precision != "fp32" else ")")),
                   header_style="bold", title_justify="left")
     parts: list = [t]
     why = Text()
