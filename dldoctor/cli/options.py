@@ -72,8 +72,8 @@ RunDtype = Annotated[Optional[str], typer.Option("--dtype", callback=check_dtype
 InputDtype = Annotated[Optional[str], typer.Option("--input-dtype", callback=check_dtype, hidden=True, rich_help_panel="Inputs", metavar="DTYPE", help="Deprecated: use --dtype.")]
 MaxInputBytes = Annotated[str, typer.Option("--max-input-bytes", rich_help_panel="Inputs", metavar="BYTES", help=MAX_INPUT_BYTES_HELP)]
 MAX_INPUT_BYTES_DEFAULT = "1GiB"
-Loss = Annotated[Optional[str], typer.Option("--loss", rich_help_panel="Inputs", metavar="LOSS", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl): the training pass uses it and the output-layer rules check against it.")]
-ProbeLoss = Annotated[Optional[str], typer.Option("--loss", rich_help_panel="Inputs", metavar="LOSS", help="ce, nll, bce, bce_logits, mse, l1 or huber (default: ce for a classifier head, mse otherwise).")]
+Loss = Annotated[Optional[str], typer.Option("--loss", rich_help_panel="Inputs", metavar="LOSS", help="The training loss (ce, bce, bce_logits, nll, mse, l1, huber, kl, contrastive): the training pass uses it and the output-layer rules check against it.")]
+ProbeLoss = Annotated[Optional[str], typer.Option("--loss", rich_help_panel="Inputs", metavar="LOSS", help="ce, nll, bce, bce_logits, mse, l1, huber or contrastive (default: ce for a classifier head, contrastive for a B x B similarity output such as CLIP's, mse otherwise).")]
 # the model's compute precision (profile); --dtype is the inputs' dtype
 Precision = Annotated[str, typer.Option("--precision", rich_help_panel="Inputs", metavar="PRECISION", help="The model's compute precision: fp32, fp16 or bf16 (the weights and float inputs are cast to it).")]
 # inspect estimates memory at extra batch sizes; profile sweeps them (default "1", short -b)

@@ -234,6 +234,37 @@ def map_tensors(fn: Any, inputs: Any) -> Any:
     return tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, inputs)
 
 
+def lead(inputs: Any) -> torch.Tensor | None:
+    """The input a batch is read from: the first positional tensor, else the first keyword one (a Hugging Face
+    model called with input_ids=..., decoder_input_ids=...)."""
+    tensors = input_tensors(inputs)
+    return tensors[0][1] if tensors else None
+
+
+def with_lead(inputs: Any, t: torch.Tensor) -> tuple:
+    """The inputs tuple with its lead input (see `lead`) replaced by `t`."""
+    args, kwargs = split_inputs(inputs)
+    i = next((i for i, a in enumerate(args) if isinstance(a, torch.Tensor)), None)
+    if i is not None:
+        return join_inputs((*args[:i], t, *args[i + 1:]), kwargs)
+    k = next(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+    return join_inputs(args, {**kwargs, k: t})
+
+
+def repeat_batch(inputs: Any, b: int) -> tuple:
+    """The inputs at batch `b` (dim 0): every tensor whose first dimension is the lead input's is repeated and cut
+    to b samples; the others (a shared mask, a scalar) are left as they are."""
+    x = lead(inputs)
+    n = x.shape[0] if x is not None and x.dim() else None
+
+    def fit(t: torch.Tensor) -> torch.Tensor:
+        if n is None or not t.dim() or t.shape[0] != n:
+            return t
+        return torch.cat([t] * math.ceil(b / n))[:b]
+
+    return map_tensors(fit, normalize_inputs(inputs))
+
+
 def input_tensors(inputs: Any) -> list[tuple[str | None, torch.Tensor]]:
     """(name or None, tensor) for each top-level input tensor, positional first."""
     args, kwargs = split_inputs(inputs)

@@ -25,11 +25,12 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from dldoctor.collect import distributed as dd
-from dldoctor.collect.inputs import call_model
+from dldoctor.collect.inputs import call_model, lead, normalize_inputs, repeat_batch, split_inputs, with_lead
 from dldoctor.errors import InputSpecError
 from dldoctor.report.probe_types import Histogram, LayerProbe, ParamProbe, ProbeResult
 
-LOSSES = ("ce", "nll", "bce", "bce_logits", "mse", "l1", "huber")
+LOSSES = ("ce", "nll", "bce", "bce_logits", "mse", "l1", "huber", "contrastive")
+# contrastive: cross-entropy over a B x B similarity output (CLIP's logits_per_image), sample i's match being i
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEFAULT_LR = {"sgd": 5e-2, "adam": 3e-3, "adamw": 3e-3}  # overfit-one-batch rates: high enough to see progress in 60 steps
 # a model with attention (transformers, ViTs) is probed as it is trained: AdamW, at 1e-3 (3e-3 moves a small
@@ -787,19 +788,22 @@ class Recorder:
 # -- the synthetic task ------------------------------------------------------------------------
 
 
-def _batch_dim(model: nn.Module, make: Callable[[int], tuple], b: int) -> tuple[int, int, Any, Any]:
-    """Run the model at batch b and b-1; return (input batch dim, output batch dim, out_b, inputs_b)."""
+def _batch_dim(model: nn.Module, make: Callable[[int], tuple], b: int) -> tuple[int, int, Any, Any, bool]:
+    """Run the model at batch b and b-1; return (input batch dim, output batch dim, out_b, inputs_b, pairwise):
+    pairwise when the output's last dimension follows the batch too (a B x B similarity of every sample with
+    every other, as CLIP's logits_per_image)."""
     xa, xb = make(b), make(b - 1)
     with torch.no_grad():
         oa, ob = _first_tensor(call_model(model, xa)), _first_tensor(call_model(model, xb))
     if oa is None:
         raise InputSpecError("the model's output holds no tensor", "the probe needs a tensor output to put a loss on")
-    in_dim = next((i for i, (p, q) in enumerate(zip(xa[0].shape, xb[0].shape)) if p != q), 0)
+    in_dim = next((i for i, (p, q) in enumerate(zip(lead(xa).shape, lead(xb).shape)) if p != q), 0)
     out_dim = next((i for i, (p, q) in enumerate(zip(oa.shape, ob.shape)) if p != q), None)
     if out_dim is None:
         raise InputSpecError(f"the output shape {list(oa.shape)} does not change with the batch size",
                              "the probe needs one output per sample (pass --input-shape with the batch dimension first)")
-    return in_dim, out_dim, oa, xa
+    pairwise = oa.dim() == 2 and out_dim == 0 and oa.shape[1] == oa.shape[0] and ob.shape[1] == ob.shape[0]
+    return in_dim, out_dim, oa, xa, pairwise
 
 
 def outside_objective(model: nn.Module, x: tuple) -> list[str]:
@@ -831,7 +835,9 @@ def outside_objective(model: nn.Module, x: tuple) -> list[str]:
     return [n for (n, _), a, b in zip(params, own, every) if a is None and b is not None]
 
 
-def default_loss(out: torch.Tensor, out_dim: int) -> str:
+def default_loss(out: torch.Tensor, out_dim: int, pairwise: bool = False) -> str:
+    if pairwise:
+        return "contrastive"
     o = out.movedim(out_dim, 0)
     return "ce" if o.dim() >= 2 and o.shape[-1] > 1 and o.dim() <= 3 else "mse"
 
@@ -853,6 +859,8 @@ def synthetic_targets(out: torch.Tensor, out_dim: int, x: torch.Tensor, in_dim: 
     """Targets a random teacher assigns: learnable from the input, balanced over the classes."""
     o = out.movedim(out_dim, 0)
     b = o.shape[0]
+    if loss == "contrastive":
+        return torch.arange(b)  # sample i's match is i (the diagonal of the similarity)
     if loss in ("ce", "nll"):
         c = o.shape[-1]
         if o.dim() == 3 and not x.is_floating_point() and x.movedim(in_dim, 0).shape[:2] == o.shape[:2]:
@@ -873,6 +881,8 @@ def synthetic_targets(out: torch.Tensor, out_dim: int, x: torch.Tensor, in_dim: 
 
 def compute_loss(loss: str, out: torch.Tensor, y: torch.Tensor, out_dim: int = 0) -> torch.Tensor:
     o = out.movedim(out_dim, 0)
+    if loss == "contrastive":  # both directions, as CLIP trains: rows (image to text) and columns (text to image)
+        return (F.cross_entropy(o.float(), y) + F.cross_entropy(o.float().t(), y)) / 2
     if loss in ("ce", "nll"):
         fn = F.cross_entropy if loss == "ce" else F.nll_loss
         return fn(o.reshape(-1, o.shape[-1]), y.reshape(-1))
@@ -886,7 +896,7 @@ def compute_loss(loss: str, out: torch.Tensor, y: torch.Tensor, out_dim: int = 0
 
 def expected_initial_loss(loss: str, out: torch.Tensor, out_dim: int) -> tuple[float | None, int | None]:
     o = out.movedim(out_dim, 0)
-    if loss in ("ce", "nll"):
+    if loss in ("ce", "nll", "contrastive"):
         c = int(o.shape[-1])
         return math.log(c), c
     if loss in ("bce", "bce_logits"):
@@ -945,7 +955,7 @@ def input_facts(x: torch.Tensor, synthetic: bool) -> dict[str, Any]:
 
 def independence(model: nn.Module, x: tuple, in_dim: int, out_dim: int, seed: int) -> dict[str, Any]:
     """Does sample 0's output change when only the other samples of the batch change? (eval mode)"""
-    x0 = x[0]
+    x0 = lead(x)
     if x0.shape[in_dim] < 2:
         return {"checked": False, "reason": "batch of one sample", "method": "perturb the other samples"}
     gen = torch.Generator().manual_seed(seed + 7)
@@ -981,7 +991,7 @@ def independence(model: nn.Module, x: tuple, in_dim: int, out_dim: int, seed: in
         with torch.no_grad():
             a = _first_tensor(call_model(model, x)).movedim(out_dim, 0)[0].float()
             run[0] = 1
-            b = _first_tensor(call_model(model, (x2, *x[1:]))).movedim(out_dim, 0)[0].float()
+            b = _first_tensor(call_model(model, with_lead(x, x2))).movedim(out_dim, 0)[0].float()
     finally:
         for h in handles:
             h.remove()
@@ -1078,27 +1088,17 @@ def run_probe(
 
 def _synthetic(net: nn.Module, inputs: tuple | None, batch_size: int, seed: int, device: str,
                input_shapes: list[list[int]] | None, dtype: str | None) -> Callable[[int], tuple]:
-    from dldoctor.collect.inputs import InputSpec, make_inputs, normalize_inputs, normalize_shapes, with_batch
+    from dldoctor.collect.inputs import make_inputs, normalize_shapes, with_batch
 
     if inputs is not None:
         base = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, normalize_inputs(inputs))
-        if not base or not isinstance(base[0], torch.Tensor):
-            raise InputSpecError("the probe reads the batch from the first input, and it is not a positional tensor",
-                                 "give the first input positionally; keyword inputs can follow it")
-
-        def from_given(b: int) -> tuple:
-            x = base[0]
-            reps = math.ceil(b / x.shape[0])
-            return (torch.cat([x] * reps)[:b], *base[1:])
-
-        return from_given
+        if lead(base) is None:
+            raise InputSpecError("the probe's inputs hold no tensor", "pass the model's inputs as tensors")
+        return lambda b: repeat_batch(base, b)
 
     def make(b: int) -> tuple:
         if input_shapes:
             shapes = normalize_shapes(input_shapes) or []
-            if isinstance(shapes[0], InputSpec) and shapes[0].name is not None:
-                raise InputSpecError("the probe reads the batch from the first input, and every input is named",
-                                     "give the first input positionally (e.g. -s 16,3,32,32); named ones can follow")
             t, _, _ = make_inputs(net, [with_batch(s, b) for s in shapes], dtype, seed=seed)
         else:
             from dldoctor.collect.inputs import guess_shape
@@ -1125,39 +1125,41 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
     if data is not None:
         for i, item in enumerate(data()):
             x, y = (item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None))
-            x = x if isinstance(x, tuple) else (x,)
-            batches.append((tuple(t.to(device) for t in x), None if y is None else y.to(device)))
+            x = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, normalize_inputs(x))
+            batches.append((x, None if y is None else y.to(device)))
             if i + 1 >= steps:
                 break
         if not batches:
             raise InputSpecError("--data gave no batches", "make the callable return an iterable of (x, y) batches")
         xs = batches[0][0]
-        bsz = xs[0].shape[0]
-        make = lambda b: (torch.cat([xs[0]] * math.ceil(b / bsz))[:b], *xs[1:])  # noqa: E731
+        make = lambda b: repeat_batch(xs, b)  # noqa: E731
     else:
         make = _synthetic(net, inputs, batch_size, seed, device, input_shapes, dtype)
     res = ProbeResult()
     try:
-        in_dim, out_dim, out0, x0 = _batch_dim(net, make, max(batch_size, 3) if data is None else xs[0].shape[0])
+        in_dim, out_dim, out0, x0, pairwise = _batch_dim(net, make, max(batch_size, 3) if data is None else lead(xs).shape[0])
     except InputSpecError:
         raise
     except Exception as e:  # noqa: BLE001 - a model whose forward fails is a finding, not a crash
         res.error = f"forward failed: {type(e).__name__}: {e}".splitlines()[0][:500]
         res.error_step = 0
         return res
-    loss = loss or default_loss(out0, out_dim)
+    loss = loss or default_loss(out0, out_dim, pairwise)
+    if loss == "contrastive" and not pairwise:
+        raise InputSpecError(f"--loss contrastive needs a B x B output (a similarity of every sample with every "
+                             f"other), and this model's is {list(out0.shape)}", "use ce, mse or another loss")
     outside = outside_objective(net, x0)
     if data is None:
-        batches = [(x0, synthetic_targets(out0, out_dim, x0[0], in_dim, loss, gen).to(device))]
+        batches = [(x0, synthetic_targets(out0, out_dim, lead(x0), in_dim, loss, gen).to(device))]
     res.expected_initial_loss, res.num_classes = expected_initial_loss(loss, out0, out_dim)
     first_y = batches[0][1]
     if first_y is None:
-        first_y = synthetic_targets(out0, out_dim, batches[0][0][0], in_dim, loss, gen).to(device)
-    res.inputs = input_facts(batches[0][0][0], synthetic=data is None)
+        first_y = synthetic_targets(out0, out_dim, lead(batches[0][0]), in_dim, loss, gen).to(device)
+    res.inputs = input_facts(lead(batches[0][0]), synthetic=data is None)
     res.output = _output_facts(out0, out_dim, first_y, loss)
     leaves = [m for m in net.modules() if not list(m.children())]
     res.output["head_activation"] = None
-    res.config = {"steps": steps, "lr": lr, "optimizer": optimizer, "loss": loss, "batch_size": int(x0[0].shape[in_dim]),
+    res.config = {"steps": steps, "lr": lr, "optimizer": optimizer, "loss": loss, "batch_size": int(lead(x0).shape[in_dim]),
                   "seed": seed, "device": device, "data": "synthetic (one fixed batch)" if data is None else "user batches",
                   "every": 1, "saturation": saturation}
     if outside:
@@ -1175,7 +1177,12 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
             h.remove()
     if order and type(order[-1]).__name__ in HEAD_ACTIVATIONS:
         res.output["head_activation"] = type(order[-1]).__name__
-    res.independence = independence(net, x0, in_dim, out_dim, seed)
+    if pairwise:
+        res.independence = {"checked": False, "method": "perturb the other samples",
+                            "reason": "the output pairs every sample with every other (a B x B similarity): it "
+                                      "depends on the rest of the batch by design"}
+    else:
+        res.independence = independence(net, x0, in_dim, out_dim, seed)
     net.train()
 
     opt = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, weight_decay)
@@ -1188,7 +1195,7 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
                 progress(f"step {step + 1}/{steps}", step, steps)
             x, y = batches[step % len(batches)]
             if y is None:
-                y = synthetic_targets(out0, out_dim, x[0], in_dim, loss, gen).to(device)
+                y = synthetic_targets(out0, out_dim, lead(x), in_dim, loss, gen).to(device)
             try:
                 out = _first_tensor(call_model(net, x))
                 value = compute_loss(loss, out, y, out_dim)
@@ -1224,8 +1231,9 @@ def _probe(net: nn.Module, inputs: tuple | None, loss: str | None, optimizer: st
 
 
 def _attribution(net: nn.Module, x: tuple) -> dict[str, Any] | None:
-    if len(x) != 1:
-        return {"status": "unavailable", "reason": "models with several inputs are not attributed"}
+    args, kwargs = split_inputs(x)
+    if len(args) != 1 or kwargs:
+        return {"status": "unavailable", "reason": "models with several inputs, or keyword inputs, are not attributed"}
     try:
         from dldoctor.collect.attribution import attribute
     except ImportError as e:  # pragma: no cover

@@ -477,7 +477,7 @@ def training_loss(outs: list[torch.Tensor], loss: str | None) -> torch.Tensor:
     import torch.nn.functional as F
 
     o = outs[0]
-    if loss == "ce" and o.is_floating_point() and o.dim() >= 2:
+    if loss in ("ce", "contrastive") and o.is_floating_point() and o.dim() >= 2:
         logits = o.reshape(-1, o.shape[-1]) if o.dim() > 2 else o
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=o.device)
         return F.cross_entropy(logits, target)

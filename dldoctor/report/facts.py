@@ -222,6 +222,8 @@ LOSSES = {
     "l1": "l1", "l1loss": "l1", "mae": "l1",
     "huber": "huber", "smooth_l1": "huber", "huberloss": "huber",
     "kl": "kl", "kldiv": "kl", "kldivloss": "kl",
+    # cross-entropy over a B x B similarity of every sample with every other, the diagonal the targets (CLIP)
+    "contrastive": "contrastive", "infonce": "contrastive", "clip": "contrastive",
 }
 
 

@@ -315,3 +315,46 @@ def test_a_base_encoder_is_not_accused_of_a_tanh_head_or_a_stuck_pooler():
     r = probe(tf.BertModel(cfg), input_shapes=[[16, 24]], dtype="int64", loss="ce")
     assert not {f.code for f in r.findings} & {"OUT002", "TRN006", "TRN009"}, [(f.code, f.message) for f in r.findings]
     assert set(r.probe.config["outside_objective"]) == {"pooler.dense.weight", "pooler.dense.bias"}
+
+
+class DualEncoder(nn.Module):
+    """A CLIP-shaped model: token ids and images embedded apart, the output the B x B similarity of every image with
+    every text (logits_per_image), so each row depends on the whole batch by design."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = nn.Sequential(nn.Embedding(50, 16), nn.Flatten(), nn.Linear(16 * 8, 16))
+        self.image = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                   nn.Linear(8, 16))
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        t = F.normalize(self.text(input_ids), dim=-1)
+        i = F.normalize(self.image(pixel_values), dim=-1)
+        return 10 * i @ t.t()
+
+
+def test_a_pairwise_similarity_output_is_trained_contrastively():
+    """A B x B output (CLIP's) gets the contrastive loss, the diagonal as targets (cross-entropy both ways, which
+    starts at ln B for a model that cannot tell the pairs apart); the independence check, which such an output
+    fails by design, is skipped with the reason; no rule mistakes the batch-wide row for a one-unit head or
+    mixed samples. Keyword inputs only: the batch is read from input_ids."""
+    torch.manual_seed(0)
+    rep = dldoctor.probe(DualEncoder(), input_shapes={"input_ids": "1,8:int64", "pixel_values": "1,3,16,16"},
+                         steps=30, batch_size=8, attribution=False)
+    p = rep.probe
+    assert p.error is None and p.config["loss"] == "contrastive" and p.config["batch_size"] == 8
+    assert p.num_classes == 8 and p.expected_initial_loss == pytest.approx(torch.log(torch.tensor(8.0)).item())
+    assert p.independence["checked"] is False and "by design" in p.independence["reason"]
+    codes = {f.code for f in rep.findings}
+    assert not codes & {"TRN013", "OUT006"}, codes
+    assert p.loss[-1] < 0.5 * p.loss[0]  # the pairs are learnable: the loss falls
+    from dldoctor.collect.probe import compute_loss
+
+    sim = torch.tensor([[5.0, 0.0], [0.0, 5.0]])  # the contrastive loss by hand: both directions agree here
+    want = -torch.log_softmax(sim, 1).diagonal().mean()
+    assert compute_loss("contrastive", sim, torch.arange(2)).item() == pytest.approx(want.item())
+
+
+def test_contrastive_loss_on_a_classifier_is_a_usage_error():
+    r = runner.invoke(app, ["probe", "tests.fixtures.probe_cases:mlp", "--loss", "contrastive", "--steps", "3"])
+    assert r.exit_code == 2 and "B x B output" in r.output and "Traceback" not in r.output, r.output

@@ -99,8 +99,14 @@ def test_profile_and_probe_with_named_inputs():
     r = run("probe", SPEC, "-s", "4,16:int64", "-s", "pixel_values=4,3,32,32", "--steps", "3", "-f", "json")
     assert r.exit_code in (0, 1), r.output
     assert json.loads(r.stdout)["probe"]["error"] is None
-    r = run("probe", SPEC, *NAMED, "--steps", "3")
-    assert r.exit_code == 2 and "first input" in r.output
+    # every input named (a Hugging Face model's input_ids=..., pixel_values=...): the batch is read from the first
+    # keyword input, and every input of that batch size is grown to the probe's batch
+    r = run("probe", SPEC, "-s", "input_ids=1,16:int64", "-s", "pixel_values=1,3,32,32", "--steps", "3",
+            "--batch-size", "6", "-f", "json")
+    assert r.exit_code in (0, 1), r.output
+    p = json.loads(r.stdout)["probe"]
+    assert p["error"] is None and p["inputs"]["shape"] == [6, 16] and p["inputs"]["dtype"] == "int64"
+    assert p["config"]["batch_size"] == 6
 
 
 def test_compress_feeds_keyword_inputs_by_name(tmp_path):

@@ -3,6 +3,7 @@ count at the keyword inputs given (attention at the full T x T, as FlopCounterMo
 the inputs dldoctor assumes from config.json when none are given (marked assumed, named)."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -227,3 +228,16 @@ def test_onnx_export_puts_the_attention_setting_back(tmp_path: Path) -> None:
     assert was != "eager"
     export_onnx(m, (torch.randint(0, 200, (1, 8)),), str(tmp_path / "l.onnx"))
     assert m.config._attn_implementation == was and m.model.layers[0].self_attn.config._attn_implementation == was
+
+
+@pytest.mark.parametrize("name, loss", [("t5", "ce"), ("whisper", "ce"), ("clip", "contrastive")])
+def test_probe_runs_on_folders_whose_inputs_are_all_named(name: str, loss: str, tmp_path: Path) -> None:
+    """The probe reads the batch from the first keyword input when config.json names every input (it refused them
+    before): T5 and Whisper train their LM head with cross-entropy, CLIP its image-text similarity contrastively."""
+    from dldoctor.api.probe import probe
+
+    _, _, _, folder = _folder(name, tmp_path)
+    r = probe(str(folder), steps=3, batch_size=4, attribution=False)
+    p = r.probe
+    assert p.error is None and p.config["loss"] == loss and p.config["batch_size"] == 4
+    assert p.inputs["shape"][0] == 4 and p.loss and all(math.isfinite(v) for v in p.loss)
