@@ -6,7 +6,7 @@ and the bytes of live tensors (for peak activation memory). The pass runs on the
 meta device by default: shapes and op choice are the same, nothing is allocated,
 and PyTorch's fused attention fast path (invisible to other counters) is not
 taken. The user's module is never changed: parameters and buffers are swapped
-for stand-ins with `torch.func.functional_call`, tensors kept in plain attributes
+for stand-ins (`swapped`, once per owning module), tensors kept in plain attributes
 (`AnchorGenerator.cell_anchors`, a list) are swapped for copies and every plain
 attribute is put back as found (`kept_as_found`), hooks are removed and training
 flags restored in `finally` blocks.
@@ -312,7 +312,7 @@ _MAX_ITEMS = 100_000  # container items walked per pass: a pathological attribut
 class _PlainState:
     """Every plain attribute of every submodule, as found, and copies of the tensors they hold.
 
-    Parameters and buffers are swapped by `functional_call`; a tensor a module keeps in a plain
+    Parameters and buffers are swapped by `swapped`; a tensor a module keeps in a plain
     attribute (a tensor, or inside a list, tuple or dict) is not, so a pass could move it to meta
     (`self.cell_anchors = [a.to(device) ...]`), change it in place, or replace it, and the next
     pass would find it changed. Inside the block each such tensor is a copy on its own device (the
@@ -449,12 +449,34 @@ def stand_ins(module: torch.nn.Module, device: str = "meta") -> Iterator[None]:
     The same swap `torch.func.functional_call` makes, for collectors that call the module
     themselves (the receptive-field pass): on meta nothing is computed or allocated.
     """
-    from torch.nn.utils.stateless import _reparametrize_module
-
     state = _stand_ins(module, device, False)
-    with kept_as_found(module, _aliases(module, state)), \
-            _reparametrize_module(module, state, tie_weights=True, strict=False):
+    aliases = _aliases(module, state)
+    with kept_as_found(module, aliases), swapped(module, aliases):
         yield
+
+
+@contextmanager
+def swapped(module: torch.nn.Module, aliases: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Each parameter and buffer of `module` replaced by its stand-in (`aliases`: id(original) -> stand-in) inside
+    the block; every one put back afterwards, even when the block raises.
+
+    The swap is made once per owning module and name. A module registered under two paths
+    (`nn.Sequential(lin, act, lin)`) is one owner, and a weight tied to another (an LM head sharing the
+    embedding) gets the same stand-in under both owners. `torch.func.functional_call` swaps per path instead and,
+    for a module registered twice, puts the stand-in back in place of the user's weight (the model came out with
+    plain, detached tensors for parameters, torch 2.14)."""
+    saved: list[tuple[dict, str, Any]] = []
+    try:
+        for owner in module.modules():  # each module once, however many paths reach it
+            for table in (owner._parameters, owner._buffers):
+                for name, orig in list(table.items()):
+                    if orig is not None and id(orig) in aliases:
+                        saved.append((table, name, orig))
+                        table[name] = aliases[id(orig)]
+        yield
+    finally:
+        for table, name, orig in reversed(saved):
+            table[name] = orig
 
 
 def to_device(x: Any, device: str) -> Any:
@@ -555,8 +577,9 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
         module.train(train)
         state = _stand_ins(module, device, train)
         args = _to_device(inputs, device)
+        aliases = _aliases(module, state)
         with ExitStack() as es:
-            plain = es.enter_context(kept_as_found(module, _aliases(module, state)))
+            plain = es.enter_context(kept_as_found(module, aliases))
             live = _LiveBytes(_storage_keys(list(state.values()) + plain + tree_flatten(args)[0]))
             mode = _Mode(r, stack, live)
             if not train:
@@ -568,7 +591,8 @@ def run_pass(module: torch.nn.Module, inputs: tuple, *, device: str = "meta", tr
                 from dldoctor.collect.inputs import split_inputs  # model(*positional, **named)
 
                 pos, named = split_inputs(args)
-                out = torch.func.functional_call(module, state, pos, named, strict=False)
+                with swapped(module, aliases):
+                    out = module(*pos, **named)
             except Exception as e:  # noqa: BLE001 - a failing forward still yields a partial result
                 r.error = f"{type(e).__name__}: {e}".strip().splitlines()[0][:500]
                 r.error_module = stack[-1] if stack else None

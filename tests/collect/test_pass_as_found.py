@@ -146,3 +146,47 @@ def test_detection_model_inspects_from_the_cli():
     r = CliRunner().invoke(app, ["inspect", spec, "-s", "1,3,320,320", "--no-training", "--format", "json"])
     assert r.exit_code == 0, r.output
     assert '"status": "complete"' in r.stdout
+
+
+class TiedHead(nn.Module):
+    """An LM head tied to the embedding (one Parameter under two owners)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):  # noqa: ANN001, ANN201
+        return self.head(self.emb(ids))
+
+
+def _params(m: nn.Module) -> dict:
+    return {n: (p, type(p), p.requires_grad, p.detach().clone()) for n, p in m.named_parameters(remove_duplicate=False)}
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: (lambda lin: nn.Sequential(lin, nn.ReLU(), lin))(nn.Linear(8, 8)), ([2, 8], None)),
+    (TiedHead, ([2, 5], "int64")),
+])
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_module_registered_twice_and_a_tied_weight_come_back_as_parameters(build, shape, device):
+    """A module registered under two paths (nn.Sequential(lin, act, lin)) came out of a pass with plain, detached
+    tensors in place of its parameters (torch.func.functional_call restores per path); a tied head is one
+    Parameter under two owners. After the pass, and after inspect with its training pass, every path holds the
+    same Parameter object, trainable, with the same values, and no grad."""
+    torch.manual_seed(0)
+    m = build()
+    before = _params(m)
+    x = torch.randint(0, 20, shape[0]) if shape[1] else torch.randn(shape[0])
+    r = run_pass(m, (x,), device=device, train=True)
+    assert r.error is None
+    dldoctor.inspect(m, input_shapes=[shape[0]], dtype=shape[1])
+    after = _params(m)
+    assert after.keys() == before.keys()
+    for k, (p, kind, grad, value) in before.items():
+        q = after[k]
+        assert q[0] is p and q[1] is nn.Parameter and q[2] is grad and torch.equal(q[3], value) and p.grad is None, k
+    with torch.no_grad():  # and the model still computes with its own weights
+        out = m(x)
+    assert out.shape[0] == shape[0][0] and out.requires_grad is False
