@@ -26,6 +26,17 @@ def embedder() -> nn.Module:  # tests.cli.test_named_inputs:embedder, a token mo
     return nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 4))
 
 
+def keyword_metric():  # tests.cli.test_named_inputs:keyword_metric, an --eval factory calling by keyword
+    g = torch.Generator().manual_seed(11)
+    ids, pix = torch.randint(0, 100, (4, 16), generator=g), torch.randn(4, 3, 32, 32, generator=g)
+
+    def fn(model) -> float:
+        dt = next((p.dtype for p in model.parameters()), torch.float32)  # a fp16 variant takes fp16 images
+        with torch.no_grad():
+            return float(model(input_ids=ids, pixel_values=pix.to(dt)).float().sum())
+    return fn
+
+
 def test_inspect_named_inputs_json_and_rich():
     r = run("inspect", SPEC, *NAMED, "-f", "json")
     assert r.exit_code == 0, r.output
@@ -136,3 +147,18 @@ def test_compress_feeds_keyword_inputs_by_name(tmp_path):
         want = build()(ids, pixel_values=pix).numpy()
     got = sess.run(None, {"pixel_values": pix.numpy(), "input_ids": ids.numpy()})[0]
     assert np.allclose(got, want, atol=1e-5)
+
+
+def test_compress_eval_calls_every_variant_by_keyword(tmp_path):
+    """--eval's fn(model) calls model(input_ids=..., pixel_values=...): the PyTorch variants take it as the model
+    does, the ONNX ones through a session that feeds by name; the optimised graph scores what the original does."""
+    r = run("compress", SPEC, *NAMED, "-o", tmp_path / "out", "-t", "onnx-optimized", "-t", "torch-fp16",
+            "--eval", "tests.cli.test_named_inputs:keyword_metric", "--max-drop", "1e9", "--iters", "3", "-q",
+            "-f", "json")
+    assert r.exit_code == 0, r.output
+    by = {v["name"]: v for v in json.loads(r.stdout)["compress"]["variants"]}
+    for name in ("onnx-optimized", "torch-fp16"):
+        f = by[name]["fidelity"]
+        assert by[name]["status"] != "failed" and f["metric"] is not None, by[name]
+    f = by["onnx-optimized"]["fidelity"]
+    assert abs(f["metric"] - f["metric_original"]) <= 1e-4 * max(1.0, abs(f["metric_original"]))
