@@ -301,3 +301,28 @@ def test_precision_is_checked_and_refused_for_onnx(tmp_path):
     assert not (tmp_path / "o").exists()
     r = run(p, "-o", tmp_path / "o", "--precision", "fp8", *FAST)
     assert r.exit_code == 2 and "fp8" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_fidelity_streams_batches_and_matches_a_float64_reference():
+    """fidelity() works batch by batch in float32 with float64 accumulation (LLM logits are gigabytes): its figures
+    equal the plain float64 formulas on the concatenated outputs, a zero row and a flipped row included."""
+    import numpy as np
+
+    from dldoctor.api.compress import fidelity
+
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal((8, 3, 7), dtype=np.float32) for _ in range(3)]
+    got = [r + 1e-3 * rng.standard_normal(r.shape, dtype=np.float32) for r in ref]
+    got[0][1] = -got[0][1]
+    got[2][5] = 0
+    a = np.concatenate([r.reshape(8, -1) for r in ref]).astype(np.float64)
+    b = np.concatenate([g.reshape(8, -1) for g in got]).astype(np.float64)
+    cos = np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    f = fidelity(ref, got, classifier=False)
+    assert f.samples == 24 and f.top1 is None
+    assert f.max_abs == pytest.approx(np.abs(a - b).max(), rel=1e-6)
+    assert f.mean_abs == pytest.approx(np.abs(a - b).mean(), rel=1e-6)
+    assert f.cosine == pytest.approx(cos.mean(), abs=1e-9)
+    flat_ref, flat_got = [r.reshape(8, -1) for r in ref], [g.reshape(8, -1) for g in got]
+    f = fidelity(flat_ref, flat_got, classifier=True)
+    assert f.top1 == pytest.approx(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
