@@ -213,7 +213,7 @@ def _onnx_optimized(src: str, dst: str, calib: Callable[[], list]) -> dict:
 
 
 @transform("onnx-int8-dynamic", backend="onnx", fixes=("EFF001", "BUD003", "BUD008"), numerics="int8",
-           summary="int8 weights for MatMul/Gemm, activations quantized at run time")
+           summary="int8 weights for MatMul/Gemm and embedding tables, activations quantized at run time")
 def _onnx_int8_dynamic(src: str, dst: str, calib: Callable[[], list]) -> dict:
     from dldoctor.transforms import onnx_variants
 
