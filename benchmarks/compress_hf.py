@@ -81,12 +81,13 @@ def main() -> None:
           "|---|---|---|---|---:|---:|---|"]
     for name, precision, inputs, var, status, size, cos, ratio, interval, verdict, reason, _ in rows:
         md.append(f"| {name} | {precision} | {var} | {status} | {fmt(size, '{:.2f}×')} | {fmt(cos, '{:.4f}')} | "
-                  f"{interval}: {verdict} |")
+                  + (f"{interval}: {verdict} |" if interval else f"{reason} |"))
     md += ["", "Inputs: " + "; ".join(sorted({f"{r[0]}: {r[2]}" for r in rows})) + ".", "",
            "onnx-int8-dynamic quantizes the embedding tables (Gather) as well as the Linear/MatMul weights: the "
            "token table is 7.8 M of this BERT's 11.2 M parameters, and with MatMul/Gemm alone the file was only 1.27x "
-           "smaller (1.75x for the Llama). torch-int8-dynamic (torch.ao) leaves nn.Embedding float: its quantized "
-           "Embedding needs contiguous indices, which BERT's expanded token_type_ids are not. Against a bf16 "
+           "smaller (1.75x for the Llama). torch-int8-dynamic quantizes the tables too (a scale per row), except "
+           "where torch's quantized Embedding cannot run: it takes only contiguous indices, and BERT's expanded "
+           "token_type_ids are not, so BERT's tables stay float (said in the variant's left_float). Against a bf16 "
            "original a variant that keeps float32 tables is bigger and rejected. The ONNX graphs keep keyword inputs "
            "by name (T5's input_ids and decoder_input_ids) and with eager attention for the GQA Llama.", ""]
     from benchmarks.flops_vs_peers import write_block

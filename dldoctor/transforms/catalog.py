@@ -187,11 +187,11 @@ def _torch_bf16(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
 
 @transform("torch-int8-dynamic", backend="torch", applies=has_linear_or_rnn, fixes=("EFF001", "BUD003", "BUD008"),
            numerics="int8",
-           summary="torch.ao dynamic int8 for Linear/LSTM/GRU")
+           summary="torch.ao dynamic int8 for Linear/LSTM/GRU, and int8 embedding tables")
 def _torch_int8_dynamic(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
     from dldoctor.transforms import torch_variants
 
-    return torch_variants.dynamic_int8(module)
+    return torch_variants.dynamic_int8(module, example_inputs)
 
 
 @transform("prune-50", backend="torch", applies=has_conv, fixes=("INI004",),

@@ -279,31 +279,101 @@ _WHY_IN_PROJ = (
 
 
 def dynamic_int8(module: nn.Module, example_inputs: Any = None) -> tuple[nn.Module, Info]:
-    """Dynamic int8 (weights int8, activations quantized on the fly) of nn.Linear / nn.LSTM / nn.GRU.
+    """Dynamic int8 (weights int8, activations quantized on the fly) of nn.Linear / nn.LSTM / nn.GRU, and int8
+    embedding tables (nn.Embedding / nn.EmbeddingBag, weight-only with a scale per row).
 
     Uses ``torch.ao.quantization.quantize_dynamic`` (deprecated in torch 2.10+, still working in 2.14; its
     deprecation warnings are caught and noted in ``preparation``). Attention projections stay float; the
     transformer fast path (which reads ``.weight`` of every Linear) is switched off per layer so the forward
-    still runs. With ``example_inputs`` the result is checked to run.
+    still runs. With ``example_inputs`` the result is checked to run; when the int8 tables are what fails (torch's
+    quantized Embedding takes only contiguous indices, and BERT passes an expanded token_type_ids), the tables stay
+    float and ``left_float`` says why.
     """
+    if any(isinstance(m, _EMBEDDINGS) for m in module.modules()):
+        try:
+            qmodel, info = _quantize_dynamic(module, embeddings=True)
+            if example_inputs is not None:
+                with torch.no_grad():
+                    _run(qmodel, example_inputs)
+            info["ops_after"] = module_histogram(qmodel)
+            return qmodel, info
+        except Exception as e:  # noqa: BLE001 - made again below with the tables left float, and said so
+            text = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            why = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    else:
+        why = None
+    qmodel, info = _quantize_dynamic(module, embeddings=False)
+    if why is not None:
+        for path, m in qmodel.named_modules():
+            if isinstance(m, _EMBEDDINGS):
+                info["left_float"][path or "<root>"] = f"int8 tables failed ({why}): kept float"
+    if example_inputs is not None:
+        with torch.no_grad():
+            _run(qmodel, example_inputs)
+    info["ops_after"] = module_histogram(qmodel)
+    return qmodel, info
+
+
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+
+
+def _reshare(qmodel: nn.Module, owners: dict[str, int]) -> list[str]:
+    """After quantize_dynamic: a module registered under several names, or an embedding table tied to another
+    (T5's encoder.embed_tokens and decoder.embed_tokens share `shared.weight`), comes back as one quantized copy
+    per name; put the first copy under every name again, so that the saved file holds one table. `owners`: path ->
+    id of what makes two paths the same (the module, or an embedding's weight). Returns the names re-shared."""
+    first: dict[int, str] = {}
+    done = []
+    for path in sorted(owners, key=lambda p: (p.count("."), p)):  # parents before children
+        key = owners[path]
+        if key not in first:
+            first[key] = path
+            continue
+        try:
+            keep, here = qmodel.get_submodule(first[key]), qmodel.get_submodule(path)
+        except AttributeError:
+            continue
+        if keep is not here and type(keep) is type(here):
+            _set_submodule(qmodel, path, keep)
+            done.append(path)
+    return done
+
+
+def _quantize_dynamic(module: nn.Module, embeddings: bool) -> tuple[nn.Module, Info]:
+    """quantize_dynamic on a working copy: Linear/LSTM/GRU, and the embedding tables when asked; the fast paths
+    that read float weights switched off."""
     model = _working_copy(module)
     info = _new_info(model)
     before = {p: type(m) for p, m in model.named_modules()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
+                                           quantize_dynamic)
 
-        qmodel = quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8, inplace=True)
+        spec: dict = {nn.Linear: default_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
+                      nn.GRU: default_dynamic_qconfig}
+        if embeddings:
+            spec.update({k: float_qparams_weight_only_qconfig for k in _EMBEDDINGS})
+        # a table registered under several names, or tied to another table (T5's encoder/decoder embed_tokens
+        # share `shared.weight`), is one quantized module afterwards (see _reshare)
+        owners = {p: id(m.weight) if isinstance(m, _EMBEDDINGS) else id(m)
+                  for p, m in model.named_modules(remove_duplicate=False) if p}
+        qmodel = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    shared = _reshare(qmodel, owners)
+    if shared:
+        info["preparation"].append(f"one quantized module kept for each module or tied table under several names "
+                                   f"({', '.join(shared)}): quantize_dynamic makes a copy per name")
     if any(issubclass(w.category, DeprecationWarning) for w in caught):
         info["preparation"].append(
             "torch.ao.quantization.quantize_dynamic is deprecated (torch suggests torchao's quantize_); "
             "it still works in this torch " + torch.__version__.split("+")[0]
         )
-    info["preparation"].append("quantize_dynamic({Linear, LSTM, GRU}, qint8), weights per-tensor int8")
-
+    info["preparation"].append("quantize_dynamic({Linear, LSTM, GRU}, qint8), weights per-tensor int8"
+                               + ("; Embedding/EmbeddingBag weight-only int8, a scale per row" if embeddings else ""))
+    kinds = (nn.Linear, nn.LSTM, nn.GRU, *(_EMBEDDINGS if embeddings else ()))
     for path, m in qmodel.named_modules():
         old = before.get(path)
-        if old is not None and old is not type(m) and old in (nn.Linear, nn.LSTM, nn.GRU):
+        if old is not None and old is not type(m) and old in kinds:
             info["changed"].append(path)
         if isinstance(m, nn.MultiheadAttention):
             info["left_float"][f"{path}.out_proj" if path else "out_proj"] = _WHY_OUT_PROJ
@@ -323,10 +393,6 @@ def dynamic_int8(module: nn.Module, example_inputs: Any = None) -> tuple[nn.Modu
             info["preparation"].append(
                 f"{path or '<root>'}: use_nested_tensor=False (the nested-tensor fast path reads the layers' .weight)"
             )
-    if example_inputs is not None:
-        with torch.no_grad():
-            _run(qmodel, example_inputs)
-    info["ops_after"] = module_histogram(qmodel)
     return qmodel, info
 
 
