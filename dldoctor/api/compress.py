@@ -435,7 +435,7 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
         on_disk = os.path.isfile(source) and not cast  # a cast original's size is the cast copy's
         orig.size_bytes = os.path.getsize(source) if on_disk else _saved_size(m)
         orig.params = sum(p.numel() for p in m.parameters())
-        ref = _torch_outputs(m, held)
+        ref = _original_outputs(lambda: _torch_outputs(m, held))
         orig.p50, orig.cv = _latency_torch(m, make_input, warmup, iters)
         orig.p50_cuda = _cuda_p50(m, make_input, warmup, iters)
         try:
@@ -449,11 +449,23 @@ def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: 
         save_with_data(loaded, onnx_fp32)
         orig.size_bytes = onnx_variants.file_size(source if os.path.isfile(source) else onnx_fp32)
         orig.params = sum(int(math.prod(i.dims)) for i in loaded.onnx_model.graph.initializer)
-        ref = _onnx_outputs(onnx_fp32, held)
+        ref = _original_outputs(lambda: _onnx_outputs(onnx_fp32, held))
         orig.p50, orig.cv = _latency_onnx(onnx_fp32, _first(held[0]), warmup, iters)
         orig.ops_before = onnx_variants.op_histogram(onnx_fp32)
     classifier = ref[0].ndim == 2 and ref[0].shape[-1] > 1
     return orig, ref, onnx_fp32, classifier
+
+
+def _original_outputs(run: Callable[[], list]) -> list:
+    """The original's outputs on the held inputs; a model that cannot run on them is a usage error (exit 2, one
+    line), as in inspect, not an internal one: nothing can be compared without them."""
+    try:
+        return run()
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise InputSpecError(f"forward pass failed on the example inputs: {type(e).__name__}: {first}",
+                             "check the inputs against forward()'s parameters: -s NAME=... names a keyword "
+                             "forward() takes, positional shapes come in its order") from None
 
 
 def _first(batch: tuple) -> tuple:

@@ -162,3 +162,14 @@ def test_compress_eval_calls_every_variant_by_keyword(tmp_path):
         assert by[name]["status"] != "failed" and f["metric"] is not None, by[name]
     f = by["onnx-optimized"]["fidelity"]
     assert abs(f["metric"] - f["metric_original"]) <= 1e-4 * max(1.0, abs(f["metric_original"]))
+
+
+def test_a_keyword_forward_does_not_take_is_one_line_exit_2(tmp_path):
+    """-s bogus=... names no parameter of forward(): compress says the forward failed and what to check (it said
+    'internal error'), leaves no folder; probe says the run did not start instead of 'None steps of None'."""
+    r = run("compress", SPEC, "-s", "input_ids=1,16:int64", "-s", "bogus=1,3", "-o", tmp_path / "out", "--iters", "3")
+    assert r.exit_code == 2 and "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert "forward pass failed on the example inputs" in r.output and "bogus" in r.output
+    assert not (tmp_path / "out").exists()
+    r = run("probe", SPEC, "-s", "input_ids=1,16:int64", "-s", "bogus=1,3", "--steps", "3")
+    assert r.exit_code == 2 and "did not start" in r.output and "None steps" not in r.output, r.output

@@ -55,8 +55,12 @@ def _summary(r: Report, p: ProbeResult) -> Panel:
     g.add_column(style="bold")
     g.add_column()
     g.add_row("model", f"{markup(r.model.path)}  [dim]({markup(r.model.format)})[/]")
-    g.add_row("run", plain(f"{c.get('steps')} steps of {c.get('optimizer')} at lr {c.get('lr')}, loss {c.get('loss')}, "
-                           f"batch {c.get('batch_size')}, seed {c.get('seed')}, {c.get('device')}; data: {c.get('data')}"))
+    if c.get("steps") is None:  # the forward failed before the run was set up: no settings to show
+        g.add_row("run", plain("did not start: the model failed before the first step", style="red"))
+    else:
+        g.add_row("run", plain(f"{c.get('steps')} steps of {c.get('optimizer')} at lr {c.get('lr')}, loss "
+                               f"{c.get('loss')}, batch {c.get('batch_size')}, seed {c.get('seed')}, "
+                               f"{c.get('device')}; data: {c.get('data')}"))
     a, b, e = p.initial_loss, p.final_loss, p.expected_initial_loss
     loss = f"{'n/a' if a is None else f'{a:.4g}'} → {'n/a' if b is None else f'{b:.4g}'}"
     if e is not None:
