@@ -281,6 +281,9 @@ def compress(
     out = Path(out_dir) if out_dir else default_out_dir(source)
     check_output_path(out, [source], kind="folder")  # the CLI checked before loading; the API checks here
     created = not out.exists()
+    top = out  # the outermost folder this run creates (-o a/new/dir makes a/new too): what a failure removes
+    while created and not top.parent.exists():
+        top = top.parent
     out.mkdir(parents=True, exist_ok=True)
     kind = "onnx" if loaded.onnx_model is not None else "pytorch"
     names = list(transforms) if transforms else None
@@ -297,7 +300,7 @@ def compress(
     work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
     pending = contextlib.ExitStack()  # what a hard exit (--timeout on a native hang) removes
     if created:
-        pending.enter_context(in_progress(str(out)))
+        pending.enter_context(in_progress(str(top)))
     pending.enter_context(in_progress(str(work)))
     pending.enter_context(_gpu_timing(device != "cpu"))
     try:
@@ -351,7 +354,7 @@ def compress(
         # an interrupted or failed run leaves nothing behind: not its work files, not a folder it made
         shutil.rmtree(work, ignore_errors=True)
         if created:
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(top, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -166,10 +166,11 @@ def test_compress_eval_calls_every_variant_by_keyword(tmp_path):
 
 def test_a_keyword_forward_does_not_take_is_one_line_exit_2(tmp_path):
     """-s bogus=... names no parameter of forward(): compress says the forward failed and what to check (it said
-    'internal error'), leaves no folder; probe says the run did not start instead of 'None steps of None'."""
-    r = run("compress", SPEC, "-s", "input_ids=1,16:int64", "-s", "bogus=1,3", "-o", tmp_path / "out", "--iters", "3")
+    'internal error'), leaves no folder (not even the parent -o created); probe says the run did not start instead of 'None steps of None'."""
+    r = run("compress", SPEC, "-s", "input_ids=1,16:int64", "-s", "bogus=1,3", "-o", tmp_path / "new" / "out",
+            "--iters", "3")
     assert r.exit_code == 2 and "Traceback" not in r.output and "internal error" not in r.output, r.output
     assert "forward pass failed on the example inputs" in r.output and "bogus" in r.output
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "new").exists()  # nor the folder above it that -o made
     r = run("probe", SPEC, "-s", "input_ids=1,16:int64", "-s", "bogus=1,3", "--steps", "3")
     assert r.exit_code == 2 and "did not start" in r.output and "None steps" not in r.output, r.output
