@@ -64,6 +64,32 @@ def _at_precision(res: CompressResult, selected: list[str]) -> list[str]:
     return [n for n in selected if n not in same]
 
 
+# Memory a run takes beyond the loaded model, in float32 copies of its weights (measured with
+# /proc/self/status on a 156 M-parameter Llama folder, 594 MiB of fp32 weights: 3.8 GiB more at the ONNX variants'
+# peak, the exported graph, the prepared and quantized graphs and two ONNX Runtime sessions held together; 2.2 GiB
+# for the PyTorch ones). A run that cannot fit is refused before it starts instead of being killed part-way.
+COPIES_ONNX, COPIES_TORCH = 6, 3.5
+
+
+def _check_memory(module: Any, selected: list[str]) -> None:
+    """InputSpecError when the run would need more memory than the machine has available (Linux: MemAvailable)."""
+    from dldoctor.load.factory import available_memory
+    from dldoctor.transforms import catalog
+
+    if module is None or not selected:
+        return
+    weights = sum(p.numel() for p in module.parameters()) * 4
+    copies = COPIES_ONNX if any(catalog.get(n).backend == "onnx" for n in selected) else COPIES_TORCH
+    need, avail = int(weights * copies), available_memory()
+    if avail is not None and need > avail:
+        raise InputSpecError(
+            f"compress would need about {need / 2**30:.1f} GiB of memory ({copies:g} float32 copies of the "
+            f"{weights / 2**30:.2f} GiB of weights: the original, its ONNX export, the variants and their sessions), "
+            f"and {avail / 2**30:.1f} GiB is available",
+            "run it on a machine with more memory, or only the PyTorch variants (-t torch-int8-dynamic -t "
+            "torch-bf16), which need about half")
+
+
 def _cast(module: Any, precision: str, *, own: bool = False) -> Any:
     """`module` at the compute precision (floating parameters and buffers only): a copy unless fp32, or `own` (the
     module is this run's own, a variant, and is cast in place)."""
@@ -280,11 +306,6 @@ def compress(
     source = loaded.source or "model"
     out = Path(out_dir) if out_dir else default_out_dir(source)
     check_output_path(out, [source], kind="folder")  # the CLI checked before loading; the API checks here
-    created = not out.exists()
-    top = out  # the outermost folder this run creates (-o a/new/dir makes a/new too): what a failure removes
-    while created and not top.parent.exists():
-        top = top.parent
-    out.mkdir(parents=True, exist_ok=True)
     kind = "onnx" if loaded.onnx_model is not None else "pytorch"
     names = list(transforms) if transforms else None
     if from_findings:
@@ -293,10 +314,20 @@ def compress(
     selected = _select(kind, module, names)
     res = CompressResult(optimize=optimize, max_drop=max_drop or "1%", out_dir=str(out), precision=precision)
     selected = _at_precision(res, selected)
+    _check_memory(module, selected)
     base = _cast(module, precision)  # the original as it computes (the module as loaded when fp32)
+    # one eval copy of it, shared by the measurements of the original and the timing harness (memory: each copy
+    # of a large model is its whole weight again)
+    ref_model = None if module is None else base if base is not module else copy.deepcopy(module).eval()
     make_input = run.make_input(seed=1000)
     batch = _declared_batch(loaded.onnx_model) or 8  # an ONNX graph with a fixed batch runs at that batch only
     held_batches = [_held(make_input, i, batch) for i in range(max(1, held // batch))]
+    # nothing is created before this point: a refusal above leaves the file system as it was
+    created = not out.exists()
+    top = out  # the outermost folder this run creates (-o a/new/dir makes a/new too): what a failure removes
+    while created and not top.parent.exists():
+        top = top.parent
+    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".dldoctor-work-", dir=str(out)))
     pending = contextlib.ExitStack()  # what a hard exit (--timeout on a native hang) removes
     if created:
@@ -310,9 +341,9 @@ def compress(
         watch = LoadWatch()
         with torch.random.fork_rng():
             orig, ref, onnx_fp32, classifier = _original(res, kind, module, loaded, source, held_batches, make_input,
-                                                         work, warmup, iters, base=base)
+                                                         work, warmup, iters, ref_model=ref_model)
         res.original = orig
-        bench = _Bench(kind, base, onnx_fp32, _first(held_batches[0]),
+        bench = _Bench(kind, ref_model, onnx_fp32, _first(held_batches[0]),
                        budget if budget is not None else min(10.0, max(0.3, 0.1 * iters)))
         metric0 = None
         if eval_fn:
@@ -425,16 +456,16 @@ def _calibration(calib: Any, make_input: Callable[[int], tuple], batch: int = 8)
 
 
 def _original(res: CompressResult, kind: str, module: Any, loaded: Any, source: str, held: list, make_input: Any,
-              work: Path, warmup: int, iters: int, base: Any = None) -> tuple[Variant, list, str | None, bool]:
-    """The original measured: `base` is the module at the run's precision (`module` itself at fp32), and the ONNX
-    graph the ONNX variants start from is exported from `module` (float32)."""
+              work: Path, warmup: int, iters: int, ref_model: Any = None) -> tuple[Variant, list, str | None, bool]:
+    """The original measured: `ref_model` is this run's eval copy of it at the run's precision, and the ONNX graph
+    the ONNX variants start from is exported from `module` (float32)."""
     from dldoctor.transforms import onnx_variants, torch_variants
 
     orig = Variant(name="original", transform="none", format=kind, path=source, status="original")
     onnx_fp32 = None
     if kind == "pytorch":
-        cast = base is not None and base is not module
-        m = copy.deepcopy(base if cast else module).eval()
+        cast = res.precision != "fp32"
+        m = ref_model if ref_model is not None else copy.deepcopy(module).eval()
         on_disk = os.path.isfile(source) and not cast  # a cast original's size is the cast copy's
         orig.size_bytes = os.path.getsize(source) if on_disk else _saved_size(m)
         orig.params = sum(p.numel() for p in m.parameters())
@@ -549,7 +580,7 @@ class _Bench:
         self.busy = timing.busy()  # then both sides run on one thread (timing.steady_threads)
         self.threads = 1 if self.busy else torch.get_num_threads()
         self.on_round: Callable[[int, float], None] | None = None
-        self.module = copy.deepcopy(module).eval() if module is not None else None
+        self.module = module  # the run's eval copy of the original, shared with _original (not the user's module)
         if kind == "pytorch":
             self.base = _torch_fn(self.module, x)
         else:

@@ -326,3 +326,24 @@ def test_fidelity_streams_batches_and_matches_a_float64_reference():
     flat_ref, flat_got = [r.reshape(8, -1) for r in ref], [g.reshape(8, -1) for g in got]
     f = fidelity(flat_ref, flat_got, classifier=True)
     assert f.top1 == pytest.approx(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_it_starts(mlp_file, tmp_path, monkeypatch):
+    """The run needs several float32 copies of the weights (ONNX export, quantized graphs, sessions): with less
+    memory available than that, one line with the figures and exit 2, before any folder is made; the PyTorch-only
+    variants need fewer copies and still run."""
+    from dldoctor.api import compress as C
+    from dldoctor.errors import InputSpecError
+    from dldoctor.load import factory
+
+    weights = sum(p.numel() for p in linear_heavy().parameters()) * 4
+    monkeypatch.setattr(factory, "available_memory", lambda: int(weights * (C.COPIES_TORCH + 1)))
+    with pytest.raises(InputSpecError, match=r"would need about .* GiB of memory \(6 float32 copies"):
+        C.compress(str(mlp_file), out_dir=str(tmp_path / "a" / "o"), transforms=["onnx-int8-dynamic"], iters=2)
+    assert not (tmp_path / "a").exists()
+    r = C.compress(str(mlp_file), out_dir=str(tmp_path / "b"), transforms=["torch-fp16"], iters=2, warmup=1,
+                   budget=0.3)
+    assert r.compress.variants[0].status != "failed"
+    monkeypatch.setattr(factory, "available_memory", lambda: 1 << 20)
+    res = run(mlp_file, "-o", tmp_path / "c", "-t", "torch-fp16", *FAST)
+    assert res.exit_code == 2 and "GiB of memory" in res.output and "Traceback" not in res.output
