@@ -88,7 +88,10 @@ def main() -> None:
            "smaller (1.75x for the Llama). torch-int8-dynamic quantizes the tables too (a scale per row), except "
            "where torch's quantized Embedding cannot run: it takes only contiguous indices, and BERT's expanded "
            "token_type_ids are not, so BERT's tables stay float (said in the variant's left_float). Against a bf16 "
-           "original a variant that keeps float32 tables is bigger and rejected. The ONNX graphs keep keyword inputs "
+           "original a variant that keeps float32 tables is bigger and rejected. T5's table is tied to its LM "
+           "head: the export stores it twice (the head's transposed copy), and onnx-fp16 / onnx-optimized store it "
+           "once again (a Transpose node; int8 keeps both, quantized, as its MatMul needs a constant weight). "
+           "The ONNX graphs keep keyword inputs "
            "by name (T5's input_ids and decoder_input_ids) and with eager attention for the GQA Llama.", ""]
     from benchmarks.flops_vs_peers import write_block
 

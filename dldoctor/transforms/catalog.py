@@ -207,7 +207,7 @@ def _prune_50(module: Any, example_inputs: tuple) -> tuple[Any, dict]:
 def _onnx_optimized(src: str, dst: str, calib: Callable[[], list]) -> dict:
     from dldoctor.transforms import onnx_variants
 
-    prep = onnx_variants.prepare_for_quantization(src, dst)
+    prep = onnx_variants.prepare_for_quantization(src, dst, share_tables=True)
     return {"path": dst, "preparation": prep, "ops_before": onnx_variants.op_histogram(src),
             "ops_after": onnx_variants.op_histogram(dst)}
 

@@ -323,7 +323,8 @@ def _flatten_outputs(out: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------------------- preparation
-def prepare_for_quantization(src: str, dst: str, *, gemm_to_matmul: bool = True) -> list[str]:
+def prepare_for_quantization(src: str, dst: str, *, gemm_to_matmul: bool = True,
+                             share_tables: bool = False) -> list[str]:
     """Fold constant chains so every weight is a plain initializer of its MatMul/Gemm/Conv.
 
     ONNX Runtime's BASIC level only (constant folding, redundant-node elimination, Conv+BN/Add/Mul
@@ -362,9 +363,17 @@ def prepare_for_quantization(src: str, dst: str, *, gemm_to_matmul: bool = True)
         dropped, nbytes = _drop_unused_initializers(model)
         if dropped:
             steps.append(f"removed {dropped} initializers no node uses ({nbytes / 1e6:.2f} MB)")
+        if share_tables:  # not before quantization: the quantizer needs each MatMul's weight as an initializer
+            steps += _shared_tables_step(model)
         with _atomic_dest(dst) as tmp:
             _save(model, tmp)
     return steps
+
+
+def _shared_tables_step(model: Any) -> list[str]:
+    k, nbytes = share_transposed_tables(model)
+    return [f"stored {k} tied table(s) once: the transposed copy the exporter folded is a Transpose of the "
+            f"table again ({nbytes / 1e6:.2f} MB less)"] if k else []
 
 
 def _gemm_to_matmul(model: Any) -> int:
@@ -429,6 +438,53 @@ def _drop_unused_initializers(model: Any) -> tuple[int, int]:
             del graph.input[:]
             graph.input.extend(kept_inputs)
     return dropped, nbytes
+
+
+def share_transposed_tables(model: Any, min_elements: int = 65_536) -> tuple[int, int]:
+    """A tied table stored twice, as the exporter leaves it (an embedding's Gather table, and the LM head's weight:
+    its transpose, folded into a second initializer), stored once: the second copy becomes a Transpose node of the
+    first, with the same output name (ONNX Runtime folds it again in memory when a session loads the graph; the
+    file holds the table once). Only 2-D float initializers of `min_elements` or more that are exactly each
+    other's transpose. Returns (copies removed, bytes saved)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+    big = [t for t in graph.initializer
+           if len(t.dims) == 2 and t.data_type in floats and t.dims[0] * t.dims[1] >= min_elements]
+    gathered = {n.input[0] for n in _all_nodes(graph) if n.op_type == "Gather" and n.input}
+    by_shape: dict[tuple, list[Any]] = {}
+    for t in big:
+        by_shape.setdefault((tuple(sorted(t.dims)), t.data_type), []).append(t)
+    drop: dict[str, str] = {}  # copy -> the table it is the transpose of
+    for group in by_shape.values():
+        if len(group) < 2:
+            continue
+        arrays = {t.name: numpy_helper.to_array(t) for t in group}
+        order = sorted(group, key=lambda t: t.name not in gathered)  # a Gather's table is the one kept
+        for i, keep in enumerate(order):
+            if keep.name in drop:
+                continue
+            for other in order[i + 1:]:
+                a, b = arrays[keep.name], arrays[other.name]
+                if other.name not in drop and b.shape == a.shape[::-1] and (a.T == b).all():
+                    drop[other.name] = keep.name
+    if not drop:
+        return 0, 0
+    saved = sum(t.ByteSize() for t in graph.initializer if t.name in drop)
+    kept = [t for t in graph.initializer if t.name not in drop]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if any(i.name in drop for i in graph.input):  # old opsets list initializers as inputs too
+        inputs = [i for i in graph.input if i.name not in drop]
+        del graph.input[:]
+        graph.input.extend(inputs)
+    nodes = [helper.make_node("Transpose", [src], [name], name=f"dldoctor_shared_table_{k}", perm=[1, 0])
+             for k, (name, src) in enumerate(sorted(drop.items()))]
+    rest = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + rest)
+    return len(drop), saved
 
 
 # ------------------------------------------------------------------------------------------- reports
@@ -660,6 +716,7 @@ def to_fp16(src: str, dst: str) -> dict:
         raise RuntimeError(f"fp16 conversion unavailable: {exc}") from exc
 
     model = onnx.load(str(src))
+    shared = _shared_tables_step(model)
     before = {t.name: t.data_type for t in model.graph.initializer}
     with _quiet_quantizer():
         model16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
@@ -670,6 +727,6 @@ def to_fp16(src: str, dst: str) -> dict:
     block = set(DEFAULT_OP_BLOCK_LIST)
     left = {_node_label(n, i): f"{n.op_type} kept in float32 (no reliable float16 kernel)"
             for i, n in enumerate(model.graph.node) if n.op_type in block}
-    preparation = ["onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True): "
-                   "float32 initializers and compute to float16, Cast at the inputs/outputs"]
+    preparation = shared + ["onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True): "
+                            "float32 initializers and compute to float16, Cast at the inputs/outputs"]
     return _result(dst, src, preparation, changed, left)

@@ -299,3 +299,45 @@ def test_dynamic_int8_quantizes_the_embedding_table(tmp_path):
     out = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})[0]
     cos = np.sum(ref * out, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
     assert cos.min() > 0.99
+
+
+class _TiedLM(nn.Module):
+    """An LM head tied to the token table: the exporter stores the table, and its transpose for the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(3000, 64)
+        self.mix = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 3000, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mix(self.emb(ids))))
+
+
+def test_a_tied_table_is_stored_once_in_the_fp16_and_optimized_graphs(tmp_path):
+    """The export holds the 3000 x 64 table twice (Gather's, and the head's transposed copy); the fp16 and optimised
+    variants hold it once (a Transpose node of the table stands for the copy) and give the same logits."""
+    from onnx import numpy_helper
+    import onnx
+
+    ids = torch.randint(0, 3000, (4, 9), generator=torch.Generator().manual_seed(3))
+    m = _TiedLM().eval()
+    src = T.export_onnx(m, (ids[:1],), str(tmp_path / "t.onnx"))
+    table = 3000 * 64
+
+    def tables(path: str) -> int:
+        return sum(1 for t in onnx.load(path).graph.initializer if numpy_helper.to_array(t).size == table)
+
+    assert tables(src) == 2
+    with torch.no_grad():
+        ref = m(ids).numpy()
+    fp16 = T.to_fp16(src, str(tmp_path / "h.onnx"))
+    T.prepare_for_quantization(src, str(tmp_path / "o.onnx"), share_tables=True)
+    for path, tol in ((fp16["path"], 2e-2), (str(tmp_path / "o.onnx"), 1e-5)):
+        assert tables(path) == 1, path
+        out = _run(path, ids.numpy())
+        assert np.abs(out - ref).max() < tol, path
+    assert T.file_size(src) / T.file_size(fp16["path"]) > 3.5  # half the tables, half the bytes each
+    assert any("tied table" in p for p in fp16["preparation"])
