@@ -291,7 +291,7 @@ def dynamic_int8(module: nn.Module, example_inputs: Any = None) -> tuple[nn.Modu
     """
     if any(isinstance(m, _EMBEDDINGS) for m in module.modules()):
         try:
-            qmodel, info = _quantize_dynamic(module, embeddings=True)
+            qmodel, info = _quantize_dynamic(module, embeddings=True, example_inputs=example_inputs)
             if example_inputs is not None:
                 with torch.no_grad():
                     _run(qmodel, example_inputs)
@@ -339,11 +339,38 @@ def _reshare(qmodel: nn.Module, owners: dict[str, int]) -> list[str]:
     return done
 
 
-def _quantize_dynamic(module: nn.Module, embeddings: bool) -> tuple[nn.Module, Info]:
-    """quantize_dynamic on a working copy: Linear/LSTM/GRU, and the embedding tables when asked; the fast paths
-    that read float weights switched off."""
+def _noncontiguous_tables(model: nn.Module, example_inputs: Any) -> set[str]:
+    """Paths of the embedding tables that get a non-contiguous index tensor on the example (BERT expands its
+    token_type_ids buffer): torch's int8 Embedding refuses those. One forward of `model` (this run's working copy),
+    its hooks removed afterwards."""
+    seen: set[str] = set()
+    handles = []
+    for path, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, _EMBEDDINGS):
+            def pre(mod: nn.Module, args: tuple, path: str = path) -> None:
+                if args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+                    seen.add(path)
+            handles.append(m.register_forward_pre_hook(pre))
+    try:
+        with torch.no_grad():
+            _run(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+_WHY_NONCONTIGUOUS = ("its index tensor is not contiguous on the example (an expanded buffer), which torch's int8 "
+                      "Embedding does not take: kept float")
+
+
+def _quantize_dynamic(module: nn.Module, embeddings: bool, example_inputs: Any = None) -> tuple[nn.Module, Info]:
+    """quantize_dynamic on a working copy: Linear/LSTM/GRU, and the embedding tables when asked (those the example
+    hands a non-contiguous index tensor stay float); the fast paths that read float weights switched off."""
     model = _working_copy(module)
     info = _new_info(model)
+    skip = _noncontiguous_tables(model, example_inputs) if embeddings and example_inputs is not None else set()
+    tables = [p for p, m in model.named_modules(remove_duplicate=False) if isinstance(m, _EMBEDDINGS) and p not in skip]
     before = {p: type(m) for p, m in model.named_modules()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -352,8 +379,8 @@ def _quantize_dynamic(module: nn.Module, embeddings: bool) -> tuple[nn.Module, I
 
         spec: dict = {nn.Linear: default_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
                       nn.GRU: default_dynamic_qconfig}
-        if embeddings:
-            spec.update({k: float_qparams_weight_only_qconfig for k in _EMBEDDINGS})
+        if embeddings:  # by name: a table left float is left out (a type key would take every table)
+            spec.update({p: float_qparams_weight_only_qconfig for p in tables})
         # a table registered under several names, or tied to another table (T5's encoder/decoder embed_tokens
         # share `shared.weight`), is one quantized module afterwards (see _reshare)
         owners = {p: id(m.weight) if isinstance(m, _EMBEDDINGS) else id(m)
@@ -371,6 +398,8 @@ def _quantize_dynamic(module: nn.Module, embeddings: bool) -> tuple[nn.Module, I
     info["preparation"].append("quantize_dynamic({Linear, LSTM, GRU}, qint8), weights per-tensor int8"
                                + ("; Embedding/EmbeddingBag weight-only int8, a scale per row" if embeddings else ""))
     kinds = (nn.Linear, nn.LSTM, nn.GRU, *(_EMBEDDINGS if embeddings else ()))
+    for p in sorted(skip):
+        info["left_float"][p] = _WHY_NONCONTIGUOUS
     for path, m in qmodel.named_modules():
         old = before.get(path)
         if old is not None and old is not type(m) and old in kinds:
