@@ -440,13 +440,11 @@ def _drop_unused_initializers(model: Any) -> tuple[int, int]:
     return dropped, nbytes
 
 
-def share_transposed_tables(model: Any, min_elements: int = 65_536) -> tuple[int, int]:
-    """A tied table stored twice, as the exporter leaves it (an embedding's Gather table, and the LM head's weight:
-    its transpose, folded into a second initializer), stored once: the second copy becomes a Transpose node of the
-    first, with the same output name (ONNX Runtime folds it again in memory when a session loads the graph; the
-    file holds the table once). Only 2-D float initializers of `min_elements` or more that are exactly each
-    other's transpose. Returns (copies removed, bytes saved)."""
-    from onnx import TensorProto, helper, numpy_helper
+def _transposed_pairs(model: Any, min_elements: int = 65_536) -> dict[str, str]:
+    """{copy: table} for 2-D float initializers of `min_elements` or more that are exactly the transpose of another
+    (a table tied to an LM head: the Gather's table, and the head's weight the exporter folded); the table a Gather
+    reads is the one kept."""
+    from onnx import TensorProto, numpy_helper
 
     graph = model.graph
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
@@ -456,35 +454,90 @@ def share_transposed_tables(model: Any, min_elements: int = 65_536) -> tuple[int
     by_shape: dict[tuple, list[Any]] = {}
     for t in big:
         by_shape.setdefault((tuple(sorted(t.dims)), t.data_type), []).append(t)
-    drop: dict[str, str] = {}  # copy -> the table it is the transpose of
+    pairs: dict[str, str] = {}
     for group in by_shape.values():
         if len(group) < 2:
             continue
         arrays = {t.name: numpy_helper.to_array(t) for t in group}
-        order = sorted(group, key=lambda t: t.name not in gathered)  # a Gather's table is the one kept
+        order = sorted(group, key=lambda t: t.name not in gathered)
         for i, keep in enumerate(order):
-            if keep.name in drop:
+            if keep.name in pairs:
                 continue
             for other in order[i + 1:]:
                 a, b = arrays[keep.name], arrays[other.name]
-                if other.name not in drop and b.shape == a.shape[::-1] and (a.T == b).all():
-                    drop[other.name] = keep.name
-    if not drop:
-        return 0, 0
-    saved = sum(t.ByteSize() for t in graph.initializer if t.name in drop)
-    kept = [t for t in graph.initializer if t.name not in drop]
+                if other.name not in pairs and b.shape == a.shape[::-1] and (a.T == b).all():
+                    pairs[other.name] = keep.name
+    return pairs
+
+
+def _as_transposes(model: Any, pairs: dict[str, str]) -> int:
+    """Remove each initializer `copy` of `pairs` and put a Transpose node of its `table` in its place, under the same
+    name (ONNX Runtime folds it again in memory when a session loads the graph). Returns the bytes removed."""
+    from onnx import helper
+
+    graph = model.graph
+    saved = sum(t.ByteSize() for t in graph.initializer if t.name in pairs)
+    kept = [t for t in graph.initializer if t.name not in pairs]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    if any(i.name in drop for i in graph.input):  # old opsets list initializers as inputs too
-        inputs = [i for i in graph.input if i.name not in drop]
+    if any(i.name in pairs for i in graph.input):  # old opsets list initializers as inputs too
+        inputs = [i for i in graph.input if i.name not in pairs]
         del graph.input[:]
         graph.input.extend(inputs)
     nodes = [helper.make_node("Transpose", [src], [name], name=f"dldoctor_shared_table_{k}", perm=[1, 0])
-             for k, (name, src) in enumerate(sorted(drop.items()))]
+             for k, (name, src) in enumerate(sorted(pairs.items()))]
     rest = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + rest)
-    return len(drop), saved
+    return saved
+
+
+def share_transposed_tables(model: Any, min_elements: int = 65_536) -> tuple[int, int]:
+    """A tied table stored twice, as the exporter leaves it (an embedding's Gather table, and the LM head's weight:
+    its transpose, folded into a second initializer), stored once: the second copy becomes a Transpose node of the
+    first. Returns (copies removed, bytes saved)."""
+    pairs = _transposed_pairs(model, min_elements)
+    return (len(pairs), _as_transposes(model, pairs)) if pairs else (0, 0)
+
+
+def _share_quantized_tables(model: Any, pairs: dict[str, str]) -> tuple[int, int]:
+    """After dynamic int8, a tied table is two int8 copies: the Gather's table (uint8, its own scale and zero point,
+    dequantized after the look-up) and the head's transposed weight (int8, symmetric). The Gather is pointed at a
+    Transpose of the head's int8 weight and its DequantizeLinear at that weight's scale and zero point, so the file
+    holds the table once. Each rewrite is made only when the graph has exactly that shape. (tables, bytes saved)."""
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    nodes = list(graph.node)
+    moved: dict[str, str] = {}
+    old_params: set[str] = set()
+    for copy_name, table in pairs.items():
+        aq, a_s, a_z = f"{table}_quantized", f"{table}_scale", f"{table}_zero_point"
+        bq, b_s, b_z = f"{copy_name}_quantized", f"{copy_name}_scale", f"{copy_name}_zero_point"
+        if not {aq, a_s, a_z, bq, b_s, b_z} <= inits:
+            continue
+        users = [n for n in nodes if aq in n.input]
+        if not users or any(n.op_type != "Gather" or list(n.input).index(aq) != 0 for n in users):
+            continue
+        outs = {n.output[0] for n in users}
+        readers = [n for n in nodes if outs & set(n.input)]
+        if not readers or any(n.op_type not in ("DequantizeLinear", "MatMulInteger") for n in readers):
+            continue
+        for n in nodes:  # the table's own scale and zero point, wherever the quantizer used them
+            for k, name in enumerate(n.input):
+                if name in (a_s, a_z):
+                    n.input[k] = b_s if name == a_s else b_z
+        moved[aq] = bq
+        old_params |= {a_s, a_z}
+    if not moved:
+        return 0, 0
+    saved = _as_transposes(model, moved)
+    used = {i for n in _all_nodes(graph) for i in n.input}
+    unused = [t for t in graph.initializer if t.name in old_params and t.name not in used]
+    if unused:
+        kept = [t for t in graph.initializer if t not in unused]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return len(moved), saved
 
 
 # ------------------------------------------------------------------------------------------- reports
@@ -498,6 +551,8 @@ def _weight_report(prepared: Any, quantized: Any, op_types: set[str], qdq: bool,
         op_types = op_types | {"Gemm"}  # the dynamic quantizer rewrites Gemm as MatMul itself
 
     q_inits = {t.name for t in quantized.graph.initializer}
+    # a tied int8 table stored once is a Transpose of the other copy (_share_quantized_tables), named as before
+    q_inits |= {o for n in quantized.graph.node if n.name.startswith("dldoctor_shared_table_") for o in n.output}
     q_nodes = {n.name for n in quantized.graph.node if n.name}
     producers = {o: n for n in prepared.graph.node for o in n.output}
     p_inits = {t.name: t for t in prepared.graph.initializer}
@@ -614,12 +669,20 @@ def quantize_dynamic_int8(src: str, dst: str, prepare: bool = True, *,
             "MatMuls whose B is not a constant left float" + ("; embedding tables (Gather) int8, dequantized after "
                                                               "the look-up" if "Gather" in op_types else "")
         )
+        pairs = _transposed_pairs(model_p) if "Gather" in op_types else {}
         with _atomic_dest(dst) as tmp, _quiet_quantizer():
             quantize_dynamic(
                 prepared, tmp, weight_type=QuantType.QInt8, per_channel=False,
                 op_types_to_quantize=op_types, nodes_to_exclude=list(keep_float),
                 extra_options={"MatMulConstBOnly": True},
             )
+            if pairs:
+                quantized = onnx.load(tmp)
+                k, nbytes = _share_quantized_tables(quantized, pairs)
+                if k:
+                    _save(quantized, tmp)
+                    preparation.append(f"stored {k} tied table(s) once in int8: the look-up reads a Transpose of the "
+                                       f"head's int8 weight, with its scale ({nbytes / 1e6:.2f} MB less)")
         changed, left = _weight_report(model_p, onnx.load(str(dst)), set(op_types), qdq=False,
                                        keep_float=keep_float)
     return _result(dst, src, preparation, changed, left)

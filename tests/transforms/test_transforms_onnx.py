@@ -341,3 +341,26 @@ def test_a_tied_table_is_stored_once_in_the_fp16_and_optimized_graphs(tmp_path):
         assert np.abs(out - ref).max() < tol, path
     assert T.file_size(src) / T.file_size(fp16["path"]) > 3.5  # half the tables, half the bytes each
     assert any("tied table" in p for p in fp16["preparation"])
+
+
+def test_int8_stores_a_tied_table_once(tmp_path):
+    """Dynamic int8 of a tied LM: the quantizer makes two int8 copies of the table (a uint8 Gather table with its
+    own scale, and the head's int8 weight); the Gather is pointed at a Transpose of the head's copy, so the file
+    holds the table once (about 8x smaller than the export, which holds two fp32 copies), both uses are reported
+    as quantized, and the logits agree."""
+    from onnx import numpy_helper
+    import onnx
+
+    ids = torch.randint(0, 3000, (4, 9), generator=torch.Generator().manual_seed(3))
+    m = _TiedLM().eval()
+    src = T.export_onnx(m, (ids[:1],), str(tmp_path / "t.onnx"))
+    info = T.quantize_dynamic_int8(src, str(tmp_path / "q.onnx"))
+    tables = [t for t in onnx.load(info["path"]).graph.initializer if numpy_helper.to_array(t).size == 3000 * 64]
+    assert len(tables) == 1 and numpy_helper.to_array(tables[0]).dtype == np.int8
+    assert T.file_size(src) / T.file_size(info["path"]) > 6
+    assert any("Gather" in c for c in info["changed"]) and any("head" in c for c in info["changed"])
+    assert any("tied table" in p for p in info["preparation"])
+    with torch.no_grad():
+        ref = m(ids).numpy()
+    cos, _ = _fidelity(ref.reshape(len(ref), -1), _run(info["path"], ids.numpy()).reshape(len(ref), -1))
+    assert cos > 0.99
