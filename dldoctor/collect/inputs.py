@@ -317,16 +317,26 @@ _INT_NAMES = ("input_ids", "decoder_input_ids", "token_type_ids", "position_ids"
               "decoder_attention_mask")
 
 
+def model_float_dtype(module: torch.nn.Module | None) -> torch.dtype:
+    """The dtype a float input of `module` takes when none is given: its first floating parameter's (a half or
+    bfloat16 checkpoint computes in that dtype, and a float32 input would fail its first matmul), else float32."""
+    if module is not None:
+        for p in module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return torch.float32
+
+
 def _default_dtype(module: torch.nn.Module | None, spec: InputSpec, n: int) -> torch.dtype:
     """A positional input (or a model's only input) takes int64 when the first layer is an embedding; a named one
-    takes int64 when its name says token ids or a mask, else float32."""
+    takes int64 when its name says token ids or a mask, else the model's float dtype (float32 for most)."""
     if spec.name is not None and (spec.name in _INT_NAMES or spec.name.endswith(("_ids", "_mask"))):
         return torch.int64
     if spec.name is None or n == 1:
         first = _first_layer(module) if module is not None else None
         if isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
             return torch.int64
-    return torch.float32
+    return model_float_dtype(module)
 
 
 def _tensor(module: torch.nn.Module | None, shape: list[int], dt: torch.dtype, name: str | None,
@@ -374,6 +384,8 @@ def make_inputs(
         is_assumed = assumed is not None
     else:
         s, dt, guess = guess_shape(module)
+        if dt.is_floating_point:
+            dt = model_float_dtype(module)
         why = f"the {guess}"
         specs = [(s, default or dt, None)]
         is_assumed = True

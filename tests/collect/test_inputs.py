@@ -148,3 +148,27 @@ def test_receptive_field_of_a_named_image_input():
 
     r = dldoctor.inspect(Img(), input_shapes=["pixel_values=1,3,16,16"])
     assert r.receptive_field.status == "complete" and r.receptive_field.size == [5, 5]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_half_checkpoint_gets_inputs_of_its_own_dtype(dtype, tmp_path):
+    """An fp16/bf16 (or float64) model inspected without --dtype: the assumed float input takes the model's dtype
+    (a float32 one failed its first matmul: 'mat1 and mat2 must have the same dtype', exit 2, on the fp16 variant
+    compress writes); token ids stay int64; --dtype still wins."""
+    from typer.testing import CliRunner
+
+    import dldoctor
+    from dldoctor.cli import app
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).to(dtype)
+    r = dldoctor.inspect(m)
+    assert r.inputs[0].dtype == str(dtype).replace("torch.", "") and r.inputs[0].assumed
+    assert r.flops.status == "complete" and r.flops.macs == 16 * 32 + 32 * 4
+    assert dldoctor.inspect(m, input_shapes=[[1, 16]], dtype="float32").inputs[0].dtype == "float32"
+    tokens = nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 4)).to(dtype)
+    assert dldoctor.inspect(tokens).inputs[0].dtype == "int64"
+    p = tmp_path / "half.pt"
+    torch.save(m, p)
+    res = CliRunner().invoke(app, ["inspect", str(p)])
+    assert res.exit_code == 0, res.output
