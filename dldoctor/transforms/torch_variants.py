@@ -111,13 +111,18 @@ def _call_order(model: nn.Module, example_inputs: Any) -> list[str]:
     for path, m in model.named_modules():
         if path and _is_leaf(m):
             handles.append(m.register_forward_hook(lambda mod, inp, out, p=path: order.append(p)))
+    _run_hooked(model, example_inputs, handles)
+    return order
+
+
+def _run_hooked(model: nn.Module, example_inputs: Any, handles: list) -> None:
+    """One forward without grad, then every hook in `handles` removed, even when the forward raises."""
     try:
         with torch.no_grad():
             _run(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
-    return order
 
 
 # --------------------------------------------------------------------------- 1. Conv + BN folding
@@ -351,12 +356,7 @@ def _noncontiguous_tables(model: nn.Module, example_inputs: Any) -> set[str]:
                 if args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
                     seen.add(path)
             handles.append(m.register_forward_pre_hook(pre))
-    try:
-        with torch.no_grad():
-            _run(model, example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, example_inputs, handles)
     return seen
 
 
