@@ -418,26 +418,27 @@ def _gemm_to_matmul(model: Any) -> int:
     return count
 
 
+def _remove_initializers(graph: Any, names: set[str]) -> int:
+    """Remove the initializers named in `names` (and their graph inputs: old opsets list initializers as inputs
+    too). Returns the bytes removed."""
+    if not names:
+        return 0
+    nbytes = sum(t.ByteSize() for t in graph.initializer if t.name in names)
+    kept = [t for t in graph.initializer if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if any(i.name in names for i in graph.input):
+        inputs = [i for i in graph.input if i.name not in names]
+        del graph.input[:]
+        graph.input.extend(inputs)
+    return nbytes
+
+
 def _drop_unused_initializers(model: Any) -> tuple[int, int]:
     graph = model.graph
     used = {i for n in _all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
-    keep, gone, nbytes = [], set(), 0
-    for t in graph.initializer:
-        if t.name in used:
-            keep.append(t)
-        else:
-            gone.add(t.name)
-            nbytes += t.ByteSize()
-    dropped = len(gone)
-    if dropped:
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        # old-opset graphs list initializers as inputs too: drop those that fed nothing
-        if any(i.name in gone for i in graph.input):
-            kept_inputs = [i for i in graph.input if i.name not in gone]
-            del graph.input[:]
-            graph.input.extend(kept_inputs)
-    return dropped, nbytes
+    gone = {t.name for t in graph.initializer if t.name not in used}
+    return len(gone), _remove_initializers(graph, gone)
 
 
 def _transposed_pairs(model: Any, min_elements: int = 65_536) -> dict[str, str]:
@@ -476,14 +477,7 @@ def _as_transposes(model: Any, pairs: dict[str, str]) -> int:
     from onnx import helper
 
     graph = model.graph
-    saved = sum(t.ByteSize() for t in graph.initializer if t.name in pairs)
-    kept = [t for t in graph.initializer if t.name not in pairs]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    if any(i.name in pairs for i in graph.input):  # old opsets list initializers as inputs too
-        inputs = [i for i in graph.input if i.name not in pairs]
-        del graph.input[:]
-        graph.input.extend(inputs)
+    saved = _remove_initializers(graph, set(pairs))
     nodes = [helper.make_node("Transpose", [src], [name], name=f"dldoctor_shared_table_{k}", perm=[1, 0])
              for k, (name, src) in enumerate(sorted(pairs.items()))]
     rest = list(graph.node)
@@ -532,11 +526,7 @@ def _share_quantized_tables(model: Any, pairs: dict[str, str]) -> tuple[int, int
         return 0, 0
     saved = _as_transposes(model, moved)
     used = {i for n in _all_nodes(graph) for i in n.input}
-    unused = [t for t in graph.initializer if t.name in old_params and t.name not in used]
-    if unused:
-        kept = [t for t in graph.initializer if t not in unused]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+    saved += _remove_initializers(graph, old_params - used)  # the table's own scale and zero point, now unread
     return len(moved), saved
 
 
