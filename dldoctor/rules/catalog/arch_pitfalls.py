@@ -274,6 +274,16 @@ def linear_over_spatial_axis(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
 _FEATURES_LAST = LINEARS | EMBEDDINGS
 
 
+def _features_last_input(g: Graph, n: Node) -> tuple[list[int], list[Node]] | None:
+    """(input shape, its features-last sources) when `n` reads a 3-D (N, T, F) output of a Linear or Embedding
+    (through elementwise ops) whose T and F differ, so that axis 1 is time where `n` expects channels; else None."""
+    shp = g.node(n.inputs[0]).output_shape if n.inputs and n.inputs[0] >= 0 else None
+    if not shp or len(shp) != 3 or shp[1] == shp[2]:
+        return None
+    src = [m for m in _before(g, n, _elementwise) if m.kind == "module" and m.type in _FEATURES_LAST]
+    return (shp, src) if src else None
+
+
 @rule(code="ARC022", name="batchnorm1d-over-time-axis", family="arch", severity=Severity.ERROR,
       needs=("graph",), source=(ARCHITECTURE, TRAINING_TIPS))
 def batchnorm1d_over_time_axis(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
@@ -304,12 +314,10 @@ def batchnorm1d_over_time_axis(facts: Facts, opts: ArchOptions) -> Iterator[Hit]
     """
     g = facts.graph
     for n in g.modules("BatchNorm1d", "LazyBatchNorm1d"):
-        shp = g.node(n.inputs[0]).output_shape if n.inputs and n.inputs[0] >= 0 else None
-        if not shp or len(shp) != 3:
+        found = _features_last_input(g, n)
+        if found is None:
             continue
-        src = [m for m in _before(g, n, _elementwise) if m.kind == "module" and m.type in _FEATURES_LAST]
-        if not src or shp[1] == shp[2]:
-            continue
+        shp, src = found
         yield Hit(f"BatchNorm1d '{n.target}' normalises axis 1 of the (N, T, F) = {tuple(shp)} output of "
                   f"{src[0].type} '{src[0].target}': the {shp[1]} time steps, not the {shp[2]} features",
                   location=n.target, evidence={"input_shape": shp, "source": src[0].target,
@@ -536,12 +544,10 @@ def conv1d_over_feature_axis(facts: Facts, opts: ArchOptions) -> Iterator[Hit]:
     """
     g = facts.graph
     for n in g.modules("Conv1d", "LazyConv1d"):
-        shp = g.node(n.inputs[0]).output_shape if n.inputs and n.inputs[0] >= 0 else None
-        if not shp or len(shp) != 3 or shp[1] == shp[2]:
+        found = _features_last_input(g, n)
+        if found is None:
             continue
-        src = [m for m in _before(g, n, _elementwise) if m.kind == "module" and m.type in _FEATURES_LAST]
-        if not src:
-            continue
+        shp, src = found
         yield Hit(f"Conv1d '{n.target}' reads the (N, T, F) = {tuple(shp)} output of {src[0].type} '{src[0].target}' "
                   f"as (N, C, L): it takes the {shp[1]} time steps as channels and slides over the {shp[2]} features",
                   location=n.target, evidence={"input_shape": shp, "source": src[0].target,
