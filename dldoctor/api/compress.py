@@ -155,11 +155,9 @@ def fidelity(ref: list, got: list, classifier: bool) -> Fidelity:
 
 def _as_module_dtype(module: Any, x: tuple) -> tuple:
     """The inputs tuple with its floating tensors cast to the module's dtype (token ids and masks untouched)."""
-    import torch
+    from dldoctor.collect.inputs import map_tensors, model_float_dtype
 
-    from dldoctor.collect.inputs import map_tensors
-
-    dt = next((p.dtype for p in module.parameters()), torch.float32)
+    dt = model_float_dtype(module)
     return map_tensors(lambda t: t.to(dt) if t.is_floating_point() else t, x)
 
 
