@@ -579,6 +579,7 @@ class _Bench:
         self.threads = 1 if self.busy else torch.get_num_threads()
         self.on_round: Callable[[int, float], None] | None = None
         self.module = module  # the run's eval copy of the original, shared with _original (not the user's module)
+        self.xm = _as_module_dtype(module, x) if module is not None else x  # its floats in the module's dtype
         if kind == "pytorch":
             self.base = _torch_fn(self.module, x)
         else:
@@ -596,7 +597,7 @@ class _Bench:
             from dldoctor.collect.torch_model import count_pass
 
             with native_quiet((2,)):
-                macs = count_pass(self.module, _as_module_dtype(self.module, self.x), "cpu").macs
+                macs = count_pass(self.module, self.xm, "cpu").macs
             return 2 * macs if macs else None
         except Exception:  # noqa: BLE001 - the bound is a sanity check; the harness judges without it
             return None
@@ -614,7 +615,7 @@ class _Bench:
             import torch
 
             bns = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-            share = timing.module_share(self.module, _as_module_dtype(self.module, self.x), bns)
+            share = timing.module_share(self.module, self.xm, bns)
             if share is not None:
                 # the share is itself a measurement, and folding also lets the conv add its bias in the same
                 # kernel: 10% slack, or a real 1.20x on plain_cnn read as an error against a 1.19x bound
